@@ -1,0 +1,260 @@
+//! The distcron cron dialect.
+//!
+//! One dialect, shared by jobsvc (validation and previews) and the worker (scheduling):
+//!
+//! | form | fields |
+//! |---|---|
+//! | 5 fields | `min hour dom month dow` (classic crontab; seconds = 0) |
+//! | 6 fields | `sec min hour dom month dow` |
+//! | 7 fields | `sec min hour dom month dow year` |
+//! | macros | `@yearly` (`@annually`), `@monthly`, `@weekly`, `@daily` (`@midnight`), `@hourly` |
+//! | interval | `@every <duration>`, e.g. `@every 90s`, `@every 1h30m` |
+//!
+//! Fields accept `*`, `?`, lists `,`, ranges `-`, steps `/`, month and weekday names (any case),
+//! `L` (last day of month, or `5L` last Friday), `W` (`15W`, nearest weekday) and `#` (`FRI#3`).
+//! Weekdays are numbered as in crontab: `0` and `7` are Sunday, `1` is Monday. When both
+//! day-of-month and day-of-week are restricted a day matches if either matches (Vixie cron).
+//!
+//! Schedules are evaluated in an IANA time zone (default UTC). When a wall-clock time falls in a
+//! daylight-saving gap it fires at the first instant after the gap; in an overlap (a repeated hour)
+//! it fires once, at the first occurrence.
+//!
+//! `@every <d>` fires at the instants that are whole multiples of `d` since the Unix epoch, so every
+//! worker computes the same slots without sharing state; `d` is whole seconds, 1 s to 366 days.
+//!
+//! Parsing is done by [`croner`]; this crate adds `@every`, names the field that is wrong in
+//! errors, and rejects expressions with no future fire time.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds, Year};
+use croner::Cron;
+
+/// Why an expression or time zone was rejected. `field` names what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ScheduleError {
+    /// The part of the input that is wrong: `timeZone`, `cronExpr`, or `cronExpr.<field>` such
+    /// as `cronExpr.minute`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ScheduleError {
+    fn expr(message: impl Into<String>) -> Self {
+        Self { field: "cronExpr".to_owned(), message: message.into() }
+    }
+}
+
+/// The longest interval `@every` accepts.
+pub const MAX_EVERY: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// The most fire times [`Schedule::upcoming`] returns.
+pub const MAX_PREVIEW: usize = 100;
+
+const FIELD_NAMES_5: [&str; 5] = ["minute", "hour", "dayOfMonth", "month", "dayOfWeek"];
+const FIELD_NAMES_6: [&str; 6] = ["second", "minute", "hour", "dayOfMonth", "month", "dayOfWeek"];
+const FIELD_NAMES_7: [&str; 7] =
+    ["second", "minute", "hour", "dayOfMonth", "month", "dayOfWeek", "year"];
+
+#[derive(Clone)]
+enum Rule {
+    Cron(Box<Cron>),
+    Every(Duration),
+}
+
+/// A parsed, validated schedule in a time zone.
+#[derive(Clone)]
+pub struct Schedule {
+    expr: String,
+    rule: Rule,
+    tz: Tz,
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Schedule").field("expr", &self.expr).field("tz", &self.tz).finish()
+    }
+}
+
+/// Parses an IANA time zone name; empty means UTC.
+pub fn parse_time_zone(name: &str) -> Result<Tz, ScheduleError> {
+    if name.is_empty() {
+        return Ok(Tz::UTC);
+    }
+    Tz::from_str(name).map_err(|_| ScheduleError {
+        field: "timeZone".to_owned(),
+        message: format!("unknown IANA time zone {name:?} (e.g. \"Europe/Berlin\", \"UTC\")"),
+    })
+}
+
+fn parser() -> CronParser {
+    CronParser::builder().seconds(Seconds::Optional).year(Year::Optional).build()
+}
+
+fn parse_every(rest: &str) -> Result<Duration, ScheduleError> {
+    let text = rest.trim();
+    if text.is_empty() {
+        return Err(ScheduleError::expr("@every needs a duration, e.g. \"@every 30s\""));
+    }
+    let d = humantime::parse_duration(text)
+        .map_err(|e| ScheduleError::expr(format!("@every: bad duration {text:?}: {e}")))?;
+    if d.subsec_nanos() != 0 {
+        return Err(ScheduleError::expr("@every: the duration must be whole seconds"));
+    }
+    if d < Duration::from_secs(1) || d > MAX_EVERY {
+        return Err(ScheduleError::expr("@every: the duration must be between 1s and 366 days"));
+    }
+    Ok(d)
+}
+
+/// Finds which field of a failing field-based expression is wrong, by parsing each field alone
+/// with every other field set to `*`.
+fn blame_field(fields: &[&str]) -> Option<&'static str> {
+    let names: &[&'static str] = match fields.len() {
+        5 => &FIELD_NAMES_5,
+        6 => &FIELD_NAMES_6,
+        7 => &FIELD_NAMES_7,
+        _ => return None,
+    };
+    let p = parser();
+    (0..fields.len()).find_map(|i| {
+        let probe: Vec<&str> =
+            (0..fields.len()).map(|j| if i == j { fields[i] } else { "*" }).collect();
+        p.parse(&probe.join(" ")).is_err().then_some(names[i])
+    })
+}
+
+fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
+    let trimmed = expr.trim();
+    let lowered = trimmed.to_ascii_lowercase();
+    let text = match lowered.as_str() {
+        "@midnight" => "@daily",
+        "@reboot" => {
+            return Err(ScheduleError::expr("@reboot is not supported: a cluster has no boot"))
+        }
+        _ => trimmed,
+    };
+    if text.starts_with('@') {
+        return parser().parse(text).map_err(|_| {
+            ScheduleError::expr(format!(
+                "unknown macro {text:?}; use @yearly, @annually, @monthly, @weekly, @daily, \
+                 @midnight, @hourly or @every <duration>"
+            ))
+        });
+    }
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    if !(5..=7).contains(&fields.len()) {
+        return Err(ScheduleError::expr(format!(
+            "expected 5 fields (min hour dom month dow), 6 (sec min hour dom month dow) or 7 \
+             (sec min hour dom month dow year), got {}",
+            fields.len()
+        )));
+    }
+    parser().parse(&fields.join(" ")).map_err(|e| {
+        let detail = e.to_string();
+        match blame_field(&fields) {
+            Some(name) => ScheduleError {
+                field: format!("cronExpr.{name}"),
+                message: format!("invalid {name} field {:?}: {detail}", field_of(&fields, name)),
+            },
+            None => ScheduleError::expr(detail),
+        }
+    })
+}
+
+fn field_of<'a>(fields: &[&'a str], name: &str) -> &'a str {
+    let names: &[&str] = match fields.len() {
+        5 => &FIELD_NAMES_5,
+        6 => &FIELD_NAMES_6,
+        _ => &FIELD_NAMES_7,
+    };
+    names.iter().position(|n| *n == name).and_then(|i| fields.get(i)).copied().unwrap_or("")
+}
+
+impl Schedule {
+    /// Parses `expr` in time zone `time_zone` (empty = UTC) and checks that it has a fire time
+    /// after `now`.
+    pub fn parse_at(expr: &str, time_zone: &str, now: DateTime<Utc>) -> Result<Self, ScheduleError> {
+        let tz = parse_time_zone(time_zone)?;
+        let trimmed = expr.trim();
+        if trimmed.is_empty() {
+            return Err(ScheduleError::expr("must not be empty"));
+        }
+        let rule = match trimmed.get(..6) {
+            Some(head) if head.eq_ignore_ascii_case("@every") => {
+                Rule::Every(parse_every(&trimmed[6..])?)
+            }
+            _ => Rule::Cron(Box::new(parse_cron(trimmed)?)),
+        };
+        let schedule = Self { expr: trimmed.to_owned(), rule, tz };
+        if schedule.next_after(now).is_none() {
+            return Err(ScheduleError::expr(format!(
+                "{trimmed:?} never fires after {}",
+                now.with_timezone(&tz).to_rfc3339()
+            )));
+        }
+        Ok(schedule)
+    }
+
+    /// Parses `expr` in `time_zone` and checks it has a fire time after the current time.
+    pub fn parse(expr: &str, time_zone: &str) -> Result<Self, ScheduleError> {
+        Self::parse_at(expr, time_zone, Utc::now())
+    }
+
+    /// The expression as given (trimmed).
+    pub fn expr(&self) -> &str {
+        &self.expr
+    }
+
+    /// The time zone the schedule is evaluated in.
+    pub fn time_zone(&self) -> Tz {
+        self.tz
+    }
+
+    /// The first fire time strictly after `t`, or `None` if there is none.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match &self.rule {
+            Rule::Every(d) => {
+                let step = i64::try_from(d.as_millis()).ok()?;
+                let ms = t.timestamp_millis();
+                let next = ms.div_euclid(step).checked_add(1)?.checked_mul(step)?;
+                Utc.timestamp_millis_opt(next).single()
+            }
+            Rule::Cron(cron) => {
+                let local = t.with_timezone(&self.tz);
+                cron.find_next_occurrence(&local, false).ok().map(|n| n.with_timezone(&Utc))
+            }
+        }
+    }
+
+    /// The next `count` fire times (at most [`MAX_PREVIEW`]) strictly after `after`, in the
+    /// schedule's time zone.
+    pub fn upcoming(&self, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Tz>> {
+        let mut out = Vec::with_capacity(count.min(MAX_PREVIEW));
+        let mut cursor = after;
+        while out.len() < count.min(MAX_PREVIEW) {
+            match self.next_after(cursor) {
+                Some(next) => {
+                    out.push(next.with_timezone(&self.tz));
+                    cursor = next;
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// The schedule in plain words.
+    pub fn describe(&self) -> String {
+        match &self.rule {
+            Rule::Every(d) => format!("Every {}", humantime::format_duration(*d)),
+            Rule::Cron(cron) => cron.describe(),
+        }
+    }
+}
