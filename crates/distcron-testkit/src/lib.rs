@@ -1,0 +1,61 @@
+//! Real servers for distcron's tests.
+//!
+//! Integration tests talk to a real etcd (Debian's `etcd-server`) and a real MongoDB-protocol
+//! server (`mongod` when on PATH, else the pinned PyPI `nx-27017`), started on free loopback ports
+//! with temporary data directories and stopped when dropped, on panic, and even when the test
+//! process is killed (the children carry `PR_SET_PDEATHSIG`).
+//!
+//! Tests that do not need a server of their own share one per test binary ([`shared_etcd`],
+//! [`shared_mongo`]) and isolate themselves with [`unique_name`] as a key prefix or database name.
+
+mod etcd;
+mod mongo;
+mod net;
+mod process;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+pub use etcd::Etcd;
+pub use mongo::{MongoKind, MongoServer};
+pub use net::{free_port, http_get, port_open, wait_until};
+pub use process::ChildGuard;
+
+/// Why a server could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// An I/O error (temp dir, log file, spawn).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server did not start or become ready.
+    #[error("{0}")]
+    Start(String),
+}
+
+/// The workspace root (where `Cargo.toml`, `.venv` and `proto/` are).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// One etcd shared by every test of this test binary. Panics if it cannot start: a test that
+/// needs etcd cannot run without it.
+pub fn shared_etcd() -> &'static Etcd {
+    static ETCD: OnceLock<Etcd> = OnceLock::new();
+    ETCD.get_or_init(|| Etcd::single().unwrap_or_else(|e| panic!("shared etcd: {e}")))
+}
+
+/// One MongoDB-protocol server shared by every test of this test binary.
+pub fn shared_mongo() -> &'static MongoServer {
+    static MONGO: OnceLock<MongoServer> = OnceLock::new();
+    MONGO.get_or_init(|| MongoServer::start().unwrap_or_else(|e| panic!("shared mongo: {e}")))
+}
+
+/// A name unique within this test process run, for key prefixes and database names:
+/// `<label>_<pid>_<n>` with only `[A-Za-z0-9_]`.
+pub fn unique_name(label: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let clean: String =
+        label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    format!("{clean}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
