@@ -68,7 +68,7 @@ impl Etcd {
     }
 
     fn try_cluster(size: usize) -> Result<Self, HarnessError> {
-        let dir = tempfile::Builder::new().prefix("distcron-etcd-").tempdir()?;
+        let dir = crate::temp_dir("etcd")?;
         let mut members = Vec::with_capacity(size);
         for i in 0..size {
             members.push(Member {

@@ -33,6 +33,36 @@ pub enum HarnessError {
     Start(String),
 }
 
+/// Creates a temporary directory `distcron-<pid>-<label>-*`, after removing any such directory
+/// left behind by a test process that no longer runs (shared servers live in statics, which are
+/// never dropped, so their directories outlive the process).
+pub(crate) fn temp_dir(label: &str) -> std::io::Result<tempfile::TempDir> {
+    remove_stale_dirs();
+    tempfile::Builder::new().prefix(&format!("distcron-{}-{label}-", std::process::id())).tempdir()
+}
+
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("distcron-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: signal 0 only checks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// The workspace root (where `Cargo.toml`, `.venv` and `proto/` are).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -63,7 +63,7 @@ impl MongoServer {
     }
 
     fn try_start() -> Result<Self, HarnessError> {
-        let dir = tempfile::Builder::new().prefix("distcron-mongo-").tempdir()?;
+        let dir = crate::temp_dir("mongo")?;
         let kind = if on_path("mongod").is_some() { MongoKind::Mongod } else { MongoKind::Nx27017 };
         let mut server = Self { kind, port: free_port()?, dir, child: None };
         server.spawn()?;
