@@ -1,0 +1,407 @@
+//! Job definitions: the stored JSON, validation, and conversion to and from gRPC messages.
+//!
+//! The stored JSON keeps the seed's field names (`name`, `command`, `cronExpr`), so a seed-era
+//! value `{"name":"x","command":"echo","cronExpr":"*/5 * * * * *"}` still loads; every newer field
+//! has a default. Unknown fields are ignored so that older workers can read newer definitions.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use distcron_proto::jobs::v1 as pb;
+use distcron_schedule::Schedule;
+use serde::{Deserialize, Serialize};
+
+/// Longest accepted job name.
+pub const MAX_NAME_LEN: usize = 128;
+/// Largest accepted command, in bytes.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// Longest accepted timeout and missed-slot window: 7 days.
+pub const MAX_SECONDS: u32 = 7 * 24 * 3600;
+/// Most environment variables per job.
+pub const MAX_ENV_VARS: usize = 128;
+/// Largest total size of a job's environment, in bytes.
+pub const MAX_ENV_BYTES: usize = 64 * 1024;
+
+/// What happens to a slot while an earlier run of the same job is still running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OverlapPolicy {
+    /// Skip the slot and record it as skipped.
+    #[default]
+    Forbid,
+    /// Run next to the running one.
+    Allow,
+    /// Kill the running one, then start.
+    Replace,
+}
+
+/// What happens to slots that passed while no worker could run them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissedPolicy {
+    /// Do not run missed slots.
+    #[default]
+    Skip,
+    /// Run the most recent missed slot once.
+    Latest,
+    /// Run every missed slot within the window.
+    All,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A job as stored under `jobs/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobDefinition {
+    /// Unique name.
+    pub name: String,
+    /// Shell command.
+    pub command: String,
+    /// Schedule in the distcron cron dialect.
+    pub cron_expr: String,
+    /// IANA time zone; empty = UTC.
+    #[serde(default)]
+    pub time_zone: String,
+    /// Whether slots are scheduled.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Run time limit in seconds; 0 = none.
+    #[serde(default)]
+    pub timeout_seconds: u32,
+    /// Overlap policy.
+    #[serde(default)]
+    pub overlap_policy: OverlapPolicy,
+    /// Missed-slot policy.
+    #[serde(default)]
+    pub missed_policy: MissedPolicy,
+    /// Window of [`MissedPolicy::All`], seconds.
+    #[serde(default)]
+    pub missed_window_seconds: u32,
+    /// Working directory; empty = the worker's.
+    #[serde(default)]
+    pub working_dir: String,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Unix user to run as; empty = the worker's.
+    #[serde(default)]
+    pub user: String,
+    /// When first stored, ms since the epoch (0 for seed-era values).
+    #[serde(default)]
+    pub created_at: i64,
+    /// When last changed, ms since the epoch.
+    #[serde(default)]
+    pub updated_at: i64,
+}
+
+/// A rejected field: `field` is the JSON name (`cronExpr`, `env.FOO`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// The field, by its JSON name.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// Checks a job name: `[A-Za-z0-9._-]{1,128}`, not `.` or `..`.
+pub fn validate_name(name: &str) -> Result<(), FieldError> {
+    if name.is_empty() {
+        return Err(FieldError::new("name", "must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(FieldError::new("name", format!("at most {MAX_NAME_LEN} characters")));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c))) {
+        return Err(FieldError::new(
+            "name",
+            format!("{bad:?} not allowed: use letters, digits, '.', '_' and '-'"),
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(FieldError::new("name", "must not be \".\" or \"..\""));
+    }
+    Ok(())
+}
+
+fn is_env_name(k: &str) -> bool {
+    let mut chars = k.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_user_name(u: &str) -> bool {
+    let mut chars = u.chars();
+    u.len() <= 32
+        && matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && u.trim_end_matches('$').chars().skip(1).all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+        })
+}
+
+impl JobDefinition {
+    /// A job with defaults for everything but name, command and schedule.
+    pub fn new(name: &str, command: &str, cron_expr: &str) -> Self {
+        Self {
+            name: name.into(),
+            command: command.into(),
+            cron_expr: cron_expr.into(),
+            time_zone: String::new(),
+            enabled: true,
+            timeout_seconds: 0,
+            overlap_policy: OverlapPolicy::default(),
+            missed_policy: MissedPolicy::default(),
+            missed_window_seconds: 0,
+            working_dir: String::new(),
+            env: BTreeMap::new(),
+            user: String::new(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    /// Checks every field; returns the parsed schedule, or the first field that is wrong.
+    pub fn validate(&self) -> Result<Schedule, FieldError> {
+        validate_name(&self.name)?;
+        if self.command.trim().is_empty() {
+            return Err(FieldError::new("command", "must not be empty"));
+        }
+        if self.command.len() > MAX_COMMAND_BYTES {
+            return Err(FieldError::new(
+                "command",
+                format!("{} bytes; at most {MAX_COMMAND_BYTES}", self.command.len()),
+            ));
+        }
+        if self.command.contains('\0') {
+            return Err(FieldError::new("command", "must not contain NUL bytes"));
+        }
+        let schedule = Schedule::parse(&self.cron_expr, &self.time_zone)
+            .map_err(|e| FieldError::new(e.field, e.message))?;
+        if self.timeout_seconds > MAX_SECONDS {
+            return Err(FieldError::new(
+                "timeoutSeconds",
+                format!("{} is more than 7 days ({MAX_SECONDS})", self.timeout_seconds),
+            ));
+        }
+        if self.missed_window_seconds > MAX_SECONDS {
+            return Err(FieldError::new(
+                "missedWindowSeconds",
+                format!("{} is more than 7 days ({MAX_SECONDS})", self.missed_window_seconds),
+            ));
+        }
+        if self.missed_policy == MissedPolicy::All && self.missed_window_seconds == 0 {
+            return Err(FieldError::new(
+                "missedWindowSeconds",
+                "required (1 to 604800) when missedPolicy is \"all\"",
+            ));
+        }
+        if !self.working_dir.is_empty()
+            && (!self.working_dir.starts_with('/') || self.working_dir.contains('\0'))
+        {
+            return Err(FieldError::new("workingDir", "must be an absolute path"));
+        }
+        if self.env.len() > MAX_ENV_VARS {
+            return Err(FieldError::new("env", format!("at most {MAX_ENV_VARS} variables")));
+        }
+        let mut env_bytes = 0;
+        for (k, v) in &self.env {
+            if !is_env_name(k) {
+                return Err(FieldError::new(
+                    format!("env.{k}"),
+                    "variable names are letters, digits and '_', not starting with a digit",
+                ));
+            }
+            if v.contains('\0') {
+                return Err(FieldError::new(format!("env.{k}"), "must not contain NUL bytes"));
+            }
+            env_bytes += k.len() + v.len();
+        }
+        if env_bytes > MAX_ENV_BYTES {
+            return Err(FieldError::new("env", format!("at most {MAX_ENV_BYTES} bytes in all")));
+        }
+        if !self.user.is_empty() && !is_user_name(&self.user) {
+            return Err(FieldError::new("user", format!("{:?} is not a valid user name", self.user)));
+        }
+        Ok(schedule)
+    }
+
+    /// Parses a stored value. Seed-era values (only name, command, cronExpr) load with defaults.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The stored form.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain strings, numbers and maps with string keys cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The gRPC message, with the store revision.
+    pub fn to_proto(&self, revision: i64) -> pb::Job {
+        pb::Job {
+            name: self.name.clone(),
+            command: self.command.clone(),
+            cron_expr: self.cron_expr.clone(),
+            time_zone: self.time_zone.clone(),
+            enabled: Some(self.enabled),
+            timeout_seconds: self.timeout_seconds,
+            overlap_policy: match self.overlap_policy {
+                OverlapPolicy::Forbid => pb::OverlapPolicy::Forbid,
+                OverlapPolicy::Allow => pb::OverlapPolicy::Allow,
+                OverlapPolicy::Replace => pb::OverlapPolicy::Replace,
+            } as i32,
+            missed_policy: match self.missed_policy {
+                MissedPolicy::Skip => pb::MissedPolicy::Skip,
+                MissedPolicy::Latest => pb::MissedPolicy::Latest,
+                MissedPolicy::All => pb::MissedPolicy::All,
+            } as i32,
+            missed_window_seconds: self.missed_window_seconds,
+            working_dir: self.working_dir.clone(),
+            env: self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            user: self.user.clone(),
+            created_at_ms: self.created_at,
+            updated_at_ms: self.updated_at,
+            revision,
+        }
+    }
+
+    /// A definition from a gRPC message. `enabled` absent becomes `default_enabled`; output-only
+    /// fields (times, revision) are ignored. Unknown enum values are rejected naming the field.
+    pub fn from_proto(job: &pb::Job, default_enabled: bool) -> Result<Self, FieldError> {
+        let overlap_policy = match pb::OverlapPolicy::try_from(job.overlap_policy) {
+            Ok(pb::OverlapPolicy::Unspecified | pb::OverlapPolicy::Forbid) => OverlapPolicy::Forbid,
+            Ok(pb::OverlapPolicy::Allow) => OverlapPolicy::Allow,
+            Ok(pb::OverlapPolicy::Replace) => OverlapPolicy::Replace,
+            Err(_) => {
+                return Err(FieldError::new(
+                    "overlapPolicy",
+                    format!("unknown value {}", job.overlap_policy),
+                ))
+            }
+        };
+        let missed_policy = match pb::MissedPolicy::try_from(job.missed_policy) {
+            Ok(pb::MissedPolicy::Unspecified | pb::MissedPolicy::Skip) => MissedPolicy::Skip,
+            Ok(pb::MissedPolicy::Latest) => MissedPolicy::Latest,
+            Ok(pb::MissedPolicy::All) => MissedPolicy::All,
+            Err(_) => {
+                return Err(FieldError::new(
+                    "missedPolicy",
+                    format!("unknown value {}", job.missed_policy),
+                ))
+            }
+        };
+        Ok(Self {
+            name: job.name.clone(),
+            command: job.command.clone(),
+            cron_expr: job.cron_expr.clone(),
+            time_zone: job.time_zone.clone(),
+            enabled: job.enabled.unwrap_or(default_enabled),
+            timeout_seconds: job.timeout_seconds,
+            overlap_policy,
+            missed_policy,
+            missed_window_seconds: job.missed_window_seconds,
+            working_dir: job.working_dir.clone(),
+            env: job.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            user: job.user.clone(),
+            created_at: 0,
+            updated_at: 0,
+        })
+    }
+}
+
+impl fmt::Display for OverlapPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Forbid => "forbid",
+            Self::Allow => "allow",
+            Self::Replace => "replace",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> JobDefinition {
+        JobDefinition::new("backup.daily-1", "echo hi", "*/5 * * * * *")
+    }
+
+    #[test]
+    fn seed_json_loads_with_defaults() {
+        let seed = br#"{"name":"j1","command":"echo hello","cronExpr":"*/5 * * * * *"}"#;
+        let j = JobDefinition::from_json(seed).expect("seed value loads");
+        assert_eq!(j.name, "j1");
+        assert!(j.enabled);
+        assert_eq!(j.overlap_policy, OverlapPolicy::Forbid);
+        assert_eq!(j.missed_policy, MissedPolicy::Skip);
+        assert_eq!(j.time_zone, "");
+        assert!(j.validate().is_ok());
+    }
+
+    #[test]
+    fn json_round_trips_with_seed_field_names() {
+        let mut j = job();
+        j.overlap_policy = OverlapPolicy::Replace;
+        j.env.insert("A".into(), "1".into());
+        let json = String::from_utf8(j.to_json()).expect("utf8");
+        assert!(json.contains("\"cronExpr\":\"*/5 * * * * *\""), "{json}");
+        assert!(json.contains("\"overlapPolicy\":\"replace\""), "{json}");
+        assert_eq!(JobDefinition::from_json(json.as_bytes()).expect("parse"), j);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(Box<dyn Fn(&mut JobDefinition)>, &str)> = vec![
+            (Box::new(|j| j.name = String::new()), "name"),
+            (Box::new(|j| j.name = "a/b".into()), "name"),
+            (Box::new(|j| j.name = "has space".into()), "name"),
+            (Box::new(|j| j.name = "x".repeat(129)), "name"),
+            (Box::new(|j| j.name = "..".into()), "name"),
+            (Box::new(|j| j.command = "  ".into()), "command"),
+            (Box::new(|j| j.command = "x".repeat(MAX_COMMAND_BYTES + 1)), "command"),
+            (Box::new(|j| j.cron_expr = "61 * * * *".into()), "cronExpr.minute"),
+            (Box::new(|j| j.cron_expr = "0 0 30 2 *".into()), "cronExpr"),
+            (Box::new(|j| j.time_zone = "Nowhere/City".into()), "timeZone"),
+            (Box::new(|j| j.timeout_seconds = MAX_SECONDS + 1), "timeoutSeconds"),
+            (Box::new(|j| j.missed_policy = MissedPolicy::All), "missedWindowSeconds"),
+            (Box::new(|j| j.working_dir = "relative/dir".into()), "workingDir"),
+            (Box::new(|j| { j.env.insert("1BAD".into(), "v".into()); }), "env.1BAD"),
+            (Box::new(|j| j.user = "Root User".into()), "user"),
+        ];
+        for (mutate, field) in cases {
+            let mut j = job();
+            mutate(&mut j);
+            match j.validate() {
+                Ok(_) => panic!("expected {field} to be rejected"),
+                Err(e) => assert_eq!(e.field, field, "{e}"),
+            }
+        }
+        assert!(job().validate().is_ok());
+    }
+
+    #[test]
+    fn proto_round_trip_and_unknown_enums() {
+        let mut j = job();
+        j.missed_policy = MissedPolicy::Latest;
+        let p = j.to_proto(7);
+        assert_eq!(p.revision, 7);
+        assert_eq!(JobDefinition::from_proto(&p, true).expect("valid"), j);
+        let mut bad = p.clone();
+        bad.overlap_policy = 42;
+        assert_eq!(JobDefinition::from_proto(&bad, true).map_err(|e| e.field), Err("overlapPolicy".into()));
+        let mut unset = p;
+        unset.enabled = None;
+        assert!(!JobDefinition::from_proto(&unset, false).expect("valid").enabled);
+    }
+}

@@ -1,0 +1,172 @@
+//! Small JSON records kept in the store next to job definitions.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The slot ledger: `ledger/<job>` holds the last claimed slot (ms since the epoch) as a
+/// zero-padded decimal, so the store's bytewise value compare orders slots numerically and a claim
+/// can be one transaction: "succeed only if the stored slot is less than mine".
+pub mod ledger {
+    /// The stored form of a slot.
+    pub fn encode(slot_ms: i64) -> Vec<u8> {
+        format!("{:020}", slot_ms.max(0)).into_bytes()
+    }
+
+    /// The slot of a stored value, if it is one.
+    pub fn decode(value: &[u8]) -> Option<i64> {
+        std::str::from_utf8(value).ok()?.parse().ok()
+    }
+}
+
+/// Why a run exists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunTrigger {
+    /// A slot of the schedule.
+    #[default]
+    Schedule,
+    /// Run now.
+    Manual,
+    /// A missed slot run later.
+    CatchUp,
+}
+
+/// A run in progress, at `running/<job>/<run-id>` under the worker's session lease: the key
+/// disappears with the worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunningRecord {
+    /// The run.
+    pub run_id: String,
+    /// The job.
+    pub job_name: String,
+    /// The worker running it.
+    pub worker_id: String,
+    /// The slot (plan time), ms.
+    pub slot_ms: i64,
+    /// When it was claimed, ms.
+    pub claimed_at_ms: i64,
+    /// Why it runs.
+    #[serde(default)]
+    pub trigger: RunTrigger,
+}
+
+/// A kill request at `killer/<job>` (on a short lease). An empty value, as the seed wrote, means
+/// "every run of the job".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KillRequest {
+    /// Only this run; empty = every running run of the job.
+    #[serde(default)]
+    pub run_id: String,
+    /// When it was asked for, ms.
+    #[serde(default)]
+    pub requested_at_ms: i64,
+}
+
+impl KillRequest {
+    /// Parses a stored value; empty or unreadable values mean "kill every run".
+    pub fn from_value(value: &[u8]) -> Self {
+        serde_json::from_slice(value).unwrap_or_default()
+    }
+
+    /// Whether this request targets `run_id`.
+    pub fn targets(&self, run_id: &str) -> bool {
+        self.run_id.is_empty() || self.run_id == run_id
+    }
+}
+
+/// A "run now" request at `triggers/<job>/<run-id>`: the worker that deletes it in its claim
+/// transaction runs it, so exactly one does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerRequest {
+    /// The run id the caller was given.
+    pub run_id: String,
+    /// The manual slot: when it was asked for, ms.
+    pub slot_ms: i64,
+    /// The job revision it was asked for.
+    pub job_revision: i64,
+}
+
+/// A live worker at `workers/<worker-id>`, on its session lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerRegistration {
+    /// Unique per worker process.
+    pub worker_id: String,
+    /// Host name.
+    pub host: String,
+    /// Addresses of the host.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// distcron version.
+    #[serde(default)]
+    pub version: String,
+    /// Operator-given labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Process start, ms.
+    #[serde(default)]
+    pub started_at_ms: i64,
+    /// Last refresh of this record, ms.
+    #[serde(default)]
+    pub heartbeat_at_ms: i64,
+    /// Runs in progress.
+    #[serde(default)]
+    pub running: u32,
+    /// Most runs at once.
+    #[serde(default)]
+    pub capacity: u32,
+    /// Measured clock offset from the cluster, ms.
+    #[serde(default)]
+    pub clock_offset_ms: i64,
+    /// Whether it claims slots.
+    #[serde(default)]
+    pub claiming: bool,
+    /// Why not, when it does not.
+    #[serde(default)]
+    pub status_reason: String,
+}
+
+/// A live service instance at `services/<service>/<instance-id>`, on the instance's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRegistration {
+    /// Unique per process.
+    pub instance_id: String,
+    /// Where its gRPC server is reached, `http://host:port`.
+    pub addr: String,
+    /// distcron version.
+    pub version: String,
+    /// Process start, ms.
+    pub started_at_ms: i64,
+    /// Host name.
+    #[serde(default)]
+    pub host: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_encoding_orders_bytewise() {
+        let a = ledger::encode(999);
+        let b = ledger::encode(1_000);
+        let c = ledger::encode(1_764_000_000_000);
+        assert!(a < b && b < c);
+        assert_eq!(ledger::decode(&c), Some(1_764_000_000_000));
+        assert_eq!(ledger::decode(b"junk"), None);
+    }
+
+    #[test]
+    fn seed_kill_value_kills_everything() {
+        let k = KillRequest::from_value(b"");
+        assert!(k.targets("any"));
+        let one = KillRequest::from_value(br#"{"runId":"r1","requestedAtMs":5}"#);
+        assert!(one.targets("r1"));
+        assert!(!one.targets("r2"));
+    }
+}
