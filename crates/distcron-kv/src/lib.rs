@@ -37,7 +37,7 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchBatch, KvError>> + 
 
 /// A key-value store with etcd's semantics. Keys are UTF-8 strings, values bytes.
 #[async_trait::async_trait]
-pub trait KvStore: Send + Sync + 'static {
+pub trait KvStore: Send + Sync + std::fmt::Debug + 'static {
     /// The key's current value, if it exists.
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, KvError>;
 

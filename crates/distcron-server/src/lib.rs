@@ -1,0 +1,55 @@
+//! gRPC server plumbing shared by distcron services.
+//!
+//! [`grpc_router`] starts a tonic router that already serves `grpc.health.v1` and server
+//! reflection in both versions (v1 for current tools, v1alpha for grpcurl 1.8.6), opens a span per
+//! request joined to the caller's trace, and returns the health reporter so the service can mark
+//! itself serving. [`shutdown_signal`] resolves on SIGTERM or SIGINT.
+
+use tonic::transport::server::Router;
+use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+
+/// Why the server could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Reflection could not be built from the descriptor sets.
+    #[error("reflection: {0}")]
+    Reflection(String),
+    /// Installing a signal handler failed.
+    #[error("signal handler: {0}")]
+    Signal(#[from] std::io::Error),
+}
+
+/// A router serving health and reflection; add the service's own servers to it.
+pub fn grpc_router() -> Result<(Router, HealthReporter), ServerError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(distcron_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(distcron_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    let router = Server::builder()
+        .trace_fn(distcron_telemetry::grpc_server_span)
+        .add_service(health)
+        .add_service(v1)
+        .add_service(v1alpha);
+    Ok((router, reporter))
+}
+
+/// Resolves when the process receives SIGTERM or SIGINT.
+pub async fn shutdown_signal() -> Result<&'static str, ServerError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutting down");
+    Ok(name)
+}
