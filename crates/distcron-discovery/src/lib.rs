@@ -26,3 +26,28 @@ pub enum DiscoveryError {
         reason: String,
     },
 }
+
+/// This host's name (from the kernel), or "localhost".
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// An instance id unique per process: `<host>-<pid>`.
+pub fn default_instance_id() -> String {
+    format!("{}-{}", hostname(), std::process::id())
+}
+
+/// The URL others dial to reach a server bound to `local`: the bound address itself, or the host
+/// name when bound to all interfaces.
+pub fn advertise_url(local: std::net::SocketAddr) -> String {
+    if local.ip().is_unspecified() {
+        format!("http://{}:{}", hostname(), local.port())
+    } else {
+        format!("http://{local}")
+    }
+}
