@@ -86,13 +86,21 @@ fn file_arguments<T: CommandFactory>(
     path: &Path,
     matches: &ArgMatches,
 ) -> Result<Vec<OsString>, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let table: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| ConfigError::File { path: path.to_owned(), message: e.to_string() })?;
+        .map_err(|e: toml::de::Error| ConfigError::File {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
     let command = T::command();
-    let file_err = |message: String| ConfigError::File { path: path.to_owned(), message };
+    let file_err = |message: String| ConfigError::File {
+        path: path.to_owned(),
+        message,
+    };
     let mut out = Vec::new();
     for (key, value) in &table {
         let arg = command
@@ -117,10 +125,16 @@ fn file_arguments<T: CommandFactory>(
             }
             toml::Value::Array(items) => {
                 for item in items {
-                    out.push(OsString::from(format!("{flag}={}", scalar(key, item).map_err(file_err)?)));
+                    out.push(OsString::from(format!(
+                        "{flag}={}",
+                        scalar(key, item).map_err(file_err)?
+                    )));
                 }
             }
-            other => out.push(OsString::from(format!("{flag}={}", scalar(key, other).map_err(file_err)?))),
+            other => out.push(OsString::from(format!(
+                "{flag}={}",
+                scalar(key, other).map_err(file_err)?
+            ))),
         }
     }
     Ok(out)
@@ -132,7 +146,9 @@ fn scalar(key: &str, v: &toml::Value) -> Result<String, String> {
         toml::Value::Integer(i) => Ok(i.to_string()),
         toml::Value::Float(f) => Ok(f.to_string()),
         toml::Value::Boolean(b) => Ok(b.to_string()),
-        _ => Err(format!("{key:?}: expected a string, number, boolean or a list of them")),
+        _ => Err(format!(
+            "{key:?}: expected a string, number, boolean or a list of them"
+        )),
     }
 }
 
@@ -140,7 +156,12 @@ fn scalar(key: &str, v: &toml::Value) -> Result<String, String> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct EtcdArgs {
     /// etcd client URLs, comma-separated.
-    #[arg(long, env = "DISTCRON_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    #[arg(
+        long,
+        env = "DISTCRON_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
     pub etcd_endpoints: Vec<String>,
     /// Key prefix of every distcron key in etcd.
     #[arg(long, env = "DISTCRON_KEY_PREFIX", default_value = "/cron/")]
@@ -221,8 +242,14 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("1h30m"), Ok(std::time::Duration::from_secs(5400)));
-        assert_eq!(parse_duration("250ms"), Ok(std::time::Duration::from_millis(250)));
+        assert_eq!(
+            parse_duration("1h30m"),
+            Ok(std::time::Duration::from_secs(5400))
+        );
+        assert_eq!(
+            parse_duration("250ms"),
+            Ok(std::time::Duration::from_millis(250))
+        );
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
     }

@@ -110,7 +110,10 @@ pub struct FieldError {
 impl FieldError {
     /// A field error.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -120,9 +123,15 @@ pub fn validate_name(name: &str) -> Result<(), FieldError> {
         return Err(FieldError::new("name", "must not be empty"));
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(FieldError::new("name", format!("at most {MAX_NAME_LEN} characters")));
+        return Err(FieldError::new(
+            "name",
+            format!("at most {MAX_NAME_LEN} characters"),
+        ));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c))) {
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c)))
+    {
         return Err(FieldError::new(
             "name",
             format!("{bad:?} not allowed: use letters, digits, '.', '_' and '-'"),
@@ -144,9 +153,10 @@ fn is_user_name(u: &str) -> bool {
     let mut chars = u.chars();
     u.len() <= 32
         && matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
-        && u.trim_end_matches('$').chars().skip(1).all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
-        })
+        && u.trim_end_matches('$')
+            .chars()
+            .skip(1)
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 impl JobDefinition {
@@ -190,13 +200,19 @@ impl JobDefinition {
         if self.timeout_seconds > MAX_SECONDS {
             return Err(FieldError::new(
                 "timeoutSeconds",
-                format!("{} is more than 7 days ({MAX_SECONDS})", self.timeout_seconds),
+                format!(
+                    "{} is more than 7 days ({MAX_SECONDS})",
+                    self.timeout_seconds
+                ),
             ));
         }
         if self.missed_window_seconds > MAX_SECONDS {
             return Err(FieldError::new(
                 "missedWindowSeconds",
-                format!("{} is more than 7 days ({MAX_SECONDS})", self.missed_window_seconds),
+                format!(
+                    "{} is more than 7 days ({MAX_SECONDS})",
+                    self.missed_window_seconds
+                ),
             ));
         }
         if self.missed_policy == MissedPolicy::All && self.missed_window_seconds == 0 {
@@ -211,7 +227,10 @@ impl JobDefinition {
             return Err(FieldError::new("workingDir", "must be an absolute path"));
         }
         if self.env.len() > MAX_ENV_VARS {
-            return Err(FieldError::new("env", format!("at most {MAX_ENV_VARS} variables")));
+            return Err(FieldError::new(
+                "env",
+                format!("at most {MAX_ENV_VARS} variables"),
+            ));
         }
         let mut env_bytes = 0;
         for (k, v) in &self.env {
@@ -222,15 +241,24 @@ impl JobDefinition {
                 ));
             }
             if v.contains('\0') {
-                return Err(FieldError::new(format!("env.{k}"), "must not contain NUL bytes"));
+                return Err(FieldError::new(
+                    format!("env.{k}"),
+                    "must not contain NUL bytes",
+                ));
             }
             env_bytes += k.len() + v.len();
         }
         if env_bytes > MAX_ENV_BYTES {
-            return Err(FieldError::new("env", format!("at most {MAX_ENV_BYTES} bytes in all")));
+            return Err(FieldError::new(
+                "env",
+                format!("at most {MAX_ENV_BYTES} bytes in all"),
+            ));
         }
         if !self.user.is_empty() && !is_user_name(&self.user) {
-            return Err(FieldError::new("user", format!("{:?} is not a valid user name", self.user)));
+            return Err(FieldError::new(
+                "user",
+                format!("{:?} is not a valid user name", self.user),
+            ));
         }
         Ok(schedule)
     }
@@ -267,7 +295,11 @@ impl JobDefinition {
             } as i32,
             missed_window_seconds: self.missed_window_seconds,
             working_dir: self.working_dir.clone(),
-            env: self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             user: self.user.clone(),
             created_at_ms: self.created_at,
             updated_at_ms: self.updated_at,
@@ -311,7 +343,11 @@ impl JobDefinition {
             missed_policy,
             missed_window_seconds: job.missed_window_seconds,
             working_dir: job.working_dir.clone(),
-            env: job.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            env: job
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             user: job.user.clone(),
             created_at: 0,
             updated_at: 0,
@@ -360,23 +396,49 @@ mod tests {
         assert_eq!(JobDefinition::from_json(json.as_bytes()).expect("parse"), j);
     }
 
+    /// A change that makes a job invalid.
+    type Mutation = Box<dyn Fn(&mut JobDefinition)>;
+
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(Box<dyn Fn(&mut JobDefinition)>, &str)> = vec![
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|j| j.name = String::new()), "name"),
             (Box::new(|j| j.name = "a/b".into()), "name"),
             (Box::new(|j| j.name = "has space".into()), "name"),
             (Box::new(|j| j.name = "x".repeat(129)), "name"),
             (Box::new(|j| j.name = "..".into()), "name"),
             (Box::new(|j| j.command = "  ".into()), "command"),
-            (Box::new(|j| j.command = "x".repeat(MAX_COMMAND_BYTES + 1)), "command"),
-            (Box::new(|j| j.cron_expr = "61 * * * *".into()), "cronExpr.minute"),
+            (
+                Box::new(|j| j.command = "x".repeat(MAX_COMMAND_BYTES + 1)),
+                "command",
+            ),
+            (
+                Box::new(|j| j.cron_expr = "61 * * * *".into()),
+                "cronExpr.minute",
+            ),
             (Box::new(|j| j.cron_expr = "0 0 30 2 *".into()), "cronExpr"),
-            (Box::new(|j| j.time_zone = "Nowhere/City".into()), "timeZone"),
-            (Box::new(|j| j.timeout_seconds = MAX_SECONDS + 1), "timeoutSeconds"),
-            (Box::new(|j| j.missed_policy = MissedPolicy::All), "missedWindowSeconds"),
-            (Box::new(|j| j.working_dir = "relative/dir".into()), "workingDir"),
-            (Box::new(|j| { j.env.insert("1BAD".into(), "v".into()); }), "env.1BAD"),
+            (
+                Box::new(|j| j.time_zone = "Nowhere/City".into()),
+                "timeZone",
+            ),
+            (
+                Box::new(|j| j.timeout_seconds = MAX_SECONDS + 1),
+                "timeoutSeconds",
+            ),
+            (
+                Box::new(|j| j.missed_policy = MissedPolicy::All),
+                "missedWindowSeconds",
+            ),
+            (
+                Box::new(|j| j.working_dir = "relative/dir".into()),
+                "workingDir",
+            ),
+            (
+                Box::new(|j| {
+                    j.env.insert("1BAD".into(), "v".into());
+                }),
+                "env.1BAD",
+            ),
             (Box::new(|j| j.user = "Root User".into()), "user"),
         ];
         for (mutate, field) in cases {
@@ -399,9 +461,16 @@ mod tests {
         assert_eq!(JobDefinition::from_proto(&p, true).expect("valid"), j);
         let mut bad = p.clone();
         bad.overlap_policy = 42;
-        assert_eq!(JobDefinition::from_proto(&bad, true).map_err(|e| e.field), Err("overlapPolicy".into()));
+        assert_eq!(
+            JobDefinition::from_proto(&bad, true).map_err(|e| e.field),
+            Err("overlapPolicy".into())
+        );
         let mut unset = p;
         unset.enabled = None;
-        assert!(!JobDefinition::from_proto(&unset, false).expect("valid").enabled);
+        assert!(
+            !JobDefinition::from_proto(&unset, false)
+                .expect("valid")
+                .enabled
+        );
     }
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use distcron_core::records::ServiceRegistration;
 use distcron_kv::{list_prefix, resilient_watch, KvStore, ResilientWatchEvent, WatchEventKind};
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
-use tokio_util::sync::CancellationToken;
 
 use crate::DiscoveryError;
 
@@ -32,11 +32,16 @@ fn endpoint(addr: &str) -> Result<Endpoint, DiscoveryError> {
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(std::time::Duration::from_secs(10))
         })
-        .map_err(|e| DiscoveryError::BadEndpoint { addr: addr.to_owned(), reason: e.to_string() })
+        .map_err(|e| DiscoveryError::BadEndpoint {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 fn registration_addr(value: &[u8]) -> Option<String> {
-    serde_json::from_slice::<ServiceRegistration>(value).ok().map(|r| r.addr)
+    serde_json::from_slice::<ServiceRegistration>(value)
+        .ok()
+        .map(|r| r.addr)
 }
 
 /// A channel that balances over the endpoints, following registrations as instances come and go
@@ -76,7 +81,12 @@ pub async fn balanced_channel(
                         ResilientWatchEvent::Batch(b) => b
                             .events
                             .into_iter()
-                            .map(|e| (e.kv.key, (e.kind == WatchEventKind::Put).then_some(e.kv.value)))
+                            .map(|e| {
+                                (
+                                    e.kv.key,
+                                    (e.kind == WatchEventKind::Put).then_some(e.kv.value),
+                                )
+                            })
                             .collect(),
                         ResilientWatchEvent::Resync { kvs, .. } => {
                             let now: std::collections::HashSet<String> =

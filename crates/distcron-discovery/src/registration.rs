@@ -29,7 +29,10 @@ impl Registration {
         let lease = register(store.as_ref(), &key, &value, ttl).await?;
         let stop = CancellationToken::new();
         let task = tokio::spawn(keep(store, key, value, ttl, lease, stop.clone()));
-        Ok(Self { stop, task: Some(task) })
+        Ok(Self {
+            stop,
+            task: Some(task),
+        })
     }
 
     /// Deletes the key (revokes its lease) and stops the keep-alive.
@@ -47,7 +50,12 @@ impl Drop for Registration {
     }
 }
 
-async fn register(store: &dyn KvStore, key: &str, value: &[u8], ttl: Duration) -> Result<LeaseId, KvError> {
+async fn register(
+    store: &dyn KvStore,
+    key: &str,
+    value: &[u8],
+    ttl: Duration,
+) -> Result<LeaseId, KvError> {
     let lease = store.grant_lease(ttl).await?;
     store.put(key, value.to_vec(), Some(lease)).await?;
     Ok(lease)
@@ -71,7 +79,9 @@ async fn keep(
         let renewed = match store.keep_alive(lease).await {
             Err(KvError::LeaseNotFound(_)) => {
                 tracing::warn!(%key, "registration lease lost; registering again");
-                register(store.as_ref(), &key, &value, ttl).await.map(|l| lease = l)
+                register(store.as_ref(), &key, &value, ttl)
+                    .await
+                    .map(|l| lease = l)
             }
             other => other.map(drop),
         };

@@ -61,17 +61,30 @@ pub async fn put_get_delete(store: Store, p: String) {
 
 pub async fn range_pages_in_key_order(store: Store, p: String) {
     for name in ["c", "a", "e", "b", "d"] {
-        store.put(&format!("{p}/r/{name}"), name.as_bytes().to_vec(), None).await.unwrap();
+        store
+            .put(&format!("{p}/r/{name}"), name.as_bytes().to_vec(), None)
+            .await
+            .unwrap();
     }
     // A key outside the prefix that sorts right after it must not leak in.
-    store.put(&format!("{p}/r0"), b"x".to_vec(), None).await.unwrap();
+    store
+        .put(&format!("{p}/r0"), b"x".to_vec(), None)
+        .await
+        .unwrap();
     let prefix = format!("{p}/r/");
     let page1 = store
-        .range(RangeRequest { prefix: prefix.clone(), limit: 2, ..Default::default() })
+        .range(RangeRequest {
+            prefix: prefix.clone(),
+            limit: 2,
+            ..Default::default()
+        })
         .await
         .unwrap();
     let keys = |r: &crate::RangeResponse| -> Vec<String> {
-        r.kvs.iter().map(|kv| kv.key.trim_start_matches(&prefix).to_owned()).collect()
+        r.kvs
+            .iter()
+            .map(|kv| kv.key.trim_start_matches(&prefix).to_owned())
+            .collect()
     };
     assert_eq!(keys(&page1), ["a", "b"]);
     assert!(page1.more);
@@ -96,7 +109,11 @@ pub async fn range_pages_in_key_order(store: Store, p: String) {
     assert_eq!(keys(&rest), ["e"]);
     assert!(!rest.more);
     let keys_only = store
-        .range(RangeRequest { prefix: prefix.clone(), keys_only: true, ..Default::default() })
+        .range(RangeRequest {
+            prefix: prefix.clone(),
+            keys_only: true,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(keys_only.kvs.len(), 5);
@@ -122,8 +139,20 @@ pub async fn txn_create_if_absent(store: Store, p: String) {
         then: vec![Op::put(&k, "C")],
         otherwise: vec![],
     };
-    assert!(store.txn(swap(current.mod_revision)).await.unwrap().succeeded);
-    assert!(!store.txn(swap(current.mod_revision)).await.unwrap().succeeded);
+    assert!(
+        store
+            .txn(swap(current.mod_revision))
+            .await
+            .unwrap()
+            .succeeded
+    );
+    assert!(
+        !store
+            .txn(swap(current.mod_revision))
+            .await
+            .unwrap()
+            .succeeded
+    );
     assert_eq!(store.get(&k).await.unwrap().unwrap().value, b"C");
 }
 
@@ -133,7 +162,11 @@ pub async fn txn_value_compare_orders_padded_numbers(store: Store, p: String) {
     let pad = |n: i64| format!("{n:020}").into_bytes();
     store.put(&k, pad(1_000), None).await.unwrap();
     let claim = |n: i64| Txn {
-        when: vec![Condition::key(&k, CompareTarget::Value(pad(n)), CompareOp::Less)],
+        when: vec![Condition::key(
+            &k,
+            CompareTarget::Value(pad(n)),
+            CompareOp::Less,
+        )],
         then: vec![Op::put(&k, pad(n))],
         otherwise: vec![Op::get(&k)],
     };
@@ -142,7 +175,11 @@ pub async fn txn_value_compare_orders_padded_numbers(store: Store, p: String) {
     assert!(store.txn(claim(10_000)).await.unwrap().succeeded);
     // A value compare on a missing key is false.
     let missing = Txn {
-        when: vec![Condition::key(format!("{p}/none"), CompareTarget::Value(pad(5)), CompareOp::Less)],
+        when: vec![Condition::key(
+            format!("{p}/none"),
+            CompareTarget::Value(pad(5)),
+            CompareOp::Less,
+        )],
         then: vec![],
         otherwise: vec![],
     };
@@ -157,21 +194,36 @@ pub async fn txn_prefix_compare(store: Store, p: String) {
         otherwise: vec![Op::get_prefix(&running)],
     };
     assert!(store.txn(guarded("first")).await.unwrap().succeeded);
-    store.put(&format!("{running}r1"), b"x".to_vec(), None).await.unwrap();
+    store
+        .put(&format!("{running}r1"), b"x".to_vec(), None)
+        .await
+        .unwrap();
     let blocked = store.txn(guarded("second")).await.unwrap();
     assert!(!blocked.succeeded);
     assert_eq!(blocked.got(0).len(), 1);
     // A key that merely shares the prefix's characters outside it does not count.
     store.delete(&format!("{running}r1")).await.unwrap();
-    store.put(&format!("{p}/running0"), b"x".to_vec(), None).await.unwrap();
+    store
+        .put(&format!("{p}/running0"), b"x".to_vec(), None)
+        .await
+        .unwrap();
     assert!(store.txn(guarded("third")).await.unwrap().succeeded);
     // Deletes return what they removed.
-    store.put(&format!("{running}a"), b"1".to_vec(), None).await.unwrap();
-    store.put(&format!("{running}b"), b"2".to_vec(), None).await.unwrap();
+    store
+        .put(&format!("{running}a"), b"1".to_vec(), None)
+        .await
+        .unwrap();
+    store
+        .put(&format!("{running}b"), b"2".to_vec(), None)
+        .await
+        .unwrap();
     let del = store
         .txn(Txn {
             when: vec![],
-            then: vec![Op::Delete { key: running.clone(), prefix: true }],
+            then: vec![Op::Delete {
+                key: running.clone(),
+                prefix: true,
+            }],
             otherwise: vec![],
         })
         .await
@@ -184,17 +236,31 @@ pub async fn txn_prefix_compare(store: Store, p: String) {
 
 pub async fn lease_revoke_deletes_keys(store: Store, p: String) {
     let lease = store.grant_lease(Duration::from_secs(30)).await.unwrap();
-    store.put(&format!("{p}/l/a"), b"1".to_vec(), Some(lease)).await.unwrap();
-    store.put(&format!("{p}/l/b"), b"2".to_vec(), Some(lease)).await.unwrap();
-    assert_eq!(store.get(&format!("{p}/l/a")).await.unwrap().unwrap().lease, lease);
+    store
+        .put(&format!("{p}/l/a"), b"1".to_vec(), Some(lease))
+        .await
+        .unwrap();
+    store
+        .put(&format!("{p}/l/b"), b"2".to_vec(), Some(lease))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&format!("{p}/l/a")).await.unwrap().unwrap().lease,
+        lease
+    );
     assert!(store.keep_alive(lease).await.unwrap() > Duration::ZERO);
     store.revoke_lease(lease).await.unwrap();
     assert!(store.get(&format!("{p}/l/a")).await.unwrap().is_none());
     assert!(store.get(&format!("{p}/l/b")).await.unwrap().is_none());
     let renewed = store.keep_alive(lease).await;
-    assert!(matches!(renewed, Err(KvError::LeaseNotFound(_))), "{renewed:?}");
+    assert!(
+        matches!(renewed, Err(KvError::LeaseNotFound(_))),
+        "{renewed:?}"
+    );
     assert!(matches!(
-        store.put(&format!("{p}/l/c"), b"3".to_vec(), Some(lease)).await,
+        store
+            .put(&format!("{p}/l/c"), b"3".to_vec(), Some(lease))
+            .await,
         Err(KvError::LeaseNotFound(_))
     ));
     // Revoking twice is not an error.
@@ -225,10 +291,25 @@ pub async fn lease_expires_without_keep_alive(store: Store, p: String) {
 
 pub async fn watch_replays_in_order_with_prev_values(store: Store, p: String) {
     let prefix = format!("{p}/w/");
-    let start = store.range(RangeRequest { prefix: prefix.clone(), ..Default::default() }).await.unwrap();
-    store.put(&format!("{prefix}a"), b"1".to_vec(), None).await.unwrap();
-    store.put(&format!("{prefix}a"), b"2".to_vec(), None).await.unwrap();
-    store.put(&format!("{prefix}b"), b"3".to_vec(), None).await.unwrap();
+    let start = store
+        .range(RangeRequest {
+            prefix: prefix.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store
+        .put(&format!("{prefix}a"), b"1".to_vec(), None)
+        .await
+        .unwrap();
+    store
+        .put(&format!("{prefix}a"), b"2".to_vec(), None)
+        .await
+        .unwrap();
+    store
+        .put(&format!("{prefix}b"), b"3".to_vec(), None)
+        .await
+        .unwrap();
     store.delete(&format!("{prefix}a")).await.unwrap();
     // Replayed from history.
     let mut w = store.watch(&prefix, start.revision + 1).await.unwrap();
@@ -243,7 +324,13 @@ pub async fn watch_replays_in_order_with_prev_values(store: Store, p: String) {
     }
     let summary: Vec<(WatchEventKind, String, Option<Vec<u8>>)> = events
         .iter()
-        .map(|e| (e.kind, e.kv.key.trim_start_matches(&prefix).to_owned(), e.prev.as_ref().map(|p| p.value.clone())))
+        .map(|e| {
+            (
+                e.kind,
+                e.kv.key.trim_start_matches(&prefix).to_owned(),
+                e.prev.as_ref().map(|p| p.value.clone()),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -254,11 +341,23 @@ pub async fn watch_replays_in_order_with_prev_values(store: Store, p: String) {
             (WatchEventKind::Delete, "a".into(), Some(b"2".to_vec())),
         ]
     );
-    assert!(events.windows(2).all(|w| w[0].kv.mod_revision < w[1].kv.mod_revision));
+    assert!(events
+        .windows(2)
+        .all(|w| w[0].kv.mod_revision < w[1].kv.mod_revision));
     // Live events arrive too, and keys outside the prefix do not.
-    store.put(&format!("{p}/other"), b"x".to_vec(), None).await.unwrap();
-    store.put(&format!("{prefix}c"), b"4".to_vec(), None).await.unwrap();
-    let live = tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap().unwrap().unwrap();
+    store
+        .put(&format!("{p}/other"), b"x".to_vec(), None)
+        .await
+        .unwrap();
+    store
+        .put(&format!("{prefix}c"), b"4".to_vec(), None)
+        .await
+        .unwrap();
+    let live = tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(live.events.len(), 1);
     assert_eq!(live.events[0].kv.key, format!("{prefix}c"));
     assert_eq!(live.events[0].kv.value, b"4");
@@ -267,28 +366,63 @@ pub async fn watch_replays_in_order_with_prev_values(store: Store, p: String) {
 pub async fn watch_sees_lease_expiry_in_one_batch(store: Store, p: String) {
     let prefix = format!("{p}/session/");
     let lease = store.grant_lease(Duration::from_secs(30)).await.unwrap();
-    store.put(&format!("{prefix}worker"), b"w".to_vec(), Some(lease)).await.unwrap();
-    store.put(&format!("{prefix}run1"), b"r1".to_vec(), Some(lease)).await.unwrap();
-    store.put(&format!("{prefix}run2"), b"r2".to_vec(), Some(lease)).await.unwrap();
+    store
+        .put(&format!("{prefix}worker"), b"w".to_vec(), Some(lease))
+        .await
+        .unwrap();
+    store
+        .put(&format!("{prefix}run1"), b"r1".to_vec(), Some(lease))
+        .await
+        .unwrap();
+    store
+        .put(&format!("{prefix}run2"), b"r2".to_vec(), Some(lease))
+        .await
+        .unwrap();
     let mut w = store.watch(&prefix, 0).await.unwrap();
     store.revoke_lease(lease).await.unwrap();
-    let batch = tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap().unwrap().unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(batch.events.len(), 3, "{batch:?}");
-    assert!(batch.events.iter().all(|e| e.kind == WatchEventKind::Delete && e.prev.is_some()));
+    assert!(batch
+        .events
+        .iter()
+        .all(|e| e.kind == WatchEventKind::Delete && e.prev.is_some()));
     let rev = batch.events[0].kv.mod_revision;
-    assert!(batch.events.iter().all(|e| e.kv.mod_revision == rev), "one revision for the whole lease");
+    assert!(
+        batch.events.iter().all(|e| e.kv.mod_revision == rev),
+        "one revision for the whole lease"
+    );
 }
 
 pub async fn range_at_revision_is_a_snapshot(store: Store, p: String) {
     let prefix = format!("{p}/snap/");
-    store.put(&format!("{prefix}a"), b"1".to_vec(), None).await.unwrap();
-    store.put(&format!("{prefix}b"), b"1".to_vec(), None).await.unwrap();
-    let first = store
-        .range(RangeRequest { prefix: prefix.clone(), limit: 1, ..Default::default() })
+    store
+        .put(&format!("{prefix}a"), b"1".to_vec(), None)
         .await
         .unwrap();
-    store.put(&format!("{prefix}b"), b"2".to_vec(), None).await.unwrap();
-    store.put(&format!("{prefix}c"), b"new".to_vec(), None).await.unwrap();
+    store
+        .put(&format!("{prefix}b"), b"1".to_vec(), None)
+        .await
+        .unwrap();
+    let first = store
+        .range(RangeRequest {
+            prefix: prefix.clone(),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store
+        .put(&format!("{prefix}b"), b"2".to_vec(), None)
+        .await
+        .unwrap();
+    store
+        .put(&format!("{prefix}c"), b"new".to_vec(), None)
+        .await
+        .unwrap();
     let second = store
         .range(RangeRequest {
             prefix: prefix.clone(),
@@ -299,7 +433,11 @@ pub async fn range_at_revision_is_a_snapshot(store: Store, p: String) {
         .await
         .unwrap();
     let values: Vec<&[u8]> = second.kvs.iter().map(|kv| kv.value.as_slice()).collect();
-    assert_eq!(values, vec![b"1".as_slice()], "page 2 must see page 1's revision");
+    assert_eq!(
+        values,
+        vec![b"1".as_slice()],
+        "page 2 must see page 1's revision"
+    );
     let (all, _) = crate::list_prefix(store.as_ref(), &prefix).await.unwrap();
     assert_eq!(all.len(), 3);
 }

@@ -176,7 +176,9 @@ pub struct EtcdKv {
 
 impl std::fmt::Debug for EtcdKv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdKv").field("endpoints", &self.config.endpoints).finish()
+        f.debug_struct("EtcdKv")
+            .field("endpoints", &self.config.endpoints)
+            .finish()
     }
 }
 
@@ -195,9 +197,16 @@ impl EtcdKv {
         if let Some((user, password)) = &config.credentials {
             options = options.with_user(user.clone(), password.clone());
         }
-        let client = Client::connect(&config.endpoints, Some(options)).await.map_err(map_err)?;
+        let client = Client::connect(&config.endpoints, Some(options))
+            .await
+            .map_err(map_err)?;
         let probe = tokio::spawn(probe_endpoints(client.clone(), config.endpoints.clone()));
-        Ok(Self { client, config, writes: Arc::new(AtomicU64::new(0)), _probe: Arc::new(ProbeTask(probe)) })
+        Ok(Self {
+            client,
+            config,
+            writes: Arc::new(AtomicU64::new(0)),
+            _probe: Arc::new(ProbeTask(probe)),
+        })
     }
 
     async fn call<T, F, Fut>(&self, what: &'static str, mut f: F) -> Result<T, KvError>
@@ -249,11 +258,23 @@ async fn probe_endpoints(client: Client, endpoints: Vec<String>) {
 }
 
 async fn tcp_reachable(endpoint: &str) -> bool {
-    let host_port = endpoint.split("://").nth(1).unwrap_or(endpoint).trim_end_matches('/');
-    let Ok(mut addrs) = host_port.to_socket_addrs() else { return false };
-    let Some(addr) = addrs.next() else { return false };
+    let host_port = endpoint
+        .split("://")
+        .nth(1)
+        .unwrap_or(endpoint)
+        .trim_end_matches('/');
+    let Ok(mut addrs) = host_port.to_socket_addrs() else {
+        return false;
+    };
+    let Some(addr) = addrs.next() else {
+        return false;
+    };
     matches!(
-        timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr)).await,
+        timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(addr)
+        )
+        .await,
         Ok(Ok(_))
     )
 }
@@ -261,7 +282,9 @@ async fn tcp_reachable(endpoint: &str) -> bool {
 #[async_trait::async_trait]
 impl KvStore for EtcdKv {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, KvError> {
-        let resp = self.call("get", |mut c| async move { c.get(key, None).await }).await?;
+        let resp = self
+            .call("get", |mut c| async move { c.get(key, None).await })
+            .await?;
         resp.kvs().first().map(convert_kv).transpose()
     }
 
@@ -322,7 +345,8 @@ impl KvStore for EtcdKv {
         self.count_write();
         let resp = self
             .call("delete", |mut c| async move {
-                c.delete(key, Some(DeleteOptions::new().with_prev_key())).await
+                c.delete(key, Some(DeleteOptions::new().with_prev_key()))
+                    .await
             })
             .await?;
         resp.prev_kvs().first().map(convert_kv).transpose()
@@ -363,8 +387,11 @@ impl KvStore for EtcdKv {
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, KvError> {
         self.count_write();
         let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let resp =
-            self.call("lease_grant", |mut c| async move { c.lease_grant(secs, None).await }).await?;
+        let resp = self
+            .call("lease_grant", |mut c| async move {
+                c.lease_grant(secs, None).await
+            })
+            .await?;
         Ok(resp.id())
     }
 
@@ -377,19 +404,26 @@ impl KvStore for EtcdKv {
             })
             .await
             .map_err(|e| match e {
-            KvError::LeaseNotFound(_) => KvError::LeaseNotFound(lease),
-            e => e,
-        })?;
+                KvError::LeaseNotFound(_) => KvError::LeaseNotFound(lease),
+                e => e,
+            })?;
         match resp {
             Some(r) if r.ttl() > 0 => Ok(Duration::from_secs(r.ttl().unsigned_abs())),
             Some(_) => Err(KvError::LeaseNotFound(lease)),
-            None => Err(KvError::Unavailable("lease keep-alive stream closed".into())),
+            None => Err(KvError::Unavailable(
+                "lease keep-alive stream closed".into(),
+            )),
         }
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), KvError> {
         self.count_write();
-        match self.call("lease_revoke", |mut c| async move { c.lease_revoke(lease).await }).await {
+        match self
+            .call("lease_revoke", |mut c| async move {
+                c.lease_revoke(lease).await
+            })
+            .await
+        {
             Ok(_) | Err(KvError::LeaseNotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -412,7 +446,9 @@ impl KvStore for EtcdKv {
                 let msg = match stream.message().await {
                     Ok(Some(m)) => m,
                     Ok(None) => {
-                        let _ = tx.send(Err(KvError::Unavailable("watch stream ended".into()))).await;
+                        let _ = tx
+                            .send(Err(KvError::Unavailable("watch stream ended".into())))
+                            .await;
                         return;
                     }
                     Err(e) => {
@@ -450,7 +486,10 @@ impl KvStore for EtcdKv {
                         Err(e) => tracing::warn!(error = %e, "skipping undecodable watch event"),
                     }
                 }
-                let batch = WatchBatch { revision: msg.header().map_or(0, |h| h.revision()), events };
+                let batch = WatchBatch {
+                    revision: msg.header().map_or(0, |h| h.revision()),
+                    events,
+                };
                 if tx.send(Ok(batch)).await.is_err() {
                     return;
                 }

@@ -92,7 +92,12 @@ pub struct Condition {
 impl Condition {
     /// `key`'s target compared with `op`.
     pub fn key(key: impl Into<String>, target: CompareTarget, op: CompareOp) -> Self {
-        Self { key: key.into(), prefix: false, target, op }
+        Self {
+            key: key.into(),
+            prefix: false,
+            target,
+            op,
+        }
     }
 
     /// The key does not exist.
@@ -147,22 +152,35 @@ pub enum Op {
 impl Op {
     /// A put without lease.
     pub fn put(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        Self::Put { key: key.into(), value: value.into(), lease: None }
+        Self::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: None,
+        }
     }
 
     /// A get of one key.
     pub fn get(key: impl Into<String>) -> Self {
-        Self::Get { key: key.into(), prefix: false }
+        Self::Get {
+            key: key.into(),
+            prefix: false,
+        }
     }
 
     /// A get of every key under a prefix.
     pub fn get_prefix(prefix: impl Into<String>) -> Self {
-        Self::Get { key: prefix.into(), prefix: true }
+        Self::Get {
+            key: prefix.into(),
+            prefix: true,
+        }
     }
 
     /// A delete of one key.
     pub fn delete(key: impl Into<String>) -> Self {
-        Self::Delete { key: key.into(), prefix: false }
+        Self::Delete {
+            key: key.into(),
+            prefix: false,
+        }
     }
 }
 

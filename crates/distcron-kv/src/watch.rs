@@ -86,7 +86,10 @@ pub fn resilient_watch(
 
 /// Every key under `prefix` and the revision they were read at, paging through large prefixes
 /// (every page read at the first page's revision, so the result is one snapshot).
-pub async fn list_prefix(store: &dyn KvStore, prefix: &str) -> Result<(Vec<KeyValue>, Revision), crate::KvError> {
+pub async fn list_prefix(
+    store: &dyn KvStore,
+    prefix: &str,
+) -> Result<(Vec<KeyValue>, Revision), crate::KvError> {
     let mut kvs = Vec::new();
     let mut start_after = None;
     let mut revision = 0;

@@ -40,10 +40,18 @@ pub async fn claim_trigger(
     };
     let value = serde_json::to_vec(&record).map_err(|e| KvError::Other(e.to_string()))?;
     let txn = Txn {
-        when: vec![Condition::key(&trigger_key, CompareTarget::Version(0), CompareOp::Greater)],
+        when: vec![Condition::key(
+            &trigger_key,
+            CompareTarget::Version(0),
+            CompareOp::Greater,
+        )],
         then: vec![
             Op::delete(&trigger_key),
-            Op::Put { key: keys.running(job, &request.run_id), value, lease: Some(session) },
+            Op::Put {
+                key: keys.running(job, &request.run_id),
+                value,
+                lease: Some(session),
+            },
         ],
         otherwise: vec![Op::get(keys.running(job, &request.run_id))],
     };
@@ -52,7 +60,10 @@ pub async fn claim_trigger(
         return Ok(Claim::Won(record));
     }
     // A retried transaction whose first attempt applied: our own record is there.
-    let ours = resp.got(0).first().and_then(|kv| serde_json::from_slice::<RunningRecord>(&kv.value).ok());
+    let ours = resp
+        .got(0)
+        .first()
+        .and_then(|kv| serde_json::from_slice::<RunningRecord>(&kv.value).ok());
     Ok(match ours {
         Some(r) if r.worker_id == worker_id => Claim::Won(r),
         _ => Claim::Lost,

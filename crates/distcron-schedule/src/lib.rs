@@ -47,7 +47,10 @@ pub struct ScheduleError {
 
 impl ScheduleError {
     fn expr(message: impl Into<String>) -> Self {
-        Self { field: "cronExpr".to_owned(), message: message.into() }
+        Self {
+            field: "cronExpr".to_owned(),
+            message: message.into(),
+        }
     }
 }
 
@@ -58,9 +61,23 @@ pub const MAX_EVERY: Duration = Duration::from_secs(366 * 24 * 3600);
 pub const MAX_PREVIEW: usize = 100;
 
 const FIELD_NAMES_5: [&str; 5] = ["minute", "hour", "dayOfMonth", "month", "dayOfWeek"];
-const FIELD_NAMES_6: [&str; 6] = ["second", "minute", "hour", "dayOfMonth", "month", "dayOfWeek"];
-const FIELD_NAMES_7: [&str; 7] =
-    ["second", "minute", "hour", "dayOfMonth", "month", "dayOfWeek", "year"];
+const FIELD_NAMES_6: [&str; 6] = [
+    "second",
+    "minute",
+    "hour",
+    "dayOfMonth",
+    "month",
+    "dayOfWeek",
+];
+const FIELD_NAMES_7: [&str; 7] = [
+    "second",
+    "minute",
+    "hour",
+    "dayOfMonth",
+    "month",
+    "dayOfWeek",
+    "year",
+];
 
 #[derive(Clone)]
 enum Rule {
@@ -78,7 +95,10 @@ pub struct Schedule {
 
 impl fmt::Debug for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Schedule").field("expr", &self.expr).field("tz", &self.tz).finish()
+        f.debug_struct("Schedule")
+            .field("expr", &self.expr)
+            .field("tz", &self.tz)
+            .finish()
     }
 }
 
@@ -94,21 +114,30 @@ pub fn parse_time_zone(name: &str) -> Result<Tz, ScheduleError> {
 }
 
 fn parser() -> CronParser {
-    CronParser::builder().seconds(Seconds::Optional).year(Year::Optional).build()
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Optional)
+        .build()
 }
 
 fn parse_every(rest: &str) -> Result<Duration, ScheduleError> {
     let text = rest.trim();
     if text.is_empty() {
-        return Err(ScheduleError::expr("@every needs a duration, e.g. \"@every 30s\""));
+        return Err(ScheduleError::expr(
+            "@every needs a duration, e.g. \"@every 30s\"",
+        ));
     }
     let d = humantime::parse_duration(text)
         .map_err(|e| ScheduleError::expr(format!("@every: bad duration {text:?}: {e}")))?;
     if d.subsec_nanos() != 0 {
-        return Err(ScheduleError::expr("@every: the duration must be whole seconds"));
+        return Err(ScheduleError::expr(
+            "@every: the duration must be whole seconds",
+        ));
     }
     if d < Duration::from_secs(1) || d > MAX_EVERY {
-        return Err(ScheduleError::expr("@every: the duration must be between 1s and 366 days"));
+        return Err(ScheduleError::expr(
+            "@every: the duration must be between 1s and 366 days",
+        ));
     }
     Ok(d)
 }
@@ -124,8 +153,9 @@ fn blame_field(fields: &[&str]) -> Option<&'static str> {
     };
     let p = parser();
     (0..fields.len()).find_map(|i| {
-        let probe: Vec<&str> =
-            (0..fields.len()).map(|j| if i == j { fields[i] } else { "*" }).collect();
+        let probe: Vec<&str> = (0..fields.len())
+            .map(|j| if i == j { fields[i] } else { "*" })
+            .collect();
         p.parse(&probe.join(" ")).is_err().then_some(names[i])
     })
 }
@@ -136,7 +166,9 @@ fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
     let text = match lowered.as_str() {
         "@midnight" => "@daily",
         "@reboot" => {
-            return Err(ScheduleError::expr("@reboot is not supported: a cluster has no boot"))
+            return Err(ScheduleError::expr(
+                "@reboot is not supported: a cluster has no boot",
+            ))
         }
         _ => trimmed,
     };
@@ -161,7 +193,10 @@ fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
         match blame_field(&fields) {
             Some(name) => ScheduleError {
                 field: format!("cronExpr.{name}"),
-                message: format!("invalid {name} field {:?}: {detail}", field_of(&fields, name)),
+                message: format!(
+                    "invalid {name} field {:?}: {detail}",
+                    field_of(&fields, name)
+                ),
             },
             None => ScheduleError::expr(detail),
         }
@@ -174,13 +209,22 @@ fn field_of<'a>(fields: &[&'a str], name: &str) -> &'a str {
         6 => &FIELD_NAMES_6,
         _ => &FIELD_NAMES_7,
     };
-    names.iter().position(|n| *n == name).and_then(|i| fields.get(i)).copied().unwrap_or("")
+    names
+        .iter()
+        .position(|n| *n == name)
+        .and_then(|i| fields.get(i))
+        .copied()
+        .unwrap_or("")
 }
 
 impl Schedule {
     /// Parses `expr` in time zone `time_zone` (empty = UTC) and checks that it has a fire time
     /// after `now`.
-    pub fn parse_at(expr: &str, time_zone: &str, now: DateTime<Utc>) -> Result<Self, ScheduleError> {
+    pub fn parse_at(
+        expr: &str,
+        time_zone: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Self, ScheduleError> {
         let tz = parse_time_zone(time_zone)?;
         let trimmed = expr.trim();
         if trimmed.is_empty() {
@@ -192,7 +236,11 @@ impl Schedule {
             }
             _ => Rule::Cron(Box::new(parse_cron(trimmed)?)),
         };
-        let schedule = Self { expr: trimmed.to_owned(), rule, tz };
+        let schedule = Self {
+            expr: trimmed.to_owned(),
+            rule,
+            tz,
+        };
         if schedule.next_after(now).is_none() {
             return Err(ScheduleError::expr(format!(
                 "{trimmed:?} never fires after {}",
@@ -228,7 +276,9 @@ impl Schedule {
             }
             Rule::Cron(cron) => {
                 let local = t.with_timezone(&self.tz);
-                cron.find_next_occurrence(&local, false).ok().map(|n| n.with_timezone(&Utc))
+                cron.find_next_occurrence(&local, false)
+                    .ok()
+                    .map(|n| n.with_timezone(&Utc))
             }
         }
     }

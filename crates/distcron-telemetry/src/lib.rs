@@ -65,12 +65,16 @@ pub fn tracer_provider(service: &'static str) -> Result<SdkTracerProvider, Telem
 
 /// Installs the global subscriber and propagator for `service`.
 pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Telemetry, TelemetryError> {
-    let filter = EnvFilter::try_new(&args.log).map_err(|e| TelemetryError::Filter(e.to_string()))?;
+    let filter =
+        EnvFilter::try_new(&args.log).map_err(|e| TelemetryError::Filter(e.to_string()))?;
     let provider = tracer_provider(service)?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
     let fmt = match args.log_format.as_str() {
-        "json" => tracing_subscriber::fmt::layer().json().with_current_span(true).boxed(),
+        "json" => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .boxed(),
         _ => tracing_subscriber::fmt::layer().boxed(),
     };
     tracing_subscriber::registry()
@@ -135,7 +139,10 @@ pub fn extract(headers: &http::HeaderMap) -> opentelemetry::Context {
 pub struct TracePropagation;
 
 impl tonic::service::Interceptor for TracePropagation {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         inject_current(request.metadata_mut());
         Ok(request)
     }
@@ -175,12 +182,18 @@ mod tests {
             inject_current(&mut md);
             let headers = md.into_headers();
             assert!(headers.contains_key("traceparent"));
-            let request = http::Request::builder().uri("/distcron.jobs.v1.JobService/GetJob").body(());
+            let request = http::Request::builder()
+                .uri("/distcron.jobs.v1.JobService/GetJob")
+                .body(());
             let mut request = request.expect("request");
             *request.headers_mut() = headers;
             let server = grpc_server_span(&request);
             let _s = server.enter();
-            assert_eq!(current_trace_id(), sent, "the server span joins the client's trace");
+            assert_eq!(
+                current_trace_id(),
+                sent,
+                "the server span joins the client's trace"
+            );
         });
     }
 }

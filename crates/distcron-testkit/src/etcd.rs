@@ -84,7 +84,12 @@ impl Etcd {
             .collect::<Vec<_>>()
             .join(",");
         let token = format!("distcron-test-{}", dir.path().display());
-        let mut etcd = Self { members, initial_cluster, token, dir };
+        let mut etcd = Self {
+            members,
+            initial_cluster,
+            token,
+            dir,
+        };
         for i in 0..size {
             etcd.spawn_member(i)?;
         }
@@ -148,7 +153,10 @@ impl Etcd {
 
     /// Client URL of the first member.
     pub fn endpoint(&self) -> String {
-        self.members.first().map(Member::client_url).unwrap_or_default()
+        self.members
+            .first()
+            .map(Member::client_url)
+            .unwrap_or_default()
     }
 
     /// Number of members.
@@ -178,7 +186,9 @@ impl Etcd {
         if wait_until(START_TIMEOUT, || self.members[i].healthy()) {
             Ok(())
         } else {
-            Err(HarnessError::Start(format!("etcd member {i} did not become healthy again")))
+            Err(HarnessError::Start(format!(
+                "etcd member {i} did not become healthy again"
+            )))
         }
     }
 }

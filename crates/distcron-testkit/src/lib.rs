@@ -38,11 +38,15 @@ pub enum HarnessError {
 /// never dropped, so their directories outlive the process).
 pub(crate) fn temp_dir(label: &str) -> std::io::Result<tempfile::TempDir> {
     remove_stale_dirs();
-    tempfile::Builder::new().prefix(&format!("distcron-{}-{label}-", std::process::id())).tempdir()
+    tempfile::Builder::new()
+        .prefix(&format!("distcron-{}-{label}-", std::process::id()))
+        .tempdir()
 }
 
 fn remove_stale_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
@@ -85,7 +89,13 @@ pub fn shared_mongo() -> &'static MongoServer {
 /// `<label>_<pid>_<n>` with only `[A-Za-z0-9_]`.
 pub fn unique_name(label: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let clean: String =
-        label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-    format!("{clean}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    let clean: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!(
+        "{clean}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -26,7 +26,9 @@ pub enum MongoKind {
 
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 fn nx_binary() -> Option<PathBuf> {
@@ -64,8 +66,17 @@ impl MongoServer {
 
     fn try_start() -> Result<Self, HarnessError> {
         let dir = crate::temp_dir("mongo")?;
-        let kind = if on_path("mongod").is_some() { MongoKind::Mongod } else { MongoKind::Nx27017 };
-        let mut server = Self { kind, port: free_port()?, dir, child: None };
+        let kind = if on_path("mongod").is_some() {
+            MongoKind::Mongod
+        } else {
+            MongoKind::Nx27017
+        };
+        let mut server = Self {
+            kind,
+            port: free_port()?,
+            dir,
+            child: None,
+        };
         server.spawn()?;
         Ok(server)
     }
@@ -77,8 +88,15 @@ impl MongoServer {
         match self.kind {
             MongoKind::Mongod => {
                 let mut c = Command::new("mongod");
-                c.args(["--bind_ip", "127.0.0.1", "--port", &port, "--quiet", "--dbpath"])
-                    .arg(&data);
+                c.args([
+                    "--bind_ip",
+                    "127.0.0.1",
+                    "--port",
+                    &port,
+                    "--quiet",
+                    "--dbpath",
+                ])
+                .arg(&data);
                 Ok(c)
             }
             MongoKind::Nx27017 => {
@@ -102,11 +120,17 @@ impl MongoServer {
 
     fn spawn(&mut self) -> Result<(), HarnessError> {
         let mut cmd = self.command()?;
-        let log = File::options().create(true).append(true).open(self.log_path())?;
-        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         let mut child = ChildGuard::new(spawn_tied(cmd)?);
         let port = self.port;
-        if !wait_until(START_TIMEOUT, || port_open(port) || child.has_exited()) || child.has_exited()
+        if !wait_until(START_TIMEOUT, || port_open(port) || child.has_exited())
+            || child.has_exited()
         {
             return Err(HarnessError::Start(format!(
                 "{:?} did not accept connections on port {port}; see {}",

@@ -24,7 +24,10 @@ fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
                     let _ = reply.send(cmd.spawn());
                 }
             })
-            .map_or_else(|e| panic!("cannot start the testkit spawner thread: {e}"), drop);
+            .map_or_else(
+                |e| panic!("cannot start the testkit spawner thread: {e}"),
+                drop,
+            );
         Mutex::new(tx)
     })
 }
@@ -52,7 +55,8 @@ pub(crate) fn spawn_tied(mut cmd: Command) -> io::Result<Child> {
         .map_err(|_| io::Error::other("testkit spawner lock poisoned"))?
         .send((cmd, tx))
         .map_err(|_| io::Error::other("testkit spawner thread is gone"))?;
-    rx.recv().map_err(|_| io::Error::other("testkit spawner thread is gone"))?
+    rx.recv()
+        .map_err(|_| io::Error::other("testkit spawner thread is gone"))?
 }
 
 /// A running child process, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -81,7 +85,9 @@ impl ChildGuard {
 
     /// Asks the process to stop (SIGTERM), kills it after `grace`, and waits for it.
     pub fn stop(&mut self, grace: Duration) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         if let Ok(pid) = i32::try_from(child.id()) {
             #[allow(unsafe_code)]
             // SAFETY: sending a signal to our own child, which has not been reaped yet.

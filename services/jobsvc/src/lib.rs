@@ -81,15 +81,20 @@ pub async fn serve(
     let stop = shutdown.clone();
     tokio::spawn(async move {
         stop.cancelled().await;
-        health.set_not_serving::<JobServiceServer<JobService>>().await;
+        health
+            .set_not_serving::<JobServiceServer<JobService>>()
+            .await;
         registration.deregister().await;
         let _ = deregistered_tx.send(());
     });
     router
         .add_service(JobServiceServer::new(service))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
-            let _ = deregistered_rx.await;
-        })
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async {
+                let _ = deregistered_rx.await;
+            },
+        )
         .await?;
     tracing::info!(instance = %instance.id, "jobsvc stopped");
     Ok(())

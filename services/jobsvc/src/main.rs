@@ -14,14 +14,21 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = distcron_telemetry::init("jobsvc", &config.telemetry)?;
     let mut etcd = EtcdConfig::new(config.etcd.etcd_endpoints.clone());
     etcd.request_timeout = config.etcd.etcd_timeout;
-    etcd.credentials = config.etcd.etcd_user.clone().zip(config.etcd.etcd_password.clone());
+    etcd.credentials = config
+        .etcd
+        .etcd_user
+        .clone()
+        .zip(config.etcd.etcd_password.clone());
     let store = Arc::new(EtcdKv::connect(etcd).await.context("connecting to etcd")?);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr()?;
     let instance = Instance {
-        id: config.instance_id.clone().unwrap_or_else(distcron_discovery::default_instance_id),
+        id: config
+            .instance_id
+            .clone()
+            .unwrap_or_else(distcron_discovery::default_instance_id),
         advertise: config
             .advertise
             .clone()
@@ -36,6 +43,13 @@ async fn main() -> anyhow::Result<()> {
         }
         signal.cancel();
     });
-    serve(store, Keys::new(&config.etcd.key_prefix), instance, listener, shutdown).await?;
+    serve(
+        store,
+        Keys::new(&config.etcd.key_prefix),
+        instance,
+        listener,
+        shutdown,
+    )
+    .await?;
     Ok(())
 }

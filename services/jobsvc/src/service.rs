@@ -70,17 +70,31 @@ impl JobService {
     }
 
     async fn running_runs(&self, name: &str) -> Result<Vec<RunningRecord>, Status> {
-        let (kvs, _) =
-            list_prefix(self.store.as_ref(), &self.keys.running_of(name)).await.map_err(store_error)?;
-        Ok(kvs.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect())
+        let (kvs, _) = list_prefix(self.store.as_ref(), &self.keys.running_of(name))
+            .await
+            .map_err(store_error)?;
+        Ok(kvs
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect())
     }
 
     /// Publishes a kill request on a short lease; every worker watching `killer/` sees the put.
     async fn publish_kill(&self, name: &str, run_id: &str) -> Result<(), Status> {
-        let lease = self.store.grant_lease(KILL_REQUEST_TTL).await.map_err(store_error)?;
-        let request = KillRequest { run_id: run_id.to_owned(), requested_at_ms: now_ms() };
+        let lease = self
+            .store
+            .grant_lease(KILL_REQUEST_TTL)
+            .await
+            .map_err(store_error)?;
+        let request = KillRequest {
+            run_id: run_id.to_owned(),
+            requested_at_ms: now_ms(),
+        };
         let value = serde_json::to_vec(&request).map_err(|e| Status::internal(e.to_string()))?;
-        self.store.put(&self.keys.killer(name), value, Some(lease)).await.map_err(store_error)?;
+        self.store
+            .put(&self.keys.killer(name), value, Some(lease))
+            .await
+            .map_err(store_error)?;
         Ok(())
     }
 }
@@ -92,7 +106,9 @@ impl pb::job_service_server::JobService for JobService {
         request: Request<pb::SaveJobRequest>,
     ) -> Result<Response<pb::SaveJobResponse>, Status> {
         let req = request.into_inner();
-        let proto = req.job.ok_or_else(|| invalid(FieldError::new("job", "required")))?;
+        let proto = req
+            .job
+            .ok_or_else(|| invalid(FieldError::new("job", "required")))?;
         let mut job = JobDefinition::from_proto(&proto, true).map_err(invalid)?;
         job.validate().map_err(invalid)?;
         let key = self.keys.job(&job.name);
@@ -144,10 +160,16 @@ impl pb::job_service_server::JobService for JobService {
                 )));
             }
         }
-        Err(Status::aborted(format!("job {:?} is changing too fast; retry", job.name)))
+        Err(Status::aborted(format!(
+            "job {:?} is changing too fast; retry",
+            job.name
+        )))
     }
 
-    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let name = request.into_inner().name;
         check_name(&name)?;
         let (job, kv) = self.load(&name).await?;
@@ -193,15 +215,24 @@ impl pb::job_service_server::JobService for JobService {
         for kv in &resp.kvs {
             match decode_job(kv) {
                 Ok(job) => jobs.push(job.to_proto(kv.mod_revision)),
-                Err(e) => tracing::warn!(key = %kv.key, error = %e.message(), "skipping unreadable job"),
+                Err(e) => {
+                    tracing::warn!(key = %kv.key, error = %e.message(), "skipping unreadable job")
+                }
             }
         }
         let next_page_token = if resp.more {
-            resp.kvs.last().and_then(|kv| self.keys.job_name(&kv.key)).unwrap_or_default().to_owned()
+            resp.kvs
+                .last()
+                .and_then(|kv| self.keys.job_name(&kv.key))
+                .unwrap_or_default()
+                .to_owned()
         } else {
             String::new()
         };
-        Ok(Response::new(pb::ListJobsResponse { jobs, next_page_token }))
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs,
+            next_page_token,
+        }))
     }
 
     async fn delete_job(
@@ -218,7 +249,10 @@ impl pb::job_service_server::JobService for JobService {
             then: vec![
                 Op::delete(&key),
                 Op::delete(self.keys.ledger(&req.name)),
-                Op::Delete { key: format!("{}{}/", self.keys.triggers(), req.name), prefix: true },
+                Op::Delete {
+                    key: format!("{}{}/", self.keys.triggers(), req.name),
+                    prefix: true,
+                },
                 Op::get_prefix(self.keys.running_of(&req.name)),
             ],
             otherwise: vec![Op::get(&key)],
@@ -264,7 +298,10 @@ impl pb::job_service_server::JobService for JobService {
             .collect();
         self.publish_kill(&req.name, &req.run_id).await?;
         tracing::info!(job = %req.name, run_id = %req.run_id, running = run_ids.len(), "kill published");
-        Ok(Response::new(pb::KillJobResponse { was_running: !run_ids.is_empty(), run_ids }))
+        Ok(Response::new(pb::KillJobResponse {
+            was_running: !run_ids.is_empty(),
+            run_ids,
+        }))
     }
 
     async fn trigger_job(
@@ -287,10 +324,15 @@ impl pb::job_service_server::JobService for JobService {
             otherwise: vec![],
         };
         if !self.store.txn(txn).await.map_err(store_error)?.succeeded {
-            return Err(Status::aborted(format!("job {name:?} changed while triggering; retry")));
+            return Err(Status::aborted(format!(
+                "job {name:?} changed while triggering; retry"
+            )));
         }
         tracing::info!(job = %name, run_id = %trigger.run_id, "manual run requested");
-        Ok(Response::new(pb::TriggerJobResponse { run_id: trigger.run_id, slot_ms: trigger.slot_ms }))
+        Ok(Response::new(pb::TriggerJobResponse {
+            run_id: trigger.run_id,
+            slot_ms: trigger.slot_ms,
+        }))
     }
 
     async fn set_job_enabled(
@@ -318,7 +360,10 @@ impl pb::job_service_server::JobService for JobService {
                 return Ok(Response::new(job.to_proto(resp.revision)));
             }
         }
-        Err(Status::aborted(format!("job {:?} is changing too fast; retry", req.name)))
+        Err(Status::aborted(format!(
+            "job {:?} is changing too fast; retry",
+            req.name
+        )))
     }
 
     async fn preview_schedule(
@@ -357,8 +402,9 @@ impl pb::job_service_server::JobService for JobService {
         &self,
         _request: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
-        let (kvs, _) =
-            list_prefix(self.store.as_ref(), &self.keys.workers()).await.map_err(store_error)?;
+        let (kvs, _) = list_prefix(self.store.as_ref(), &self.keys.workers())
+            .await
+            .map_err(store_error)?;
         let workers = kvs
             .iter()
             .filter_map(|kv| match serde_json::from_slice::<WorkerRegistration>(&kv.value) {

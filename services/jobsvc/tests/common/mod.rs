@@ -31,10 +31,15 @@ impl Harness {
 
     /// jobsvc on the given etcd endpoints under a fresh key prefix.
     pub async fn on(endpoints: Vec<String>) -> Self {
-        let store: Arc<dyn KvStore> =
-            Arc::new(EtcdKv::connect(EtcdConfig::new(endpoints)).await.expect("etcd client"));
+        let store: Arc<dyn KvStore> = Arc::new(
+            EtcdKv::connect(EtcdConfig::new(endpoints))
+                .await
+                .expect("etcd client"),
+        );
         let keys = Keys::new(&format!("/{}/", unique_name("jobsvc")));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = format!("http://{}", listener.local_addr().expect("addr"));
         let stop = CancellationToken::new();
         let instance = Instance {
@@ -45,11 +50,22 @@ impl Harness {
         let task = tokio::spawn({
             let (store, keys, stop) = (store.clone(), keys.clone(), stop.clone());
             async move {
-                serve(store, keys, instance, listener, stop).await.expect("jobsvc serve");
+                serve(store, keys, instance, listener, stop)
+                    .await
+                    .expect("jobsvc serve");
             }
         });
-        let client = JobServiceClient::connect(addr.clone()).await.expect("connect jobsvc");
-        Self { store, keys, client, addr, stop, task }
+        let client = JobServiceClient::connect(addr.clone())
+            .await
+            .expect("connect jobsvc");
+        Self {
+            store,
+            keys,
+            client,
+            addr,
+            stop,
+            task,
+        }
     }
 
     pub async fn shutdown(self) {
@@ -69,5 +85,8 @@ pub fn job(name: &str) -> Job {
 }
 
 pub fn save(job: Job) -> SaveJobRequest {
-    SaveJobRequest { job: Some(job), expected_revision: None }
+    SaveJobRequest {
+        job: Some(job),
+        expected_revision: None,
+    }
 }

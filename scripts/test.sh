@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The one test command: installs what is missing (idempotently), then checks formatting, lints and
+# runs every test. Used as is by .ci/run.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh -p distcron-kv   extra arguments go to `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# --- System packages (Debian) ------------------------------------------------------------------
+apt_missing=()
+command -v etcd >/dev/null 2>&1 || apt_missing+=(etcd-server)
+if ((${#apt_missing[@]})); then
+  log "installing ${apt_missing[*]} (apt)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+fi
+
+# --- Python tools pinned in tools/requirements-test.txt (nx-27017, grpcurl) --------------------
+req=tools/requirements-test.txt
+stamp=.venv/.requirements.sha256
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing pinned Python test tools into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r "$req"
+  echo "$want" > "$stamp"
+fi
+
+# --- Rust --------------------------------------------------------------------------------------
+# Unpacks every crate first, so tools/protoc finds the vendored protoc before any build script.
+log "cargo fetch"
+cargo fetch --quiet
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+log "cargo test"
+cargo test --workspace "$@"
