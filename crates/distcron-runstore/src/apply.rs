@@ -1,0 +1,306 @@
+//! Turning run events into stored runs, idempotently.
+
+use std::collections::HashMap;
+
+use crate::{RunEvent, RunEventKind, RunStatus, RunStore, RunStoreError, StoredRun};
+
+/// Stands between the head and the tail of truncated output.
+pub const TRUNCATION_MARKER: &str = "\n[... output truncated ...]\n";
+
+/// How much output a run keeps: the first half of the cap (head) and the last half (tail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputCap {
+    /// Bytes kept at most (plus the marker).
+    pub bytes: usize,
+}
+
+impl Default for OutputCap {
+    /// 1 MiB per run.
+    fn default() -> Self {
+        Self { bytes: 1024 * 1024 }
+    }
+}
+
+/// Attempts at compare-and-replace before a batch gives up on a run that keeps changing.
+const MAX_ATTEMPTS: usize = 8;
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+fn append_output(run: &mut StoredRun, data: &[u8], cap: OutputCap) {
+    let text = String::from_utf8_lossy(data);
+    let head_cap = cap.bytes / 2;
+    let tail_cap = cap.bytes - head_cap;
+    let split = floor_boundary(&run.output, usize::try_from(run.output_head_bytes).unwrap_or(0));
+    let mut head = run.output[..split].to_owned();
+    let rest = &run.output[split..];
+    let mut tail = if run.output_truncated {
+        rest.strip_prefix(TRUNCATION_MARKER).unwrap_or(rest).to_owned()
+    } else {
+        rest.to_owned()
+    };
+    let mut text: &str = &text;
+    if tail.is_empty() && !run.output_truncated && head.len() < head_cap {
+        let take = floor_boundary(text, head_cap - head.len());
+        head.push_str(&text[..take]);
+        text = &text[take..];
+    }
+    tail.push_str(text);
+    if tail.len() > tail_cap {
+        let cut = ceil_boundary(&tail, tail.len() - tail_cap);
+        tail.drain(..cut);
+        run.output_truncated = true;
+    }
+    run.output_bytes += i64::try_from(data.len()).unwrap_or(i64::MAX);
+    run.output_head_bytes = i64::try_from(head.len()).unwrap_or(0);
+    run.output = if run.output_truncated { format!("{head}{TRUNCATION_MARKER}{tail}") } else { head + &tail };
+}
+
+/// Applies one event to a run (new runs start as `StoredRun::default()` with `run_id` set).
+///
+/// Re-delivered events change nothing: output chunks below `next_seq` are ignored, a finish
+/// for a run that already ended is ignored, except that a real end overrides `lost` (the worker
+/// finished after all) and `lost` never overrides a real end.
+pub fn apply_event(run: &mut StoredRun, event: &RunEvent, cap: OutputCap) {
+    if run.trace_id.is_empty() {
+        run.trace_id.clone_from(&event.trace_id);
+    }
+    match &event.kind {
+        RunEventKind::Started(s) => {
+            let fresh = run.job_name.is_empty();
+            if fresh {
+                run.job_name.clone_from(&s.job_name);
+                run.trigger = s.trigger;
+            }
+            if run.command.is_empty() {
+                run.command.clone_from(&s.command);
+            }
+            if run.worker_id.is_empty() {
+                run.worker_id.clone_from(&s.worker_id);
+            }
+            for (field, value) in [
+                (&mut run.plan_time, s.plan_time),
+                (&mut run.schedule_time, s.schedule_time),
+                (&mut run.start_time, s.start_time),
+            ] {
+                if *field == 0 {
+                    *field = value;
+                }
+            }
+            if run.status == RunStatus::Running && s.status.is_terminal() {
+                run.status = s.status;
+                run.err.clone_from(&s.err);
+                if run.end_time == 0 {
+                    run.end_time = s.start_time;
+                }
+            }
+        }
+        RunEventKind::Output { seq, data } => {
+            let seq = i64::try_from(*seq).unwrap_or(i64::MAX);
+            if seq >= run.next_seq {
+                append_output(run, data, cap);
+                run.next_seq = seq + 1;
+            }
+        }
+        RunEventKind::Finished(f) => {
+            let applies = match (run.status, f.status) {
+                (RunStatus::Running, _) => true,
+                (RunStatus::Lost, s) => s != RunStatus::Lost,
+                _ => false,
+            };
+            if applies {
+                run.status = f.status;
+                run.end_time = f.end_time;
+                run.exit_code = f.exit_code;
+                run.signal = f.signal;
+                run.err.clone_from(&f.err);
+                run.duration_ms = if run.start_time > 0 { (f.end_time - run.start_time).max(0) } else { 0 };
+                if f.output_bytes_dropped > 0 {
+                    run.output_truncated = true;
+                    run.output_bytes += i64::try_from(f.output_bytes_dropped).unwrap_or(i64::MAX);
+                }
+            }
+        }
+    }
+}
+
+/// Stores a batch of events: one read for the whole batch and one write per run, with
+/// compare-and-replace so concurrent writers (several logsvc instances) never lose an update.
+/// Runs whose events change nothing (re-delivery) are not written at all.
+pub async fn append_events(
+    store: &dyn RunStore,
+    events: &[RunEvent],
+    cap: OutputCap,
+) -> Result<(), RunStoreError> {
+    let mut order: Vec<String> = Vec::new();
+    let mut by_run: HashMap<&str, Vec<&RunEvent>> = HashMap::new();
+    for e in events {
+        by_run
+            .entry(e.run_id.as_str())
+            .or_insert_with(|| {
+                order.push(e.run_id.clone());
+                Vec::new()
+            })
+            .push(e);
+    }
+    let mut pending = order;
+    for _ in 0..MAX_ATTEMPTS {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let stored: HashMap<String, StoredRun> =
+            store.get_many(&pending).await?.into_iter().map(|r| (r.run_id.clone(), r)).collect();
+        let mut conflicted = Vec::new();
+        for run_id in pending {
+            let base = stored
+                .get(&run_id)
+                .cloned()
+                .unwrap_or_else(|| StoredRun { run_id: run_id.clone(), ..StoredRun::default() });
+            let mut next = base.clone();
+            for e in by_run.get(run_id.as_str()).into_iter().flatten() {
+                apply_event(&mut next, e, cap);
+            }
+            if next == base {
+                continue;
+            }
+            next.version = base.version + 1;
+            let written = if base.version == 0 { store.insert(&next).await? } else { store.update(&next).await? };
+            if !written {
+                conflicted.push(run_id);
+            }
+        }
+        pending = conflicted;
+    }
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(RunStoreError::Other(format!("runs kept changing while being written: {pending:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{RunFinish, RunStart};
+
+    fn ev(kind: RunEventKind) -> RunEvent {
+        RunEvent { run_id: "r".into(), trace_id: "t".into(), kind }
+    }
+
+    fn out(seq: u64, s: &str) -> RunEvent {
+        ev(RunEventKind::Output { seq, data: s.as_bytes().to_vec() })
+    }
+
+    fn started() -> RunEvent {
+        ev(RunEventKind::Started(RunStart {
+            job_name: "j".into(),
+            command: "echo".into(),
+            plan_time: 1000,
+            schedule_time: 1001,
+            start_time: 1002,
+            worker_id: "w".into(),
+            ..Default::default()
+        }))
+    }
+
+    fn finished(status: RunStatus) -> RunEvent {
+        ev(RunEventKind::Finished(RunFinish { status, end_time: 1502, exit_code: Some(0), ..Default::default() }))
+    }
+
+    #[test]
+    fn redelivery_changes_nothing() {
+        let cap = OutputCap::default();
+        let events = [started(), out(0, "a"), out(1, "b"), finished(RunStatus::Succeeded)];
+        let mut once = StoredRun::default();
+        for e in &events {
+            apply_event(&mut once, e, cap);
+        }
+        let mut twice = once.clone();
+        for e in &events {
+            apply_event(&mut twice, e, cap);
+        }
+        assert_eq!(once, twice);
+        assert_eq!(once.output, "ab");
+        assert_eq!(once.status, RunStatus::Succeeded);
+        assert_eq!(once.duration_ms, 500);
+        assert_eq!(once.trace_id, "t");
+    }
+
+    #[test]
+    fn cap_keeps_head_and_tail() {
+        let cap = OutputCap { bytes: 10 };
+        let mut run = StoredRun::default();
+        for (i, chunk) in ["0123", "4567", "89ab", "cdef"].iter().enumerate() {
+            apply_event(&mut run, &out(i as u64, chunk), cap);
+        }
+        assert!(run.output_truncated);
+        assert_eq!(run.output, format!("01234{TRUNCATION_MARKER}bcdef"));
+        assert_eq!(run.output_bytes, 16);
+        // More output moves only the tail.
+        apply_event(&mut run, &out(4, "XY"), cap);
+        assert_eq!(run.output, format!("01234{TRUNCATION_MARKER}defXY"));
+    }
+
+    #[test]
+    fn output_within_the_cap_is_whole() {
+        let cap = OutputCap { bytes: 10 };
+        let mut run = StoredRun::default();
+        apply_event(&mut run, &out(0, "01234567"), cap);
+        apply_event(&mut run, &out(1, "89"), cap);
+        assert!(!run.output_truncated);
+        assert_eq!(run.output, "0123456789");
+    }
+
+    #[test]
+    fn multibyte_text_is_never_split() {
+        let cap = OutputCap { bytes: 7 };
+        let mut run = StoredRun::default();
+        apply_event(&mut run, &out(0, "ééééé"), cap);
+        apply_event(&mut run, &out(1, "üüüüü"), cap);
+        assert!(run.output.starts_with('é'));
+        assert!(run.output.ends_with('ü'));
+        assert!(!run.output.contains('\u{FFFD}'));
+    }
+
+    #[test]
+    fn lost_and_real_endings() {
+        let cap = OutputCap::default();
+        let mut run = StoredRun::default();
+        apply_event(&mut run, &started(), cap);
+        apply_event(&mut run, &finished(RunStatus::Lost), cap);
+        assert_eq!(run.status, RunStatus::Lost);
+        // The worker's own spool delivers the real end later: it wins.
+        apply_event(&mut run, &finished(RunStatus::Succeeded), cap);
+        assert_eq!(run.status, RunStatus::Succeeded);
+        // A late "lost" never overrides a real end.
+        apply_event(&mut run, &finished(RunStatus::Lost), cap);
+        assert_eq!(run.status, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn skipped_runs_end_at_once() {
+        let mut run = StoredRun::default();
+        let mut s = started();
+        if let RunEventKind::Started(st) = &mut s.kind {
+            st.status = RunStatus::Skipped;
+            st.err = "previous run still running".into();
+        }
+        apply_event(&mut run, &s, OutputCap::default());
+        assert_eq!(run.status, RunStatus::Skipped);
+        assert_eq!(run.end_time, 1002);
+        assert_eq!(run.err, "previous run still running");
+    }
+}

@@ -1,0 +1,69 @@
+//! Run history storage.
+//!
+//! [`RunStore`] is a thin, versioned document store for runs: insert, compare-and-replace by
+//! version, lookups and queries. [`MongoRunStore`] implements it over MongoDB (the run document
+//! keeps the seed's field names); an embedded SQLite implementation serves the single-machine mode.
+//! Both pass the same behavioural suite (`conformance`, behind the `testsuite` feature).
+//!
+//! Above the trait, [`append_events`] turns run events (started, output chunk, finished) into
+//! stored runs idempotently: a re-delivered batch changes nothing, output chunks carry sequence
+//! numbers, output is capped keeping head and tail.
+
+mod apply;
+mod mongo;
+mod types;
+
+#[cfg(feature = "testsuite")]
+pub mod conformance;
+
+pub use apply::{append_events, apply_event, OutputCap, TRUNCATION_MARKER};
+pub use distcron_core::records::RunTrigger;
+pub use mongo::{MongoConfig, MongoRunStore};
+pub use types::{
+    JobStatsRaw, PageCursor, RunEvent, RunEventKind, RunFinish, RunPage, RunQuery, RunStart,
+    RunStatus, StatusTotals, StoredRun,
+};
+
+/// Why a run store call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RunStoreError {
+    /// The database cannot be reached or did not answer in time; retrying later may work.
+    #[error("run store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored document could not be read.
+    #[error("bad stored run {run_id}: {reason}")]
+    BadData {
+        /// The run.
+        run_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Any other database error.
+    #[error("run store error: {0}")]
+    Other(String),
+}
+
+/// Versioned storage of runs.
+#[async_trait::async_trait]
+pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates indexes (or tables) idempotently; `retention_days` 0 keeps runs forever.
+    async fn init(&self, retention_days: u32) -> Result<(), RunStoreError>;
+
+    /// The stored runs among `run_ids` (missing ones are left out).
+    async fn get_many(&self, run_ids: &[String]) -> Result<Vec<StoredRun>, RunStoreError>;
+
+    /// Inserts a new run (its `version` is 1). `Ok(false)` if a run with that id exists.
+    async fn insert(&self, run: &StoredRun) -> Result<bool, RunStoreError>;
+
+    /// Replaces a run whose stored version is `run.version - 1`. `Ok(false)` if it is not.
+    async fn update(&self, run: &StoredRun) -> Result<bool, RunStoreError>;
+
+    /// One run by id.
+    async fn get(&self, run_id: &str) -> Result<Option<StoredRun>, RunStoreError>;
+
+    /// Runs matching the query, newest first (start time, then run id), with the total count.
+    async fn list(&self, query: &RunQuery) -> Result<RunPage, RunStoreError>;
+
+    /// Per-status totals of a job's runs started at or after `since_ms`, and its newest runs.
+    async fn stats(&self, job_name: &str, since_ms: i64) -> Result<JobStatsRaw, RunStoreError>;
+}
