@@ -44,11 +44,16 @@ fn append_output(run: &mut StoredRun, data: &[u8], cap: OutputCap) {
     let text = String::from_utf8_lossy(data);
     let head_cap = cap.bytes / 2;
     let tail_cap = cap.bytes - head_cap;
-    let split = floor_boundary(&run.output, usize::try_from(run.output_head_bytes).unwrap_or(0));
+    let split = floor_boundary(
+        &run.output,
+        usize::try_from(run.output_head_bytes).unwrap_or(0),
+    );
     let mut head = run.output[..split].to_owned();
     let rest = &run.output[split..];
     let mut tail = if run.output_truncated {
-        rest.strip_prefix(TRUNCATION_MARKER).unwrap_or(rest).to_owned()
+        rest.strip_prefix(TRUNCATION_MARKER)
+            .unwrap_or(rest)
+            .to_owned()
     } else {
         rest.to_owned()
     };
@@ -66,7 +71,11 @@ fn append_output(run: &mut StoredRun, data: &[u8], cap: OutputCap) {
     }
     run.output_bytes += i64::try_from(data.len()).unwrap_or(i64::MAX);
     run.output_head_bytes = i64::try_from(head.len()).unwrap_or(0);
-    run.output = if run.output_truncated { format!("{head}{TRUNCATION_MARKER}{tail}") } else { head + &tail };
+    run.output = if run.output_truncated {
+        format!("{head}{TRUNCATION_MARKER}{tail}")
+    } else {
+        head + &tail
+    };
 }
 
 /// Applies one event to a run (new runs start as `StoredRun::default()` with `run_id` set).
@@ -127,7 +136,11 @@ pub fn apply_event(run: &mut StoredRun, event: &RunEvent, cap: OutputCap) {
                 run.exit_code = f.exit_code;
                 run.signal = f.signal;
                 run.err.clone_from(&f.err);
-                run.duration_ms = if run.start_time > 0 { (f.end_time - run.start_time).max(0) } else { 0 };
+                run.duration_ms = if run.start_time > 0 {
+                    (f.end_time - run.start_time).max(0)
+                } else {
+                    0
+                };
                 if f.output_bytes_dropped > 0 {
                     run.output_truncated = true;
                     run.output_bytes += i64::try_from(f.output_bytes_dropped).unwrap_or(i64::MAX);
@@ -161,14 +174,18 @@ pub async fn append_events(
         if pending.is_empty() {
             return Ok(());
         }
-        let stored: HashMap<String, StoredRun> =
-            store.get_many(&pending).await?.into_iter().map(|r| (r.run_id.clone(), r)).collect();
+        let stored: HashMap<String, StoredRun> = store
+            .get_many(&pending)
+            .await?
+            .into_iter()
+            .map(|r| (r.run_id.clone(), r))
+            .collect();
         let mut conflicted = Vec::new();
         for run_id in pending {
-            let base = stored
-                .get(&run_id)
-                .cloned()
-                .unwrap_or_else(|| StoredRun { run_id: run_id.clone(), ..StoredRun::default() });
+            let base = stored.get(&run_id).cloned().unwrap_or_else(|| StoredRun {
+                run_id: run_id.clone(),
+                ..StoredRun::default()
+            });
             let mut next = base.clone();
             for e in by_run.get(run_id.as_str()).into_iter().flatten() {
                 apply_event(&mut next, e, cap);
@@ -177,7 +194,11 @@ pub async fn append_events(
                 continue;
             }
             next.version = base.version + 1;
-            let written = if base.version == 0 { store.insert(&next).await? } else { store.update(&next).await? };
+            let written = if base.version == 0 {
+                store.insert(&next).await?
+            } else {
+                store.update(&next).await?
+            };
             if !written {
                 conflicted.push(run_id);
             }
@@ -187,7 +208,9 @@ pub async fn append_events(
     if pending.is_empty() {
         Ok(())
     } else {
-        Err(RunStoreError::Other(format!("runs kept changing while being written: {pending:?}")))
+        Err(RunStoreError::Other(format!(
+            "runs kept changing while being written: {pending:?}"
+        )))
     }
 }
 
@@ -197,11 +220,18 @@ mod tests {
     use crate::{RunFinish, RunStart};
 
     fn ev(kind: RunEventKind) -> RunEvent {
-        RunEvent { run_id: "r".into(), trace_id: "t".into(), kind }
+        RunEvent {
+            run_id: "r".into(),
+            trace_id: "t".into(),
+            kind,
+        }
     }
 
     fn out(seq: u64, s: &str) -> RunEvent {
-        ev(RunEventKind::Output { seq, data: s.as_bytes().to_vec() })
+        ev(RunEventKind::Output {
+            seq,
+            data: s.as_bytes().to_vec(),
+        })
     }
 
     fn started() -> RunEvent {
@@ -217,13 +247,23 @@ mod tests {
     }
 
     fn finished(status: RunStatus) -> RunEvent {
-        ev(RunEventKind::Finished(RunFinish { status, end_time: 1502, exit_code: Some(0), ..Default::default() }))
+        ev(RunEventKind::Finished(RunFinish {
+            status,
+            end_time: 1502,
+            exit_code: Some(0),
+            ..Default::default()
+        }))
     }
 
     #[test]
     fn redelivery_changes_nothing() {
         let cap = OutputCap::default();
-        let events = [started(), out(0, "a"), out(1, "b"), finished(RunStatus::Succeeded)];
+        let events = [
+            started(),
+            out(0, "a"),
+            out(1, "b"),
+            finished(RunStatus::Succeeded),
+        ];
         let mut once = StoredRun::default();
         for e in &events {
             apply_event(&mut once, e, cap);

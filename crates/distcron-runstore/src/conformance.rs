@@ -53,7 +53,10 @@ fn run(id: &str, job: &str, start: i64, status: RunStatus) -> StoredRun {
 pub async fn insert_and_versioned_update(store: Store) {
     let r = run("r1", "j", 1_000, RunStatus::Running);
     assert!(store.insert(&r).await.unwrap());
-    assert!(!store.insert(&r).await.unwrap(), "a second insert of the same id is refused");
+    assert!(
+        !store.insert(&r).await.unwrap(),
+        "a second insert of the same id is refused"
+    );
     let mut v2 = r.clone();
     v2.status = RunStatus::Succeeded;
     v2.version = 2;
@@ -61,14 +64,20 @@ pub async fn insert_and_versioned_update(store: Store) {
     let mut stale = r.clone();
     stale.status = RunStatus::Failed;
     stale.version = 2;
-    assert!(!store.update(&stale).await.unwrap(), "an update from a stale version is refused");
+    assert!(
+        !store.update(&stale).await.unwrap(),
+        "an update from a stale version is refused"
+    );
     assert_eq!(store.get("r1").await.unwrap(), Some(v2));
     assert_eq!(store.get("nope").await.unwrap(), None);
 }
 
 pub async fn get_many_returns_what_exists(store: Store) {
     for id in ["a", "b", "c"] {
-        store.insert(&run(id, "j", 1, RunStatus::Running)).await.unwrap();
+        store
+            .insert(&run(id, "j", 1, RunStatus::Running))
+            .await
+            .unwrap();
     }
     let mut got: Vec<String> = store
         .get_many(&["a".into(), "c".into(), "zz".into()])
@@ -84,96 +93,202 @@ pub async fn get_many_returns_what_exists(store: Store) {
 
 pub async fn list_is_newest_first_with_filters_and_both_pagings(store: Store) {
     // Job "a": 6 runs, two pairs with tied start times. Job "b": 2 runs.
-    let a = [("a1", 100, RunStatus::Succeeded), ("a2", 200, RunStatus::Failed), ("a3", 200, RunStatus::Succeeded),
-             ("a4", 300, RunStatus::Skipped), ("a5", 400, RunStatus::Succeeded), ("a6", 400, RunStatus::Running)];
+    let a = [
+        ("a1", 100, RunStatus::Succeeded),
+        ("a2", 200, RunStatus::Failed),
+        ("a3", 200, RunStatus::Succeeded),
+        ("a4", 300, RunStatus::Skipped),
+        ("a5", 400, RunStatus::Succeeded),
+        ("a6", 400, RunStatus::Running),
+    ];
     for (id, t, s) in a {
         store.insert(&run(id, "a", t, s)).await.unwrap();
     }
-    store.insert(&run("b1", "b", 150, RunStatus::Lost)).await.unwrap();
-    store.insert(&run("b2", "b", 250, RunStatus::Succeeded)).await.unwrap();
+    store
+        .insert(&run("b1", "b", 150, RunStatus::Lost))
+        .await
+        .unwrap();
+    store
+        .insert(&run("b2", "b", 250, RunStatus::Succeeded))
+        .await
+        .unwrap();
     let ids = |p: &crate::RunPage| p.runs.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>();
-    let job_a = RunQuery { job_name: Some("a".into()), limit: 100, ..Default::default() };
+    let job_a = RunQuery {
+        job_name: Some("a".into()),
+        limit: 100,
+        ..Default::default()
+    };
     let all = store.list(&job_a).await.unwrap();
-    assert_eq!(ids(&all), ["a6", "a5", "a4", "a3", "a2", "a1"], "start time desc, then id desc");
+    assert_eq!(
+        ids(&all),
+        ["a6", "a5", "a4", "a3", "a2", "a1"],
+        "start time desc, then id desc"
+    );
     assert_eq!(all.total, 6);
     // Skip paging (the seed's).
-    let skipped = store.list(&RunQuery { skip: 2, limit: 2, ..job_a.clone() }).await.unwrap();
+    let skipped = store
+        .list(&RunQuery {
+            skip: 2,
+            limit: 2,
+            ..job_a.clone()
+        })
+        .await
+        .unwrap();
     assert_eq!(ids(&skipped), ["a4", "a3"]);
     assert_eq!(skipped.total, 6);
     // Cursor paging, stable through ties.
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = store.list(&RunQuery { limit: 4, after: after.clone(), ..job_a.clone() }).await.unwrap();
+        let page = store
+            .list(&RunQuery {
+                limit: 4,
+                after: after.clone(),
+                ..job_a.clone()
+            })
+            .await
+            .unwrap();
         if page.runs.is_empty() {
             break;
         }
         let last = page.runs.last().unwrap();
-        after = Some(PageCursor { start_time: last.start_time, run_id: last.run_id.clone() });
+        after = Some(PageCursor {
+            start_time: last.start_time,
+            run_id: last.run_id.clone(),
+        });
         seen.extend(ids(&page));
     }
     assert_eq!(seen, ["a6", "a5", "a4", "a3", "a2", "a1"]);
     // Filters.
     let ok = store
-        .list(&RunQuery { statuses: vec![RunStatus::Succeeded], limit: 100, ..Default::default() })
+        .list(&RunQuery {
+            statuses: vec![RunStatus::Succeeded],
+            limit: 100,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(ids(&ok), ["a5", "b2", "a3", "a1"]);
     let window = store
-        .list(&RunQuery { start_from: Some(150), start_before: Some(300), limit: 100, ..Default::default() })
+        .list(&RunQuery {
+            start_from: Some(150),
+            start_before: Some(300),
+            limit: 100,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(ids(&window), ["b2", "a3", "a2", "b1"]);
     assert_eq!(window.total, 4);
     let bad = store
-        .list(&RunQuery { job_name: Some("b".into()), statuses: vec![RunStatus::Lost, RunStatus::Failed], limit: 10, ..Default::default() })
+        .list(&RunQuery {
+            job_name: Some("b".into()),
+            statuses: vec![RunStatus::Lost, RunStatus::Failed],
+            limit: 10,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(ids(&bad), ["b1"]);
 }
 
 pub async fn list_can_leave_output_out(store: Store) {
-    store.insert(&run("o1", "j", 1, RunStatus::Succeeded)).await.unwrap();
-    let q = RunQuery { limit: 10, ..Default::default() };
+    store
+        .insert(&run("o1", "j", 1, RunStatus::Succeeded))
+        .await
+        .unwrap();
+    let q = RunQuery {
+        limit: 10,
+        ..Default::default()
+    };
     assert_eq!(store.list(&q).await.unwrap().runs[0].output, "");
-    let with = store.list(&RunQuery { with_output: true, ..q }).await.unwrap();
+    let with = store
+        .list(&RunQuery {
+            with_output: true,
+            ..q
+        })
+        .await
+        .unwrap();
     assert_eq!(with.runs[0].output, "out-o1");
 }
 
 fn events(run_id: &str) -> Vec<RunEvent> {
-    let ev = |kind| RunEvent { run_id: run_id.into(), trace_id: String::new(), kind };
+    let ev = |kind| RunEvent {
+        run_id: run_id.into(),
+        trace_id: String::new(),
+        kind,
+    };
     vec![
-        ev(RunEventKind::Started(RunStart { job_name: "j".into(), command: "echo".into(), plan_time: 5, start_time: 6, worker_id: "w".into(), ..Default::default() })),
-        ev(RunEventKind::Output { seq: 0, data: b"hello ".to_vec() }),
-        ev(RunEventKind::Output { seq: 1, data: b"world".to_vec() }),
-        ev(RunEventKind::Finished(RunFinish { status: RunStatus::Succeeded, end_time: 9, exit_code: Some(0), ..Default::default() })),
+        ev(RunEventKind::Started(RunStart {
+            job_name: "j".into(),
+            command: "echo".into(),
+            plan_time: 5,
+            start_time: 6,
+            worker_id: "w".into(),
+            ..Default::default()
+        })),
+        ev(RunEventKind::Output {
+            seq: 0,
+            data: b"hello ".to_vec(),
+        }),
+        ev(RunEventKind::Output {
+            seq: 1,
+            data: b"world".to_vec(),
+        }),
+        ev(RunEventKind::Finished(RunFinish {
+            status: RunStatus::Succeeded,
+            end_time: 9,
+            exit_code: Some(0),
+            ..Default::default()
+        })),
     ]
 }
 
 pub async fn redelivered_batches_change_nothing(store: Store) {
     let batch = events("rd");
-    append_events(store.as_ref(), &batch, OutputCap::default()).await.unwrap();
+    append_events(store.as_ref(), &batch, OutputCap::default())
+        .await
+        .unwrap();
     let first = store.get("rd").await.unwrap().unwrap();
     assert_eq!(first.output, "hello world");
     assert_eq!(first.status, RunStatus::Succeeded);
     assert_eq!(first.duration_ms, 3);
-    append_events(store.as_ref(), &batch, OutputCap::default()).await.unwrap();
+    append_events(store.as_ref(), &batch, OutputCap::default())
+        .await
+        .unwrap();
     // The same events split differently, again.
-    append_events(store.as_ref(), &batch[1..3], OutputCap::default()).await.unwrap();
+    append_events(store.as_ref(), &batch[1..3], OutputCap::default())
+        .await
+        .unwrap();
     let again = store.get("rd").await.unwrap().unwrap();
     assert_eq!(again, first, "nothing changed, not even the version");
-    let page = store.list(&RunQuery { limit: 10, ..Default::default() }).await.unwrap();
+    let page = store
+        .list(&RunQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(page.total, 1);
 }
 
 pub async fn concurrent_writers_lose_no_chunk(store: Store) {
     let start = events("cc");
-    append_events(store.as_ref(), &start[..1], OutputCap::default()).await.unwrap();
+    append_events(store.as_ref(), &start[..1], OutputCap::default())
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for seq in 0..8u64 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            let e = RunEvent { run_id: "cc".into(), trace_id: String::new(), kind: RunEventKind::Output { seq, data: vec![b'x'] } };
+            let e = RunEvent {
+                run_id: "cc".into(),
+                trace_id: String::new(),
+                kind: RunEventKind::Output {
+                    seq,
+                    data: vec![b'x'],
+                },
+            };
             append_events(store.as_ref(), &[e], OutputCap::default()).await
         }));
     }
@@ -188,18 +303,37 @@ pub async fn concurrent_writers_lose_no_chunk(store: Store) {
 }
 
 pub async fn stats_count_by_status_in_the_window(store: Store) {
-    for (id, t, s) in [("s1", 100, RunStatus::Succeeded), ("s2", 200, RunStatus::Succeeded), ("s3", 300, RunStatus::Failed),
-                       ("s4", 400, RunStatus::Lost), ("s5", 50, RunStatus::Failed)] {
+    for (id, t, s) in [
+        ("s1", 100, RunStatus::Succeeded),
+        ("s2", 200, RunStatus::Succeeded),
+        ("s3", 300, RunStatus::Failed),
+        ("s4", 400, RunStatus::Lost),
+        ("s5", 50, RunStatus::Failed),
+    ] {
         store.insert(&run(id, "st", t, s)).await.unwrap();
     }
-    store.insert(&run("other", "zz", 1_000, RunStatus::Succeeded)).await.unwrap();
+    store
+        .insert(&run("other", "zz", 1_000, RunStatus::Succeeded))
+        .await
+        .unwrap();
     let stats = store.stats("st", 100).await.unwrap();
     assert_eq!(stats.last_run.unwrap().run_id, "s4");
-    let count = |s| stats.totals.iter().find(|t| t.status == s).map_or(0, |t| t.count);
+    let count = |s| {
+        stats
+            .totals
+            .iter()
+            .find(|t| t.status == s)
+            .map_or(0, |t| t.count)
+    };
     assert_eq!(count(RunStatus::Succeeded), 2);
     assert_eq!(count(RunStatus::Failed), 1, "s5 is before the window");
     assert_eq!(count(RunStatus::Lost), 1);
-    let dur = stats.totals.iter().find(|t| t.status == RunStatus::Succeeded).unwrap().duration_ms;
+    let dur = stats
+        .totals
+        .iter()
+        .find(|t| t.status == RunStatus::Succeeded)
+        .unwrap()
+        .duration_ms;
     assert_eq!(dur, 20);
     assert_eq!(stats.last_success_ms, 200);
     assert_eq!(stats.last_failure_ms, 400);

@@ -41,7 +41,12 @@ pub struct MongoConfig {
 impl MongoConfig {
     /// The seed's database and collection on `uri`, 5 s per call.
     pub fn new(uri: impl Into<String>) -> Self {
-        Self { uri: uri.into(), database: "cron".into(), collection: "log".into(), timeout: Duration::from_secs(5) }
+        Self {
+            uri: uri.into(),
+            database: "cron".into(),
+            collection: "log".into(),
+            timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -72,8 +77,10 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
 }
 
 fn to_document(run: &StoredRun) -> Result<Document, RunStoreError> {
-    let mut d = bson::to_document(run)
-        .map_err(|e| RunStoreError::BadData { run_id: run.run_id.clone(), reason: e.to_string() })?;
+    let mut d = bson::to_document(run).map_err(|e| RunStoreError::BadData {
+        run_id: run.run_id.clone(),
+        reason: e.to_string(),
+    })?;
     d.insert("_id", run.run_id.clone());
     d.insert("storedAt", bson::DateTime::now());
     Ok(d)
@@ -95,7 +102,10 @@ fn from_document(mut d: Document) -> Result<StoredRun, RunStoreError> {
         let failed = matches!(d.get("err"), Some(Bson::String(s)) if !s.is_empty());
         d.insert("status", if failed { "failed" } else { "succeeded" });
     }
-    bson::from_document(d).map_err(|e| RunStoreError::BadData { run_id: id, reason: e.to_string() })
+    bson::from_document(d).map_err(|e| RunStoreError::BadData {
+        run_id: id,
+        reason: e.to_string(),
+    })
 }
 
 fn filter_of(q: &RunQuery) -> Document {
@@ -124,13 +134,26 @@ impl MongoRunStore {
     /// Connects (lazily: a server that is down now makes calls fail with `Unavailable` until it
     /// is up).
     pub async fn connect(config: &MongoConfig) -> Result<Self, RunStoreError> {
-        let mut options = ClientOptions::parse(&config.uri).await.map_err(|e| map_err(&e))?;
-        options.app_name.get_or_insert_with(|| "distcron".to_owned());
-        options.server_selection_timeout.get_or_insert(Duration::from_secs(3));
-        options.connect_timeout.get_or_insert(Duration::from_secs(3));
+        let mut options = ClientOptions::parse(&config.uri)
+            .await
+            .map_err(|e| map_err(&e))?;
+        options
+            .app_name
+            .get_or_insert_with(|| "distcron".to_owned());
+        options
+            .server_selection_timeout
+            .get_or_insert(Duration::from_secs(3));
+        options
+            .connect_timeout
+            .get_or_insert(Duration::from_secs(3));
         let client = mongodb::Client::with_options(options).map_err(|e| map_err(&e))?;
-        let coll = client.database(&config.database).collection::<Document>(&config.collection);
-        Ok(Self { coll, timeout: config.timeout })
+        let coll = client
+            .database(&config.database)
+            .collection::<Document>(&config.collection);
+        Ok(Self {
+            coll,
+            timeout: config.timeout,
+        })
     }
 
     async fn timed<T, F>(&self, what: &str, fut: F) -> Result<T, RunStoreError>
@@ -139,11 +162,21 @@ impl MongoRunStore {
     {
         match tokio::time::timeout(self.timeout, fut.into_future()).await {
             Ok(r) => r.map_err(|e| map_err(&e)),
-            Err(_) => Err(RunStoreError::Unavailable(format!("{what} timed out after {:?}", self.timeout))),
+            Err(_) => Err(RunStoreError::Unavailable(format!(
+                "{what} timed out after {:?}",
+                self.timeout
+            ))),
         }
     }
 
-    async fn find_all(&self, filter: Document, sort: Document, skip: u64, limit: i64, with_output: bool) -> Result<Vec<StoredRun>, RunStoreError> {
+    async fn find_all(
+        &self,
+        filter: Document,
+        sort: Document,
+        skip: u64,
+        limit: i64,
+        with_output: bool,
+    ) -> Result<Vec<StoredRun>, RunStoreError> {
         let mut find = self.coll.find(filter).sort(sort).skip(skip).limit(limit);
         if !with_output {
             find = find.projection(doc! { "output": 0 });
@@ -155,7 +188,9 @@ impl MongoRunStore {
     }
 
     async fn newest_start(&self, filter: Document) -> Result<i64, RunStoreError> {
-        let runs = self.find_all(filter, doc! { "startTime": -1, "runId": -1 }, 0, 1, false).await?;
+        let runs = self
+            .find_all(filter, doc! { "startTime": -1, "runId": -1 }, 0, 1, false)
+            .await?;
         Ok(runs.first().map_or(0, |r| r.start_time))
     }
 }
@@ -164,25 +199,48 @@ impl MongoRunStore {
 impl RunStore for MongoRunStore {
     async fn init(&self, retention_days: u32) -> Result<(), RunStoreError> {
         let plain = |keys: Document, name: &str| {
-            IndexModel::builder().keys(keys).options(IndexOptions::builder().name(name.to_owned()).build()).build()
+            IndexModel::builder()
+                .keys(keys)
+                .options(IndexOptions::builder().name(name.to_owned()).build())
+                .build()
         };
         for model in [
-            plain(doc! { "jobName": 1, "startTime": -1, "runId": -1 }, "jobName_startTime"),
+            plain(
+                doc! { "jobName": 1, "startTime": -1, "runId": -1 },
+                "jobName_startTime",
+            ),
             plain(doc! { "startTime": -1, "runId": -1 }, "startTime"),
             plain(doc! { "status": 1, "startTime": -1 }, "status_startTime"),
         ] {
-            self.timed("create_index", self.coll.create_index(model)).await?;
+            self.timed("create_index", self.coll.create_index(model))
+                .await?;
         }
         // The TTL index: recreate it when the retention changed, drop it when retention is off.
-        let want = (retention_days > 0).then(|| Duration::from_secs(u64::from(retention_days) * 86_400));
-        let indexes: Vec<IndexModel> =
-            self.timed("list_indexes", async { self.coll.list_indexes().await?.try_collect().await }).await?;
-        let current = indexes.iter().find(|m| m.keys.keys().map(String::as_str).eq(["storedAt"]));
-        let current_ttl = current.and_then(|m| m.options.as_ref()).and_then(|o| o.expire_after);
+        let want =
+            (retention_days > 0).then(|| Duration::from_secs(u64::from(retention_days) * 86_400));
+        let indexes: Vec<IndexModel> = self
+            .timed("list_indexes", async {
+                self.coll.list_indexes().await?.try_collect().await
+            })
+            .await?;
+        let current = indexes
+            .iter()
+            .find(|m| m.keys.keys().map(String::as_str).eq(["storedAt"]));
+        let current_ttl = current
+            .and_then(|m| m.options.as_ref())
+            .and_then(|o| o.expire_after);
         if current.is_some() && current_ttl != want {
-            let names = [current.and_then(|m| m.options.as_ref()).and_then(|o| o.name.clone()), Some(TTL_INDEX.to_owned())];
+            let names = [
+                current
+                    .and_then(|m| m.options.as_ref())
+                    .and_then(|o| o.name.clone()),
+                Some(TTL_INDEX.to_owned()),
+            ];
             for name in names.into_iter().flatten() {
-                if let Err(e) = self.timed("drop_index", self.coll.drop_index(name.clone())).await {
+                if let Err(e) = self
+                    .timed("drop_index", self.coll.drop_index(name.clone()))
+                    .await
+                {
                     tracing::debug!(index = %name, error = %e, "drop_index");
                 }
             }
@@ -191,9 +249,15 @@ impl RunStore for MongoRunStore {
             if current_ttl != want {
                 let model = IndexModel::builder()
                     .keys(doc! { "storedAt": 1 })
-                    .options(IndexOptions::builder().name(TTL_INDEX.to_owned()).expire_after(ttl).build())
+                    .options(
+                        IndexOptions::builder()
+                            .name(TTL_INDEX.to_owned())
+                            .expire_after(ttl)
+                            .build(),
+                    )
                     .build();
-                self.timed("create_index", self.coll.create_index(model)).await?;
+                self.timed("create_index", self.coll.create_index(model))
+                    .await?;
             }
         }
         Ok(())
@@ -204,7 +268,14 @@ impl RunStore for MongoRunStore {
             return Ok(Vec::new());
         }
         let ids: Vec<&str> = run_ids.iter().map(String::as_str).collect();
-        self.find_all(doc! { "_id": { "$in": ids } }, doc! { "_id": 1 }, 0, 0, true).await
+        self.find_all(
+            doc! { "_id": { "$in": ids } },
+            doc! { "_id": 1 },
+            0,
+            0,
+            true,
+        )
+        .await
     }
 
     async fn insert(&self, run: &StoredRun) -> Result<bool, RunStoreError> {
@@ -213,21 +284,27 @@ impl RunStore for MongoRunStore {
             Ok(Ok(_)) => Ok(true),
             Ok(Err(e)) if is_duplicate_key(&e) => Ok(false),
             Ok(Err(e)) => Err(map_err(&e)),
-            Err(_) => Err(RunStoreError::Unavailable(format!("insert timed out after {:?}", self.timeout))),
+            Err(_) => Err(RunStoreError::Unavailable(format!(
+                "insert timed out after {:?}",
+                self.timeout
+            ))),
         }
     }
 
     async fn update(&self, run: &StoredRun) -> Result<bool, RunStoreError> {
         let d = to_document(run)?;
         let filter = doc! { "_id": run.run_id.clone(), "version": run.version - 1 };
-        let result = self.timed("replace_one", self.coll.replace_one(filter, d)).await?;
+        let result = self
+            .timed("replace_one", self.coll.replace_one(filter, d))
+            .await?;
         Ok(result.matched_count == 1)
     }
 
     async fn get(&self, run_id: &str) -> Result<Option<StoredRun>, RunStoreError> {
         let mut filter = doc! { "_id": run_id };
         if let Ok(oid) = bson::oid::ObjectId::parse_str(run_id) {
-            filter = doc! { "_id": { "$in": [Bson::String(run_id.to_owned()), Bson::ObjectId(oid)] } };
+            filter =
+                doc! { "_id": { "$in": [Bson::String(run_id.to_owned()), Bson::ObjectId(oid)] } };
         }
         let found = self.timed("find_one", self.coll.find_one(filter)).await?;
         found.map(from_document).transpose()
@@ -235,7 +312,9 @@ impl RunStore for MongoRunStore {
 
     async fn list(&self, query: &RunQuery) -> Result<RunPage, RunStoreError> {
         let filter = filter_of(query);
-        let total = self.timed("count_documents", self.coll.count_documents(filter.clone())).await?;
+        let total = self
+            .timed("count_documents", self.coll.count_documents(filter.clone()))
+            .await?;
         let mut page_filter = filter;
         if let Some(after) = &query.after {
             page_filter.insert(
@@ -264,7 +343,9 @@ impl RunStore for MongoRunStore {
             doc! { "$group": { "_id": "$status", "n": { "$sum": 1 }, "dur": { "$sum": "$durationMs" } } },
         ];
         let groups: Vec<Document> = self
-            .timed("aggregate", async { self.coll.aggregate(pipeline).await?.try_collect().await })
+            .timed("aggregate", async {
+                self.coll.aggregate(pipeline).await?.try_collect().await
+            })
             .await?;
         let number = |b: Option<&Bson>| match b {
             Some(Bson::Int32(i)) => i64::from(*i),
@@ -275,7 +356,9 @@ impl RunStore for MongoRunStore {
         let mut totals = Vec::new();
         for g in &groups {
             let Ok(name) = g.get_str("_id") else { continue };
-            let Some(status) = RunStatus::ALL.into_iter().find(|s| s.as_str() == name) else { continue };
+            let Some(status) = RunStatus::ALL.into_iter().find(|s| s.as_str() == name) else {
+                continue;
+            };
             totals.push(StatusTotals {
                 status,
                 count: u64::try_from(number(g.get("n"))).unwrap_or(0),
@@ -284,11 +367,23 @@ impl RunStore for MongoRunStore {
         }
         totals.sort_by_key(|t| t.status.as_str());
         let job = doc! { "jobName": job_name };
-        let last_run = self.find_all(job.clone(), doc! { "startTime": -1, "runId": -1 }, 0, 1, false).await?.pop();
+        let last_run = self
+            .find_all(
+                job.clone(),
+                doc! { "startTime": -1, "runId": -1 },
+                0,
+                1,
+                false,
+            )
+            .await?
+            .pop();
         let mut success = job.clone();
         success.insert("status", "succeeded");
         let mut failure = job;
-        failure.insert("status", doc! { "$in": ["failed", "timed_out", "killed", "lost"] });
+        failure.insert(
+            "status",
+            doc! { "$in": ["failed", "timed_out", "killed", "lost"] },
+        );
         Ok(JobStatsRaw {
             last_run,
             totals,

@@ -192,7 +192,10 @@ impl PageCursor {
     pub fn from_token(token: &str) -> Option<Self> {
         let (t, id) = token.split_once('_')?;
         (!id.is_empty()).then_some(())?;
-        Some(Self { start_time: t.parse().ok()?, run_id: id.to_owned() })
+        Some(Self {
+            start_time: t.parse().ok()?,
+            run_id: id.to_owned(),
+        })
     }
 }
 

@@ -15,7 +15,9 @@ fn config(db: &str) -> MongoConfig {
 }
 
 async fn fresh_store() -> Store {
-    let store = MongoRunStore::connect(&config(&unique_name("runs"))).await.expect("connect");
+    let store = MongoRunStore::connect(&config(&unique_name("runs")))
+        .await
+        .expect("connect");
     store.init(7).await.expect("init");
     Arc::new(store)
 }
@@ -28,7 +30,9 @@ async fn indexes_are_created_idempotently_with_retention() {
     let store = MongoRunStore::connect(&config(&db)).await.unwrap();
     store.init(7).await.unwrap();
     store.init(7).await.unwrap();
-    let client = mongodb::Client::with_uri_str(shared_mongo().uri()).await.unwrap();
+    let client = mongodb::Client::with_uri_str(shared_mongo().uri())
+        .await
+        .unwrap();
     let coll = client.database(&db).collection::<bson::Document>("log");
     let ttl = |indexes: &[mongodb::IndexModel]| {
         indexes
@@ -37,22 +41,54 @@ async fn indexes_are_created_idempotently_with_retention() {
             .and_then(|m| m.options.as_ref())
             .and_then(|o| o.expire_after)
     };
-    let indexes: Vec<mongodb::IndexModel> = coll.list_indexes().await.unwrap().try_collect().await.unwrap();
-    assert_eq!(ttl(&indexes), Some(std::time::Duration::from_secs(7 * 86_400)));
-    assert!(indexes.iter().any(|m| m.keys.keys().map(String::as_str).eq(["jobName", "startTime", "runId"])));
+    let indexes: Vec<mongodb::IndexModel> = coll
+        .list_indexes()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        ttl(&indexes),
+        Some(std::time::Duration::from_secs(7 * 86_400))
+    );
+    assert!(indexes
+        .iter()
+        .any(|m| m
+            .keys
+            .keys()
+            .map(String::as_str)
+            .eq(["jobName", "startTime", "runId"])));
     // Changing the retention replaces the TTL index; 0 removes it.
     store.init(30).await.unwrap();
-    let indexes: Vec<mongodb::IndexModel> = coll.list_indexes().await.unwrap().try_collect().await.unwrap();
-    assert_eq!(ttl(&indexes), Some(std::time::Duration::from_secs(30 * 86_400)));
+    let indexes: Vec<mongodb::IndexModel> = coll
+        .list_indexes()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        ttl(&indexes),
+        Some(std::time::Duration::from_secs(30 * 86_400))
+    );
     store.init(0).await.unwrap();
-    let indexes: Vec<mongodb::IndexModel> = coll.list_indexes().await.unwrap().try_collect().await.unwrap();
+    let indexes: Vec<mongodb::IndexModel> = coll
+        .list_indexes()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(ttl(&indexes), None);
 }
 
 #[tokio::test]
 async fn seed_era_documents_are_readable() {
     let db = unique_name("seed");
-    let client = mongodb::Client::with_uri_str(shared_mongo().uri()).await.unwrap();
+    let client = mongodb::Client::with_uri_str(shared_mongo().uri())
+        .await
+        .unwrap();
     let coll = client.database(&db).collection::<bson::Document>("log");
     coll.insert_one(bson::doc! {
         "jobName": "legacy", "command": "echo hi", "err": "", "output": "hi\n",
@@ -61,13 +97,20 @@ async fn seed_era_documents_are_readable() {
     })
     .await
     .unwrap();
-    coll.insert_one(bson::doc! { "jobName": "legacy", "command": "false", "err": "exit status 1", "output": "",
-        "planTime": 5_i64, "scheduleTime": 5_i64, "startTime": 5_i64, "endTime": 6_i64 })
+    coll.insert_one(
+        bson::doc! { "jobName": "legacy", "command": "false", "err": "exit status 1", "output": "",
+        "planTime": 5_i64, "scheduleTime": 5_i64, "startTime": 5_i64, "endTime": 6_i64 },
+    )
     .await
     .unwrap();
     let store = MongoRunStore::connect(&config(&db)).await.unwrap();
     let page = store
-        .list(&distcron_runstore::RunQuery { job_name: Some("legacy".into()), limit: 10, with_output: true, ..Default::default() })
+        .list(&distcron_runstore::RunQuery {
+            job_name: Some("legacy".into()),
+            limit: 10,
+            with_output: true,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(page.runs.len(), 2);

@@ -2,8 +2,14 @@
 //!
 //! [`grpc_router`] starts a tonic router that already serves `grpc.health.v1` and server
 //! reflection in both versions (v1 for current tools, v1alpha for grpcurl 1.8.6), opens a span per
-//! request joined to the caller's trace, and returns the health reporter so the service can mark
-//! itself serving. [`shutdown_signal`] resolves on SIGTERM or SIGINT.
+//! request joined to the caller's trace, and returns the health reporter. [`serve_registered`]
+//! serves it: marks the service healthy, registers the instance in the store on a lease, and on
+//! shutdown deregisters first (so clients stop picking it) and then drains in-flight calls.
+//! [`cancel_on_signal`] turns SIGTERM/SIGINT into a cancellation.
+
+mod registered;
+
+pub use registered::{cancel_on_signal, connect_etcd, serve_registered, Instance, Served};
 
 use tonic::transport::server::Router;
 use tonic::transport::Server;
@@ -18,6 +24,12 @@ pub enum ServerError {
     /// Installing a signal handler failed.
     #[error("signal handler: {0}")]
     Signal(#[from] std::io::Error),
+    /// Registering in the store failed.
+    #[error("registration: {0}")]
+    Registration(#[from] distcron_kv::KvError),
+    /// Serving failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
 }
 
 /// A router serving health and reflection; add the service's own servers to it.

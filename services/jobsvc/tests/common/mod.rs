@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distcron_core::Keys;
-use distcron_jobsvc::{serve, Instance};
+use distcron_jobsvc::serve;
 use distcron_kv::{EtcdConfig, EtcdKv, KvStore};
 use distcron_proto::jobs::v1::job_service_client::JobServiceClient;
 use distcron_proto::jobs::v1::{Job, SaveJobRequest};
+use distcron_server::Instance;
 use distcron_testkit::{shared_etcd, unique_name};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;

@@ -1,0 +1,140 @@
+//! Serving a registered instance, and the start-up pieces every service binary shares.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use distcron_config::EtcdArgs;
+use distcron_core::records::ServiceRegistration;
+use distcron_core::Keys;
+use distcron_discovery::Registration;
+use distcron_kv::{EtcdConfig, EtcdKv, KvError, KvStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Router;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::ServerError;
+
+/// Who this instance is and where clients reach it.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// Unique instance id.
+    pub id: String,
+    /// The address clients dial, `http://host:port`.
+    pub advertise: String,
+    /// How long the registration outlives a crash.
+    pub registration_ttl: Duration,
+}
+
+impl Instance {
+    /// An instance bound to `local`, with the configured id and advertised address or defaults
+    /// (`<host>-<pid>`; the bound address, or the host name when bound to all interfaces).
+    pub fn new(
+        id: Option<String>,
+        advertise: Option<String>,
+        local: SocketAddr,
+        registration_ttl: Duration,
+    ) -> Self {
+        Self {
+            id: id.unwrap_or_else(distcron_discovery::default_instance_id),
+            advertise: advertise.unwrap_or_else(|| distcron_discovery::advertise_url(local)),
+            registration_ttl,
+        }
+    }
+}
+
+/// What [`serve_registered`] serves and where it registers.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The registry.
+    pub store: Arc<dyn KvStore>,
+    /// Key layout of the registry.
+    pub keys: Keys,
+    /// Registry name (`services/<registry_name>/<instance>`), e.g. `jobsvc`.
+    pub registry_name: &'static str,
+    /// Full gRPC name of the main service, for health, e.g. `distcron.jobs.v1.JobService`.
+    pub grpc_service: &'static str,
+    /// This instance.
+    pub instance: Instance,
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled (see the crate docs for the order
+/// of start-up and shutdown).
+pub async fn serve_registered(
+    router: Router,
+    health: HealthReporter,
+    served: Served,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    health
+        .set_service_status(served.grpc_service, ServingStatus::Serving)
+        .await;
+    let registration = ServiceRegistration {
+        instance_id: served.instance.id.clone(),
+        addr: served.instance.advertise.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at_ms: distcron_core::now_ms(),
+        host: distcron_discovery::hostname(),
+    };
+    let registration = Registration::start(
+        served.store.clone(),
+        served
+            .keys
+            .service(served.registry_name, &served.instance.id),
+        serde_json::to_vec(&registration).unwrap_or_default(),
+        served.instance.registration_ttl,
+    )
+    .await?;
+    let local = listener.local_addr().ok();
+    tracing::info!(
+        service = served.registry_name,
+        addr = ?local,
+        advertise = %served.instance.advertise,
+        instance = %served.instance.id,
+        "serving"
+    );
+    let (deregistered_tx, deregistered_rx) = tokio::sync::oneshot::channel::<()>();
+    let grpc_service = served.grpc_service;
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        health
+            .set_service_status(grpc_service, ServingStatus::NotServing)
+            .await;
+        registration.deregister().await;
+        let _ = deregistered_tx.send(());
+    });
+    router
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async {
+                let _ = deregistered_rx.await;
+            },
+        )
+        .await?;
+    tracing::info!(service = served.registry_name, instance = %served.instance.id, "stopped");
+    Ok(())
+}
+
+/// A token cancelled when the process receives SIGTERM or SIGINT.
+pub fn cancel_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::shutdown_signal().await {
+            tracing::error!(error = %e, "cannot wait for signals; stopping");
+        }
+        cancel.cancel();
+    });
+    token
+}
+
+/// Connects to etcd as configured by the shared etcd flags.
+pub async fn connect_etcd(args: &EtcdArgs) -> Result<EtcdKv, KvError> {
+    let mut config = EtcdConfig::new(args.etcd_endpoints.clone());
+    config.request_timeout = args.etcd_timeout;
+    config.credentials = args.etcd_user.clone().zip(args.etcd_password.clone());
+    EtcdKv::connect(config).await
+}
