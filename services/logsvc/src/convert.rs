@@ -1,0 +1,150 @@
+//! Between gRPC messages and the run store's types, with validation of incoming events.
+
+use distcron_core::job::validate_name;
+use distcron_core::records::RunTrigger;
+use distcron_proto::logs::v1 as pb;
+use distcron_runstore::{RunEvent, RunEventKind, RunFinish, RunStart, RunStatus, StoredRun};
+
+/// Largest accepted output chunk.
+pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// The domain status of a gRPC status; `None` for UNSPECIFIED and unknown values.
+pub fn status_from_proto(value: i32) -> Option<RunStatus> {
+    Some(match pb::RunStatus::try_from(value).ok()? {
+        pb::RunStatus::Unspecified => return None,
+        pb::RunStatus::Running => RunStatus::Running,
+        pb::RunStatus::Succeeded => RunStatus::Succeeded,
+        pb::RunStatus::Failed => RunStatus::Failed,
+        pb::RunStatus::TimedOut => RunStatus::TimedOut,
+        pb::RunStatus::Killed => RunStatus::Killed,
+        pb::RunStatus::Lost => RunStatus::Lost,
+        pb::RunStatus::Skipped => RunStatus::Skipped,
+    })
+}
+
+/// The gRPC status of a domain status.
+pub fn status_to_proto(status: RunStatus) -> pb::RunStatus {
+    match status {
+        RunStatus::Running => pb::RunStatus::Running,
+        RunStatus::Succeeded => pb::RunStatus::Succeeded,
+        RunStatus::Failed => pb::RunStatus::Failed,
+        RunStatus::TimedOut => pb::RunStatus::TimedOut,
+        RunStatus::Killed => pb::RunStatus::Killed,
+        RunStatus::Lost => pb::RunStatus::Lost,
+        RunStatus::Skipped => pb::RunStatus::Skipped,
+    }
+}
+
+fn trigger_from_proto(value: i32) -> Result<RunTrigger, String> {
+    match pb::RunTrigger::try_from(value) {
+        Ok(pb::RunTrigger::Unspecified | pb::RunTrigger::Schedule) => Ok(RunTrigger::Schedule),
+        Ok(pb::RunTrigger::Manual) => Ok(RunTrigger::Manual),
+        Ok(pb::RunTrigger::CatchUp) => Ok(RunTrigger::CatchUp),
+        Err(_) => Err(format!("started.trigger: unknown value {value}")),
+    }
+}
+
+fn trigger_to_proto(trigger: RunTrigger) -> pb::RunTrigger {
+    match trigger {
+        RunTrigger::Schedule => pb::RunTrigger::Schedule,
+        RunTrigger::Manual => pb::RunTrigger::Manual,
+        RunTrigger::CatchUp => pb::RunTrigger::CatchUp,
+    }
+}
+
+/// Checks a run id: 1 to 128 of `[A-Za-z0-9._-]`.
+pub fn validate_run_id(run_id: &str) -> Result<(), String> {
+    if run_id.is_empty() || run_id.len() > 128 {
+        return Err("runId: 1 to 128 characters".into());
+    }
+    if !run_id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err("runId: use letters, digits, '.', '_' and '-'".into());
+    }
+    Ok(())
+}
+
+/// A validated domain event, or why the event is rejected (naming the field).
+pub fn event_from_proto(e: &pb::RunEvent) -> Result<RunEvent, String> {
+    validate_run_id(&e.run_id)?;
+    if e.trace_id.len() > 64 || !e.trace_id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("traceId: at most 64 hex digits".into());
+    }
+    let kind = match &e.kind {
+        None => return Err("kind: one of started, output, finished is required".into()),
+        Some(pb::run_event::Kind::Started(s)) => {
+            validate_name(&s.job_name).map_err(|f| format!("started.jobName: {}", f.message))?;
+            let status = match pb::RunStatus::try_from(s.status) {
+                Ok(pb::RunStatus::Unspecified | pb::RunStatus::Running) => RunStatus::Running,
+                Ok(pb::RunStatus::Skipped) => RunStatus::Skipped,
+                _ => return Err("started.status: RUNNING or SKIPPED".into()),
+            };
+            RunEventKind::Started(RunStart {
+                job_name: s.job_name.clone(),
+                command: s.command.clone(),
+                plan_time: s.plan_time_ms,
+                schedule_time: s.schedule_time_ms,
+                start_time: s.start_time_ms,
+                worker_id: s.worker_id.clone(),
+                trigger: trigger_from_proto(s.trigger)?,
+                status,
+                err: s.err.clone(),
+            })
+        }
+        Some(pb::run_event::Kind::Output(o)) => {
+            if o.data.len() > MAX_CHUNK_BYTES {
+                return Err(format!(
+                    "output.data: {} bytes; at most {MAX_CHUNK_BYTES}",
+                    o.data.len()
+                ));
+            }
+            RunEventKind::Output {
+                seq: o.seq,
+                data: o.data.clone(),
+            }
+        }
+        Some(pb::run_event::Kind::Finished(f)) => {
+            let status = status_from_proto(f.status)
+                .filter(|s| s.is_terminal())
+                .ok_or_else(|| "finished.status: a final status (not RUNNING)".to_owned())?;
+            RunEventKind::Finished(RunFinish {
+                status,
+                end_time: f.end_time_ms,
+                exit_code: f.exit_code,
+                signal: f.signal,
+                err: f.err.clone(),
+                output_bytes_dropped: f.output_bytes_dropped,
+            })
+        }
+    };
+    Ok(RunEvent {
+        run_id: e.run_id.clone(),
+        trace_id: e.trace_id.clone(),
+        kind,
+    })
+}
+
+/// The gRPC form of a stored run.
+pub fn run_to_proto(r: StoredRun) -> pb::Run {
+    pb::Run {
+        run_id: r.run_id,
+        job_name: r.job_name,
+        command: r.command,
+        status: status_to_proto(r.status) as i32,
+        trigger: trigger_to_proto(r.trigger) as i32,
+        plan_time_ms: r.plan_time,
+        schedule_time_ms: r.schedule_time,
+        start_time_ms: r.start_time,
+        end_time_ms: r.end_time,
+        worker_id: r.worker_id,
+        exit_code: r.exit_code,
+        signal: r.signal,
+        err: r.err,
+        output: r.output.into_bytes(),
+        output_truncated: r.output_truncated,
+        output_bytes: u64::try_from(r.output_bytes).unwrap_or(0),
+        trace_id: r.trace_id,
+    }
+}

@@ -1,0 +1,58 @@
+//! The logsvc binary: wires configuration, telemetry, MongoDB, etcd and the gRPC server.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use distcron_core::Keys;
+use distcron_logsvc::{serve, LogsvcConfig, Storage};
+use distcron_runstore::{MongoConfig, MongoRunStore, OutputCap};
+use distcron_server::Instance;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config: LogsvcConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
+    let _telemetry = distcron_telemetry::init("logsvc", &config.telemetry)?;
+    let mongo = MongoConfig {
+        uri: config.mongo_uri.clone(),
+        database: config.mongo_database.clone(),
+        collection: config.mongo_collection.clone(),
+        timeout: config.mongo_timeout,
+    };
+    let runs = Arc::new(
+        MongoRunStore::connect(&mongo)
+            .await
+            .context("MongoDB connection string")?,
+    );
+    let registry = Arc::new(
+        distcron_server::connect_etcd(&config.etcd)
+            .await
+            .context("connecting to etcd")?,
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let instance = Instance::new(
+        config.instance_id.clone(),
+        config.advertise.clone(),
+        listener.local_addr()?,
+        config.registration_ttl,
+    );
+    let storage = Storage {
+        runs,
+        retention_days: config.retention_days,
+        cap: OutputCap {
+            bytes: config.output_cap_bytes,
+        },
+    };
+    let shutdown = distcron_server::cancel_on_signal();
+    serve(
+        storage,
+        registry,
+        Keys::new(&config.etcd.key_prefix),
+        instance,
+        listener,
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}
