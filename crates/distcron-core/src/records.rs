@@ -63,6 +63,10 @@ pub struct KillRequest {
     /// When it was asked for, ms.
     #[serde(default)]
     pub requested_at_ms: i64,
+    /// Only runs claimed before this time, ms (0 = no such limit); used by the `replace` policy
+    /// to end the runs a new run replaces.
+    #[serde(default)]
+    pub claimed_before_ms: i64,
 }
 
 impl KillRequest {
@@ -71,9 +75,10 @@ impl KillRequest {
         serde_json::from_slice(value).unwrap_or_default()
     }
 
-    /// Whether this request targets `run_id`.
-    pub fn targets(&self, run_id: &str) -> bool {
-        self.run_id.is_empty() || self.run_id == run_id
+    /// Whether this request targets run `run_id`, claimed at `claimed_at_ms`.
+    pub fn targets(&self, run_id: &str, claimed_at_ms: i64) -> bool {
+        (self.run_id.is_empty() || self.run_id == run_id)
+            && (self.claimed_before_ms == 0 || claimed_at_ms < self.claimed_before_ms)
     }
 }
 
@@ -164,9 +169,14 @@ mod tests {
     #[test]
     fn seed_kill_value_kills_everything() {
         let k = KillRequest::from_value(b"");
-        assert!(k.targets("any"));
+        assert!(k.targets("any", 0));
         let one = KillRequest::from_value(br#"{"runId":"r1","requestedAtMs":5}"#);
-        assert!(one.targets("r1"));
-        assert!(!one.targets("r2"));
+        assert!(one.targets("r1", 0));
+        assert!(!one.targets("r2", 0));
+        let older = KillRequest {
+            claimed_before_ms: 100,
+            ..KillRequest::default()
+        };
+        assert!(older.targets("a", 99) && !older.targets("b", 100));
     }
 }

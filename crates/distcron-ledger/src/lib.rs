@@ -113,12 +113,18 @@ pub enum SlotOutcome {
 }
 
 fn parse_running(kvs: &[distcron_kv::KeyValue]) -> Vec<RunningRecord> {
-    kvs.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect()
+    kvs.iter()
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect()
 }
 
 fn ledger_condition(key: &str, exists: bool, slot_ms: i64) -> Condition {
     if exists {
-        Condition::key(key, CompareTarget::Value(distcron_core::records::ledger::encode(slot_ms)), CompareOp::Less)
+        Condition::key(
+            key,
+            CompareTarget::Value(distcron_core::records::ledger::encode(slot_ms)),
+            CompareOp::Less,
+        )
     } else {
         Condition::absent(key)
     }
@@ -157,8 +163,15 @@ pub async fn claim_slot(
         let txn = Txn {
             when,
             then: vec![
-                Op::put(&ledger_key, distcron_core::records::ledger::encode(claim.slot_ms)),
-                Op::Put { key: running_key.clone(), value: value.clone(), lease: Some(claim.session) },
+                Op::put(
+                    &ledger_key,
+                    distcron_core::records::ledger::encode(claim.slot_ms),
+                ),
+                Op::Put {
+                    key: running_key.clone(),
+                    value: value.clone(),
+                    lease: Some(claim.session),
+                },
             ],
             otherwise: vec![
                 Op::get(&ledger_key),
@@ -175,7 +188,10 @@ pub async fn claim_slot(
             // A retried transaction whose first attempt applied.
             return Ok(SlotOutcome::Won(record));
         }
-        let ledger = resp.got(0).first().and_then(|kv| distcron_core::records::ledger::decode(&kv.value));
+        let ledger = resp
+            .got(0)
+            .first()
+            .and_then(|kv| distcron_core::records::ledger::decode(&kv.value));
         if let Some(ledger_ms) = ledger.filter(|l| *l >= claim.slot_ms) {
             return Ok(SlotOutcome::AlreadyClaimed { ledger_ms });
         }
@@ -188,7 +204,10 @@ pub async fn claim_slot(
         // The only failed condition is our guess about the ledger's existence.
         ledger_exists = ledger.is_some();
     }
-    Err(KvError::Other(format!("claim of {} slot {} did not settle", claim.job, claim.slot_ms)))
+    Err(KvError::Other(format!(
+        "claim of {} slot {} did not settle",
+        claim.job, claim.slot_ms
+    )))
 }
 
 /// Advances the ledger to `slot_ms` without running it (a skipped slot). Returns whether this
@@ -207,7 +226,10 @@ pub async fn record_skip(
                 ledger_condition(&ledger_key, exists, slot_ms),
                 Condition::unchanged(keys.job(job), job_revision),
             ],
-            then: vec![Op::put(&ledger_key, distcron_core::records::ledger::encode(slot_ms))],
+            then: vec![Op::put(
+                &ledger_key,
+                distcron_core::records::ledger::encode(slot_ms),
+            )],
             otherwise: vec![],
         };
         if store.txn(txn).await?.succeeded {
@@ -221,14 +243,37 @@ pub async fn record_skip(
 pub const MAX_TXN_OPS: usize = 128;
 
 /// Deletes the running records of finished runs, many per transaction.
-pub async fn release(store: &dyn KvStore, keys: &Keys, runs: &[(String, String)]) -> Result<(), KvError> {
+pub async fn release(
+    store: &dyn KvStore,
+    keys: &Keys,
+    runs: &[(String, String)],
+) -> Result<(), KvError> {
     for chunk in runs.chunks(MAX_TXN_OPS) {
         let txn = Txn {
             when: vec![],
-            then: chunk.iter().map(|(job, run)| Op::delete(keys.running(job, run))).collect(),
+            then: chunk
+                .iter()
+                .map(|(job, run)| Op::delete(keys.running(job, run)))
+                .collect(),
             otherwise: vec![],
         };
         store.txn(txn).await?;
     }
+    Ok(())
+}
+
+/// How long a kill request stays visible to workers that are reconnecting.
+pub const KILL_REQUEST_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Publishes a kill request at `killer/<job>` on a short lease; every worker watching sees it.
+pub async fn publish_kill(
+    store: &dyn KvStore,
+    keys: &Keys,
+    job: &str,
+    request: &distcron_core::records::KillRequest,
+) -> Result<(), KvError> {
+    let lease = store.grant_lease(KILL_REQUEST_TTL).await?;
+    let value = serde_json::to_vec(request).map_err(|e| KvError::Other(e.to_string()))?;
+    store.put(&keys.killer(job), value, Some(lease)).await?;
     Ok(())
 }

@@ -11,11 +11,22 @@ use distcron_ledger::{claim_slot, record_skip, release, SlotClaim, SlotOutcome};
 use distcron_testkit::{shared_etcd, unique_name};
 
 async fn setup() -> (Arc<dyn KvStore>, Keys, i64) {
-    let store: Arc<dyn KvStore> =
-        Arc::new(EtcdKv::connect(EtcdConfig::new(shared_etcd().endpoints())).await.unwrap());
+    let store: Arc<dyn KvStore> = Arc::new(
+        EtcdKv::connect(EtcdConfig::new(shared_etcd().endpoints()))
+            .await
+            .unwrap(),
+    );
     let keys = Keys::new(&format!("/{}/", unique_name("slots")));
-    store.put(&keys.job("j"), b"{}".to_vec(), None).await.unwrap();
-    let rev = store.get(&keys.job("j")).await.unwrap().unwrap().mod_revision;
+    store
+        .put(&keys.job("j"), b"{}".to_vec(), None)
+        .await
+        .unwrap();
+    let rev = store
+        .get(&keys.job("j"))
+        .await
+        .unwrap()
+        .unwrap()
+        .mod_revision;
     (store, keys, rev)
 }
 
@@ -42,7 +53,14 @@ async fn one_winner_per_slot_and_slots_only_move_forward() {
         tasks.push(tokio::spawn(async move {
             let session = store.grant_lease(Duration::from_secs(30)).await.unwrap();
             // Half of them guess wrongly that the ledger exists.
-            claim_slot(store.as_ref(), &keys, &claim(rev, 1_000, &format!("w{w}"), session, false), w % 2 == 0).await.unwrap()
+            claim_slot(
+                store.as_ref(),
+                &keys,
+                &claim(rev, 1_000, &format!("w{w}"), session, false),
+                w % 2 == 0,
+            )
+            .await
+            .unwrap()
         }));
     }
     let mut won = 0;
@@ -55,12 +73,34 @@ async fn one_winner_per_slot_and_slots_only_move_forward() {
     }
     assert_eq!(won, 1);
     let session = store.grant_lease(Duration::from_secs(30)).await.unwrap();
-    let older = claim_slot(store.as_ref(), &keys, &claim(rev, 999, "late", session, false), true).await.unwrap();
+    let older = claim_slot(
+        store.as_ref(),
+        &keys,
+        &claim(rev, 999, "late", session, false),
+        true,
+    )
+    .await
+    .unwrap();
     assert_eq!(older, SlotOutcome::AlreadyClaimed { ledger_ms: 1_000 });
-    let newer = claim_slot(store.as_ref(), &keys, &claim(rev, 2_000, "next", session, false), true).await.unwrap();
+    let newer = claim_slot(
+        store.as_ref(),
+        &keys,
+        &claim(rev, 2_000, "next", session, false),
+        true,
+    )
+    .await
+    .unwrap();
     assert!(matches!(newer, SlotOutcome::Won(_)));
     // The running record lives on the session lease.
-    assert_eq!(store.get(&keys.running("j", "next-2000")).await.unwrap().unwrap().lease, session);
+    assert_eq!(
+        store
+            .get(&keys.running("j", "next-2000"))
+            .await
+            .unwrap()
+            .unwrap()
+            .lease,
+        session
+    );
 }
 
 #[tokio::test]
@@ -68,25 +108,64 @@ async fn forbid_reports_overlap_and_the_skip_is_recorded_once() {
     let (store, keys, rev) = setup().await;
     let session = store.grant_lease(Duration::from_secs(30)).await.unwrap();
     assert!(matches!(
-        claim_slot(store.as_ref(), &keys, &claim(rev, 1_000, "a", session, true), false).await.unwrap(),
+        claim_slot(
+            store.as_ref(),
+            &keys,
+            &claim(rev, 1_000, "a", session, true),
+            false
+        )
+        .await
+        .unwrap(),
         SlotOutcome::Won(_)
     ));
-    match claim_slot(store.as_ref(), &keys, &claim(rev, 2_000, "b", session, true), true).await.unwrap() {
+    match claim_slot(
+        store.as_ref(),
+        &keys,
+        &claim(rev, 2_000, "b", session, true),
+        true,
+    )
+    .await
+    .unwrap()
+    {
         SlotOutcome::Overlap { running } => assert_eq!(running[0].run_id, "a-1000"),
         other => panic!("unexpected {other:?}"),
     }
-    let first = record_skip(store.as_ref(), &keys, "j", rev, 2_000).await.unwrap();
-    let second = record_skip(store.as_ref(), &keys, "j", rev, 2_000).await.unwrap();
+    let first = record_skip(store.as_ref(), &keys, "j", rev, 2_000)
+        .await
+        .unwrap();
+    let second = record_skip(store.as_ref(), &keys, "j", rev, 2_000)
+        .await
+        .unwrap();
     assert!(first && !second, "exactly one skip record");
     // `allow` runs next to the running one.
     assert!(matches!(
-        claim_slot(store.as_ref(), &keys, &claim(rev, 3_000, "c", session, false), true).await.unwrap(),
+        claim_slot(
+            store.as_ref(),
+            &keys,
+            &claim(rev, 3_000, "c", session, false),
+            true
+        )
+        .await
+        .unwrap(),
         SlotOutcome::Won(_)
     ));
     // Released runs no longer block `forbid`.
-    release(store.as_ref(), &keys, &[("j".into(), "a-1000".into()), ("j".into(), "c-3000".into())]).await.unwrap();
+    release(
+        store.as_ref(),
+        &keys,
+        &[("j".into(), "a-1000".into()), ("j".into(), "c-3000".into())],
+    )
+    .await
+    .unwrap();
     assert!(matches!(
-        claim_slot(store.as_ref(), &keys, &claim(rev, 4_000, "d", session, true), true).await.unwrap(),
+        claim_slot(
+            store.as_ref(),
+            &keys,
+            &claim(rev, 4_000, "d", session, true),
+            true
+        )
+        .await
+        .unwrap(),
         SlotOutcome::Won(_)
     ));
 }
@@ -94,11 +173,28 @@ async fn forbid_reports_overlap_and_the_skip_is_recorded_once() {
 #[tokio::test]
 async fn a_changed_job_is_not_claimed_from_its_old_revision() {
     let (store, keys, rev) = setup().await;
-    store.put(&keys.job("j"), b"{\"changed\":1}".to_vec(), None).await.unwrap();
+    store
+        .put(&keys.job("j"), b"{\"changed\":1}".to_vec(), None)
+        .await
+        .unwrap();
     let session = store.grant_lease(Duration::from_secs(30)).await.unwrap();
-    let outcome = claim_slot(store.as_ref(), &keys, &claim(rev, 1_000, "a", session, false), false).await.unwrap();
+    let outcome = claim_slot(
+        store.as_ref(),
+        &keys,
+        &claim(rev, 1_000, "a", session, false),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(outcome, SlotOutcome::JobChanged);
     store.delete(&keys.job("j")).await.unwrap();
-    let outcome = claim_slot(store.as_ref(), &keys, &claim(rev, 1_000, "a", session, false), false).await.unwrap();
+    let outcome = claim_slot(
+        store.as_ref(),
+        &keys,
+        &claim(rev, 1_000, "a", session, false),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(outcome, SlotOutcome::JobChanged);
 }

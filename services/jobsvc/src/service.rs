@@ -1,7 +1,6 @@
 //! The `distcron.jobs.v1.JobService` implementation.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use distcron_core::job::validate_name;
@@ -15,8 +14,6 @@ use tonic::{Request, Response, Status};
 /// Default and maximum `page_size` of ListJobs.
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
-/// How long a kill request stays visible to workers that are reconnecting.
-const KILL_REQUEST_TTL: Duration = Duration::from_secs(10);
 /// Read-modify-write attempts before a save without expected revision gives up.
 const MAX_CAS_ATTEMPTS: usize = 16;
 /// Metadata key naming the rejected field on `InvalidArgument` errors.
@@ -79,23 +76,16 @@ impl JobService {
             .collect())
     }
 
-    /// Publishes a kill request on a short lease; every worker watching `killer/` sees the put.
+    /// Publishes a kill request for `name` (every run, or one run id).
     async fn publish_kill(&self, name: &str, run_id: &str) -> Result<(), Status> {
-        let lease = self
-            .store
-            .grant_lease(KILL_REQUEST_TTL)
-            .await
-            .map_err(store_error)?;
         let request = KillRequest {
             run_id: run_id.to_owned(),
             requested_at_ms: now_ms(),
+            claimed_before_ms: 0,
         };
-        let value = serde_json::to_vec(&request).map_err(|e| Status::internal(e.to_string()))?;
-        self.store
-            .put(&self.keys.killer(name), value, Some(lease))
+        distcron_ledger::publish_kill(self.store.as_ref(), &self.keys, name, &request)
             .await
-            .map_err(store_error)?;
-        Ok(())
+            .map_err(store_error)
     }
 }
 

@@ -386,7 +386,7 @@ async fn kill_is_published_on_a_lease_and_reports_running_runs() {
     assert_eq!(event.kind, WatchEventKind::Put);
     assert_eq!(event.kv.key, h.keys.killer("k"));
     assert_ne!(event.kv.lease, 0, "kill requests expire by themselves");
-    assert!(KillRequest::from_value(&event.kv.value).targets("run-1"));
+    assert!(KillRequest::from_value(&event.kv.value).targets("run-1", 0));
     // Naming another run: nothing of that id is running.
     let other = h
         .client
@@ -404,7 +404,7 @@ async fn kill_is_published_on_a_lease_and_reports_running_runs() {
         .unwrap()
         .unwrap();
     let targeted = KillRequest::from_value(&batch.events[0].kv.value);
-    assert!(targeted.targets("run-2") && !targeted.targets("run-1"));
+    assert!(targeted.targets("run-2", 0) && !targeted.targets("run-1", 0));
     // When the worker's session ends its runs stop counting as running.
     h.store.revoke_lease(session).await.unwrap();
     let after = h

@@ -1,0 +1,90 @@
+//! Command-line, environment and file configuration of the worker binary.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use distcron_config::{parse_duration, EtcdArgs, TelemetryArgs};
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label {s:?} is not key=value"))?;
+    if k.is_empty() {
+        return Err(format!("label {s:?} has an empty key"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+/// worker: schedules jobs, claims each slot exactly once cluster-wide, runs commands and ships
+/// their results to logsvc.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "worker", version, about)]
+pub struct WorkerConfig {
+    /// TOML file with any of these settings (keys are the flag names with `_`).
+    #[arg(long, env = "DISTCRON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Worker id, unique in the cluster (default: <host>-<pid>).
+    #[arg(long, env = "DISTCRON_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Labels shown in the worker list, key=value, comma-separated.
+    #[arg(long, env = "DISTCRON_WORKER_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Most runs at once on this worker.
+    #[arg(long, env = "DISTCRON_WORKER_CAPACITY", default_value_t = 64)]
+    pub capacity: u32,
+    /// Directory for the log spool and the process-group records (locked: one worker per dir).
+    #[arg(
+        long,
+        env = "DISTCRON_WORKER_DATA_DIR",
+        default_value = "./data/worker"
+    )]
+    pub data_dir: PathBuf,
+    /// Session lease TTL: how soon after a crash this worker's runs are recorded as lost.
+    #[arg(long, env = "DISTCRON_SESSION_TTL", default_value = "5s", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+    /// How long a non-preferred worker waits before claiming a slot nobody claimed.
+    #[arg(long, env = "DISTCRON_CLAIM_STANDBY", default_value = "200ms", value_parser = parse_duration)]
+    pub claim_standby: Duration,
+    /// Largest clock offset from the cluster at which this worker still claims slots.
+    #[arg(long, env = "DISTCRON_CLOCK_SKEW_BOUND", default_value = "500ms", value_parser = parse_duration)]
+    pub clock_skew_bound: Duration,
+    /// Test only: shifts this worker's clock by this many milliseconds.
+    #[arg(
+        long,
+        env = "DISTCRON_TEST_CLOCK_OFFSET_MS",
+        default_value_t = 0,
+        hide = true,
+        allow_hyphen_values = true
+    )]
+    pub test_clock_offset_ms: i64,
+    /// On SIGTERM, how long running runs may finish before they are killed.
+    #[arg(long, env = "DISTCRON_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Between SIGTERM and SIGKILL when a run is killed or times out.
+    #[arg(long, env = "DISTCRON_KILL_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub kill_grace: Duration,
+    /// logsvc addresses (http://host:port, comma-separated); default: discovered in etcd.
+    #[arg(long, env = "DISTCRON_LOGSVC_ENDPOINTS", value_delimiter = ',')]
+    pub logsvc_endpoints: Vec<String>,
+    /// Output bytes a run ships at most (head while it runs, tail at the end).
+    #[arg(long, env = "DISTCRON_OUTPUT_CAP_BYTES", default_value_t = 1024 * 1024)]
+    pub output_cap_bytes: usize,
+    /// Largest size of the on-disk log spool; beyond it events are dropped, loudly.
+    #[arg(long, env = "DISTCRON_SPOOL_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub spool_max_bytes: u64,
+    /// Most events in one delivery to logsvc.
+    #[arg(long, env = "DISTCRON_LOG_BATCH_EVENTS", default_value_t = 500)]
+    pub log_batch_events: usize,
+    /// Longest an event waits for its batch.
+    #[arg(long, env = "DISTCRON_LOG_BATCH_DELAY", default_value = "100ms", value_parser = parse_duration)]
+    pub log_batch_delay: Duration,
+    /// Shell that runs commands (`<shell> -c <command>`).
+    #[arg(long, env = "DISTCRON_SHELL", default_value = "/bin/sh")]
+    pub shell: PathBuf,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub etcd: EtcdArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub telemetry: TelemetryArgs,
+}

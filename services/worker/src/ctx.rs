@@ -1,0 +1,175 @@
+//! State shared by the worker's tasks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use distcron_core::records::{RunningRecord, TriggerRequest, WorkerRegistration};
+use distcron_core::{JobDefinition, Keys};
+use distcron_kv::{KvStore, LeaseId};
+use distcron_proto::logs::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::{Clock, OffsetEstimator};
+use crate::exec::{ProcessRecords, StopReason};
+
+/// Fixed settings of this worker.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Most runs at once.
+    pub capacity: u32,
+    /// Standby before a non-preferred worker claims.
+    pub claim_standby: Duration,
+    /// Largest tolerated clock offset.
+    pub clock_skew_bound: Duration,
+    /// SIGTERM to SIGKILL.
+    pub kill_grace: Duration,
+    /// The shell.
+    pub shell: std::path::PathBuf,
+    /// Output shipped per run at most.
+    pub output_cap_bytes: usize,
+    /// Session lease TTL.
+    pub session_ttl: Duration,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A run in progress on this worker.
+#[derive(Debug, Clone)]
+pub struct LocalRun {
+    /// The job.
+    pub job: String,
+    /// When it was claimed, ms.
+    pub claimed_at_ms: i64,
+    /// Cancelled to end the run.
+    pub stop: CancellationToken,
+    /// Why it was ended.
+    pub reason: StopReason,
+}
+
+/// What this worker knows of the cluster, from its watch of the whole key prefix.
+#[derive(Debug, Default)]
+pub struct View {
+    /// Job definitions and their revisions (undecodable ones left out).
+    pub jobs: HashMap<String, (Arc<JobDefinition>, i64)>,
+    /// Live workers.
+    pub workers: BTreeMap<String, WorkerRegistration>,
+    /// Last claimed slot per job.
+    pub ledger: HashMap<String, i64>,
+    /// Runs in progress cluster-wide, by run id.
+    pub running: HashMap<String, RunningRecord>,
+    /// Manual triggers not yet claimed, by run id: (job, request).
+    pub triggers: HashMap<String, (String, TriggerRequest)>,
+}
+
+/// Everything the worker's tasks share.
+pub struct Ctx {
+    /// This worker's id.
+    pub id: String,
+    /// Key layout.
+    pub keys: Keys,
+    /// The store.
+    pub store: Arc<dyn KvStore>,
+    /// This worker's clock.
+    pub clock: Clock,
+    /// Settings.
+    pub settings: Settings,
+    /// The current session lease.
+    pub session: AtomicI64,
+    /// The cluster as watched.
+    pub view: RwLock<View>,
+    /// Runs in progress here, by run id.
+    pub runs: Mutex<HashMap<String, LocalRun>>,
+    /// Run events to ship.
+    pub events: mpsc::Sender<pb::RunEvent>,
+    /// Finished runs whose running records are to be deleted.
+    pub release: mpsc::Sender<(String, String)>,
+    /// Whether the clock is within bounds.
+    pub clock_ok: AtomicBool,
+    /// Why not claiming, if not.
+    pub status_reason: Mutex<String>,
+    /// The clock offset estimate.
+    pub offset: Mutex<OffsetEstimator>,
+    /// Process-group records.
+    pub processes: ProcessRecords,
+    /// Cancelled when the worker stops taking work.
+    pub stop_claiming: CancellationToken,
+    /// Every run task, to wait for them at shutdown.
+    pub run_tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("id", &self.id).finish()
+    }
+}
+
+impl Ctx {
+    /// The current session lease.
+    pub fn session(&self) -> LeaseId {
+        self.session.load(Ordering::Relaxed)
+    }
+
+    /// Whether this worker claims slots now.
+    pub fn is_claiming(&self) -> bool {
+        !self.stop_claiming.is_cancelled() && self.clock_ok.load(Ordering::Relaxed)
+    }
+
+    /// Runs in progress here.
+    pub fn running_count(&self) -> usize {
+        self.runs.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    /// This worker's rank for `key` among the live workers that claim (0 = preferred).
+    pub fn rank(&self, key: &str) -> usize {
+        let view = match self.view.read() {
+            Ok(v) => v,
+            Err(_) => return 0,
+        };
+        let mut ids: Vec<&str> = view
+            .workers
+            .values()
+            .filter(|w| w.claiming)
+            .map(|w| w.worker_id.as_str())
+            .collect();
+        if self.is_claiming() && !ids.contains(&self.id.as_str()) {
+            ids.push(&self.id);
+        }
+        crate::rendezvous::rank(&self.id, ids, key)
+    }
+
+    /// The last claimed slot of `job`, if the ledger has one.
+    pub fn ledger_of(&self, job: &str) -> Option<i64> {
+        self.view
+            .read()
+            .ok()
+            .and_then(|v| v.ledger.get(job).copied())
+    }
+
+    /// Ends the local runs `matches` selects, giving `reason`. Returns how many.
+    pub fn stop_runs(&self, reason: &str, matches: impl Fn(&str, &LocalRun) -> bool) -> usize {
+        let runs = match self.runs.lock() {
+            Ok(r) => r,
+            Err(_) => return 0,
+        };
+        let mut n = 0;
+        for (run_id, run) in runs.iter() {
+            if matches(run_id, run) {
+                run.reason.set(reason);
+                run.stop.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Queues an event for logsvc (waits while the shipper is busy).
+    pub async fn ship(&self, event: pb::RunEvent) {
+        if self.events.send(event).await.is_err() {
+            tracing::error!("log shipper is gone; run event lost");
+        }
+    }
+}

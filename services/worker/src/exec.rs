@@ -1,0 +1,285 @@
+//! Running one command: `<shell> -c <command>` in a process group of its own.
+//!
+//! - The group leader gets `PR_SET_PDEATHSIG(SIGKILL)`, and the group id is recorded in the data
+//!   dir (see [`ProcessRecords`]) so a restarted worker kills what a crashed one left behind.
+//! - Timeout and kill send SIGTERM to the whole group, then SIGKILL after the grace period, so
+//!   grandchildren (`sh -c 'sleep 300 & wait'`) die too.
+//! - stdout and stderr are read as they come and forwarded, interleaved, in bounded pieces.
+//! - When the leader exits but something in its group still holds the output pipes, the group is
+//!   killed after [`PIPE_LINGER`], so a run never hangs on a stray background process.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How long output pipes may stay open after the group leader exited.
+pub const PIPE_LINGER: Duration = Duration::from_secs(2);
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ExecSpec {
+    /// The shell (`/bin/sh`).
+    pub shell: PathBuf,
+    /// The command line.
+    pub command: String,
+    /// Working directory, if not the worker's.
+    pub working_dir: Option<PathBuf>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Unix user to run as.
+    pub user: Option<String>,
+    /// Run time limit.
+    pub timeout: Option<Duration>,
+    /// SIGTERM to SIGKILL.
+    pub kill_grace: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The process exited (by itself or by a signal it was not sent by us).
+    Exited {
+        /// Exit code, if it exited normally.
+        code: Option<i32>,
+        /// Terminating signal, if any.
+        signal: Option<i32>,
+    },
+    /// The timeout ended it.
+    TimedOut {
+        /// Terminating signal.
+        signal: Option<i32>,
+    },
+    /// A kill request (or shutdown, or fencing) ended it.
+    Killed {
+        /// Terminating signal.
+        signal: Option<i32>,
+    },
+    /// It could not be started.
+    SpawnFailed(String),
+}
+
+/// Why a run was asked to stop; set before cancelling the run's token.
+#[derive(Debug, Clone, Default)]
+pub struct StopReason(pub std::sync::Arc<std::sync::Mutex<String>>);
+
+impl StopReason {
+    /// Records why.
+    pub fn set(&self, why: &str) {
+        if let Ok(mut r) = self.0.lock() {
+            if r.is_empty() {
+                *r = why.to_owned();
+            }
+        }
+    }
+
+    /// Why, if set.
+    pub fn get(&self) -> String {
+        self.0.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+fn signal_group(pgid: i32, signal: Signal) {
+    if let Err(e) = killpg(Pid::from_raw(pgid), signal) {
+        if e != nix::errno::Errno::ESRCH {
+            tracing::warn!(pgid, ?signal, error = %e, "cannot signal process group");
+        }
+    }
+}
+
+fn build_command(spec: &ExecSpec) -> Result<tokio::process::Command, String> {
+    let mut cmd = tokio::process::Command::new(&spec.shell);
+    cmd.arg("-c")
+        .arg(&spec.command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    if let Some(dir) = &spec.working_dir {
+        cmd.current_dir(dir);
+    }
+    if let Some(name) = &spec.user {
+        let user = nix::unistd::User::from_name(name)
+            .map_err(|e| format!("cannot look up user {name:?}: {e}"))?
+            .ok_or_else(|| format!("no such user {name:?}"))?;
+        let me = nix::unistd::geteuid();
+        if user.uid != me {
+            if !me.is_root() {
+                return Err(format!("cannot run as {name:?}: the worker is not root"));
+            }
+            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+            cmd.env("USER", name)
+                .env("LOGNAME", name)
+                .env("HOME", &user.dir);
+        }
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: prctl is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+/// Runs `spec`. `on_spawn` gets the process group id; output goes to `output` in pieces of at
+/// most 16 KiB. Cancelling `stop` ends the run (SIGTERM, then SIGKILL after the grace period).
+pub async fn execute(
+    spec: &ExecSpec,
+    stop: &CancellationToken,
+    on_spawn: impl FnOnce(i32),
+    output: mpsc::Sender<Vec<u8>>,
+) -> Ending {
+    let mut child = match build_command(spec).and_then(|mut c| c.spawn().map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => return Ending::SpawnFailed(e),
+    };
+    let Some(pgid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+        return Ending::SpawnFailed("the process exited before it could be tracked".into());
+    };
+    on_spawn(pgid);
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let mut out_buf = vec![0u8; READ_CHUNK];
+    let mut err_buf = vec![0u8; READ_CHUNK];
+    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut status: Option<ExitStatus> = None;
+    let mut cause: Option<&'static str> = None; // "timeout" or "kill"
+    let mut escalate_at: Option<tokio::time::Instant> = None;
+    let mut linger_until: Option<tokio::time::Instant> = None;
+    loop {
+        if status.is_some() && stdout.is_none() && stderr.is_none() {
+            break;
+        }
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        tokio::select! {
+            n = async { match stdout.as_mut() { Some(s) => s.read(&mut out_buf).await, None => std::future::pending().await } } => {
+                match n {
+                    Ok(0) | Err(_) => stdout = None,
+                    Ok(n) => { let _ = output.send(out_buf[..n].to_vec()).await; }
+                }
+            }
+            n = async { match stderr.as_mut() { Some(s) => s.read(&mut err_buf).await, None => std::future::pending().await } } => {
+                match n {
+                    Ok(0) | Err(_) => stderr = None,
+                    Ok(n) => { let _ = output.send(err_buf[..n].to_vec()).await; }
+                }
+            }
+            s = child.wait(), if status.is_none() => {
+                status = Some(s.unwrap_or_else(|_| ExitStatus::from_raw(0)));
+                linger_until = Some(tokio::time::Instant::now() + PIPE_LINGER);
+            }
+            () = stop.cancelled(), if cause.is_none() => {
+                cause = Some("kill");
+                signal_group(pgid, Signal::SIGTERM);
+                escalate_at = Some(tokio::time::Instant::now() + spec.kill_grace);
+            }
+            () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && cause.is_none() => {
+                cause = Some("timeout");
+                signal_group(pgid, Signal::SIGTERM);
+                escalate_at = Some(tokio::time::Instant::now() + spec.kill_grace);
+            }
+            () = tokio::time::sleep_until(escalate_at.unwrap_or(far)), if escalate_at.is_some() => {
+                signal_group(pgid, Signal::SIGKILL);
+                escalate_at = None;
+            }
+            () = tokio::time::sleep_until(linger_until.unwrap_or(far)), if linger_until.is_some() => {
+                // The leader is gone but its group still holds the pipes: end the group.
+                signal_group(pgid, Signal::SIGKILL);
+                stdout = None;
+                stderr = None;
+                linger_until = None;
+            }
+        }
+    }
+    // Nothing of the group may outlive the run.
+    signal_group(pgid, Signal::SIGKILL);
+    let status = status.unwrap_or_else(|| ExitStatus::from_raw(0));
+    let (code, signal) = (status.code(), status.signal());
+    match cause {
+        Some("timeout") => Ending::TimedOut { signal },
+        Some(_) => Ending::Killed { signal },
+        None => Ending::Exited { code, signal },
+    }
+}
+
+/// Records of the process groups this worker started, one file per run under
+/// `<data-dir>/processes/`: the group id and the leader's start time (so a reused pid that now
+/// leads another group is never mistaken for ours).
+#[derive(Debug, Clone)]
+pub struct ProcessRecords {
+    dir: PathBuf,
+}
+
+fn start_time_of(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22 (starttime); fields after the command name, which is in parentheses.
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl ProcessRecords {
+    /// Records under `data_dir/processes` (created if missing).
+    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
+        let dir = data_dir.join("processes");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    /// Remembers that `run_id` runs as process group `pgid`.
+    pub fn record(&self, run_id: &str, pgid: i32) {
+        let start = start_time_of(pgid).unwrap_or(0);
+        if let Err(e) = std::fs::write(self.dir.join(run_id), format!("{pgid} {start}\n")) {
+            tracing::warn!(run_id, error = %e, "cannot record process group");
+        }
+    }
+
+    /// Forgets `run_id`.
+    pub fn forget(&self, run_id: &str) {
+        let _ = std::fs::remove_file(self.dir.join(run_id));
+    }
+
+    /// Kills every recorded group whose leader is still the process we started, and forgets
+    /// them all. Returns the run ids that were still running.
+    pub fn reap_leftovers(&self) -> Vec<String> {
+        let mut killed = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return killed;
+        };
+        for entry in entries.flatten() {
+            let run_id = entry.file_name().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let mut parts = text.split_whitespace();
+            let pgid: Option<i32> = parts.next().and_then(|p| p.parse().ok());
+            let start: Option<u64> = parts.next().and_then(|s| s.parse().ok());
+            if let (Some(pgid), Some(start)) = (pgid, start) {
+                // Ours if the leader is the process we started, or if the leader is gone: Linux
+                // never reuses a pid that is still some process group's id, so a leaderless group
+                // with this id is what is left of ours (PR_SET_PDEATHSIG killed only the leader).
+                let ours = match start_time_of(pgid) {
+                    Some(now) => now == start,
+                    None => true,
+                };
+                if ours && killpg(Pid::from_raw(pgid), None::<Signal>).is_ok() {
+                    tracing::warn!(run_id = %run_id, pgid, "killing a process group left by a previous worker");
+                    signal_group(pgid, Signal::SIGKILL);
+                    killed.push(run_id.clone());
+                }
+            }
+            let _ = std::fs::remove_file(entry.path());
+        }
+        killed
+    }
+}

@@ -1,0 +1,322 @@
+//! Turning a due slot (or a manual trigger) into exactly one run cluster-wide.
+//!
+//! The preferred worker for a (job, slot), by rendezvous hashing over the live claiming workers,
+//! claims at once; the others wait a standby period and claim only if their view of the ledger
+//! says the slot is still unclaimed. A dead preferred worker therefore costs a short delay, never
+//! a slot, and a fire costs about one store write however many workers there are.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use distcron_core::records::{KillRequest, RunTrigger, RunningRecord, TriggerRequest};
+use distcron_core::{JobDefinition, MissedPolicy, OverlapPolicy};
+use distcron_ledger::{claim_slot, claim_trigger, record_skip, Claim, SlotClaim, SlotOutcome};
+use distcron_proto::logs::v1 as pb;
+
+use crate::ctx::Ctx;
+
+/// Most missed slots one catch-up looks at.
+const MAX_CATCH_UP_SCAN: usize = 100_000;
+
+fn standby(ctx: &Ctx, rank: usize) -> Duration {
+    ctx.settings.claim_standby * u32::try_from(rank.min(2)).unwrap_or(2)
+}
+
+pub(crate) fn trigger_to_proto(t: RunTrigger) -> i32 {
+    (match t {
+        RunTrigger::Schedule => pb::RunTrigger::Schedule,
+        RunTrigger::Manual => pb::RunTrigger::Manual,
+        RunTrigger::CatchUp => pb::RunTrigger::CatchUp,
+    }) as i32
+}
+
+/// What is known of a run that this worker records without running it.
+struct Facts<'a> {
+    run_id: &'a str,
+    job: &'a str,
+    command: &'a str,
+    plan_ms: i64,
+    start_ms: i64,
+    worker: &'a str,
+    trigger: RunTrigger,
+}
+
+/// A `started` event for a run that never starts (skipped), or of a run recorded by another
+/// worker (lost).
+fn started_event(f: &Facts<'_>, status: pb::RunStatus, err: &str) -> pb::RunEvent {
+    pb::RunEvent {
+        run_id: f.run_id.to_owned(),
+        trace_id: String::new(),
+        kind: Some(pb::run_event::Kind::Started(pb::RunStarted {
+            job_name: f.job.to_owned(),
+            command: f.command.to_owned(),
+            plan_time_ms: f.plan_ms,
+            schedule_time_ms: f.start_ms,
+            start_time_ms: f.start_ms,
+            worker_id: f.worker.to_owned(),
+            trigger: trigger_to_proto(f.trigger),
+            status: status as i32,
+            err: err.to_owned(),
+        })),
+    }
+}
+
+/// Fires slot `slot_ms` of `def` (at store revision `revision`).
+pub async fn fire(
+    ctx: Arc<Ctx>,
+    def: Arc<JobDefinition>,
+    revision: i64,
+    slot_ms: i64,
+    trigger: RunTrigger,
+) {
+    let rank = ctx.rank(&format!("{}/{slot_ms}", def.name));
+    if rank > 0 {
+        tokio::time::sleep(standby(&ctx, rank)).await;
+        if ctx.ledger_of(&def.name).is_some_and(|l| l >= slot_ms) {
+            return;
+        }
+    }
+    if !ctx.is_claiming() {
+        return;
+    }
+    if ctx.running_count() >= ctx.settings.capacity as usize {
+        tracing::warn!(job = %def.name, slot_ms, capacity = ctx.settings.capacity, "at capacity; leaving the slot to other workers");
+        return;
+    }
+    let claim = SlotClaim {
+        job: def.name.clone(),
+        job_revision: revision,
+        slot_ms,
+        run_id: distcron_core::new_run_id(),
+        worker_id: ctx.id.clone(),
+        session: ctx.session(),
+        now_ms: ctx.clock.now_ms(),
+        trigger,
+        forbid_overlap: def.overlap_policy == OverlapPolicy::Forbid,
+    };
+    let exists = ctx.ledger_of(&def.name).is_some();
+    match claim_slot(ctx.store.as_ref(), &ctx.keys, &claim, exists).await {
+        Ok(SlotOutcome::Won(record)) => {
+            let tasks = ctx.run_tasks.clone();
+            tasks.spawn(async move {
+                if def.overlap_policy == OverlapPolicy::Replace {
+                    replace_running(&ctx, &record).await;
+                }
+                crate::runner::run(ctx, record, def).await;
+            });
+        }
+        Ok(SlotOutcome::Overlap { running }) => {
+            match record_skip(ctx.store.as_ref(), &ctx.keys, &def.name, revision, slot_ms).await {
+                Ok(true) => {
+                    let ids: Vec<&str> = running.iter().map(|r| r.run_id.as_str()).collect();
+                    let err = format!(
+                        "skipped: run {} still running (overlap policy forbid)",
+                        ids.join(", ")
+                    );
+                    tracing::info!(job = %def.name, slot_ms, %err, "slot skipped");
+                    let now = ctx.clock.now_ms();
+                    let facts = Facts {
+                        run_id: &claim.run_id,
+                        job: &def.name,
+                        command: &def.command,
+                        plan_ms: slot_ms,
+                        start_ms: now,
+                        worker: &ctx.id,
+                        trigger,
+                    };
+                    ctx.ship(started_event(&facts, pb::RunStatus::Skipped, &err))
+                        .await;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(job = %def.name, slot_ms, error = %e, "cannot record a skipped slot")
+                }
+            }
+        }
+        Ok(SlotOutcome::AlreadyClaimed { .. } | SlotOutcome::JobChanged) => {}
+        Err(e) => tracing::warn!(job = %def.name, slot_ms, error = %e, "claim failed"),
+    }
+}
+
+/// Under `replace`: asks every worker to end the job's runs claimed before `record`, and waits
+/// (up to the kill grace plus a little) until they are gone.
+async fn replace_running(ctx: &Arc<Ctx>, record: &RunningRecord) {
+    let older = |ctx: &Ctx| {
+        ctx.view.read().is_ok_and(|v| {
+            v.running.values().any(|r| {
+                r.job_name == record.job_name
+                    && r.run_id != record.run_id
+                    && r.claimed_at_ms < record.claimed_at_ms
+            })
+        })
+    };
+    if !older(ctx) {
+        return;
+    }
+    let request = KillRequest {
+        run_id: String::new(),
+        requested_at_ms: ctx.clock.now_ms(),
+        claimed_before_ms: record.claimed_at_ms,
+    };
+    if let Err(e) =
+        distcron_ledger::publish_kill(ctx.store.as_ref(), &ctx.keys, &record.job_name, &request)
+            .await
+    {
+        tracing::warn!(job = %record.job_name, error = %e, "cannot ask for the replaced run to end");
+    }
+    let deadline = tokio::time::Instant::now() + ctx.settings.kill_grace + Duration::from_secs(3);
+    while older(ctx) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Handles a manual trigger: the preferred worker claims it at once, others after a standby.
+pub fn spawn_trigger(ctx: Arc<Ctx>, job: String, run_id: String, request: TriggerRequest) {
+    tokio::spawn(async move {
+        let rank = ctx.rank(&format!("trigger/{run_id}"));
+        if rank > 0 {
+            tokio::time::sleep(standby(&ctx, rank)).await;
+        }
+        let pending = ctx
+            .view
+            .read()
+            .is_ok_and(|v| v.triggers.contains_key(&run_id));
+        if !pending || !ctx.is_claiming() || ctx.running_count() >= ctx.settings.capacity as usize {
+            return;
+        }
+        let Some((def, _)) = ctx.view.read().ok().and_then(|v| v.jobs.get(&job).cloned()) else {
+            return;
+        };
+        let now = ctx.clock.now_ms();
+        match claim_trigger(
+            ctx.store.as_ref(),
+            &ctx.keys,
+            &job,
+            &request,
+            &ctx.id,
+            ctx.session(),
+            now,
+        )
+        .await
+        {
+            Ok(Claim::Won(record)) => {
+                let tasks = ctx.run_tasks.clone();
+                tasks.spawn(crate::runner::run(ctx, record, def));
+            }
+            Ok(Claim::Lost) => {}
+            Err(e) => {
+                tracing::warn!(job = %job, run_id = %run_id, error = %e, "trigger claim failed")
+            }
+        }
+    });
+}
+
+/// Records a run whose worker died as `lost`. Exactly one live worker (by rendezvous on the run
+/// id) does it; the events are idempotent anyway.
+pub async fn record_lost(ctx: &Arc<Ctx>, record: RunningRecord) {
+    if ctx.stop_claiming.is_cancelled() || ctx.rank(&format!("lost/{}", record.run_id)) != 0 {
+        return;
+    }
+    let err = format!(
+        "worker {} stopped while the run was in progress (session expired)",
+        record.worker_id
+    );
+    tracing::warn!(job = %record.job_name, run_id = %record.run_id, worker = %record.worker_id, "run lost");
+    let now = ctx.clock.now_ms();
+    let facts = Facts {
+        run_id: &record.run_id,
+        job: &record.job_name,
+        command: "",
+        plan_ms: record.slot_ms,
+        start_ms: record.claimed_at_ms,
+        worker: &record.worker_id,
+        trigger: record.trigger,
+    };
+    ctx.ship(started_event(&facts, pb::RunStatus::Running, ""))
+        .await;
+    ctx.ship(pb::RunEvent {
+        run_id: record.run_id.clone(),
+        trace_id: String::new(),
+        kind: Some(pb::run_event::Kind::Finished(pb::RunFinished {
+            status: pb::RunStatus::Lost as i32,
+            end_time_ms: now,
+            exit_code: None,
+            signal: None,
+            err,
+            output_bytes_dropped: 0,
+        })),
+    })
+    .await;
+}
+
+/// Records that a stored job is invalid, once per revision (the run id is derived from it).
+pub async fn record_invalid(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64, reason: String) {
+    if ctx.rank(&format!("invalid/{}", def.name)) != 0 {
+        return;
+    }
+    let run_id = format!("invalid-{}-{revision}", def.name);
+    let now = ctx.clock.now_ms();
+    let err = format!("not scheduled: stored definition is invalid: {reason}");
+    let facts = Facts {
+        run_id: &run_id,
+        job: &def.name,
+        command: &def.command,
+        plan_ms: now,
+        start_ms: now,
+        worker: &ctx.id,
+        trigger: RunTrigger::Schedule,
+    };
+    ctx.ship(started_event(&facts, pb::RunStatus::Skipped, &err))
+        .await;
+}
+
+/// Evaluates the missed-slot policy of a job from its ledger (at start-up and after a resync):
+/// `latest` runs the most recent missed slot once, `all` every missed slot in the window.
+pub async fn catch_up(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64) {
+    if ctx.rank(&format!("catchup/{}", def.name)) != 0 {
+        return;
+    }
+    let Some(ledger) = ctx.ledger_of(&def.name) else {
+        return;
+    };
+    let Ok(schedule) = def.validate() else { return };
+    let now = ctx.clock.now_ms();
+    let mut from = ledger.max(def.created_at);
+    if def.missed_policy == MissedPolicy::All {
+        from = from.max(now - i64::from(def.missed_window_seconds) * 1000);
+    }
+    let mut missed = Vec::new();
+    let mut cursor = Utc
+        .timestamp_millis_opt(from)
+        .single()
+        .unwrap_or_else(Utc::now);
+    while missed.len() < MAX_CATCH_UP_SCAN {
+        match schedule.next_after(cursor) {
+            // Slots at or after now belong to the regular schedule.
+            Some(t) if t.timestamp_millis() < now => {
+                missed.push(t.timestamp_millis());
+                cursor = t;
+            }
+            _ => break,
+        }
+    }
+    let slots: Vec<i64> = match def.missed_policy {
+        MissedPolicy::Latest => missed.last().copied().into_iter().collect(),
+        MissedPolicy::All => missed,
+        MissedPolicy::Skip => Vec::new(),
+    };
+    if !slots.is_empty() {
+        tracing::info!(job = %def.name, slots = slots.len(), policy = ?def.missed_policy, "catching up missed slots");
+    }
+    for slot in slots {
+        fire(
+            ctx.clone(),
+            def.clone(),
+            revision,
+            slot,
+            RunTrigger::CatchUp,
+        )
+        .await;
+    }
+}

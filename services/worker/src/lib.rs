@@ -1,0 +1,213 @@
+//! distcron's worker: stateless apart from its log spool. It follows the cluster state in etcd,
+//! schedules every job with a min-heap of fire times, claims each slot exactly once through the
+//! slot ledger, runs the command in its own process group, and ships the run's events to logsvc.
+//!
+//! Tasks (all stopped on shutdown): the cluster follower ([`view`]), the scheduler
+//! ([`scheduler`]), the session keeper and the releaser ([`session`]), the log shipper
+//! ([`shipper`]), and one task per run ([`runner`]).
+
+mod clock;
+mod config;
+mod ctx;
+mod exec;
+mod fire;
+mod rendezvous;
+mod runner;
+mod scheduler;
+mod session;
+mod shipper;
+mod view;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use distcron_core::Keys;
+use distcron_discovery::{balanced_channel, Endpoints};
+use distcron_kv::{backoff, KvStore};
+use distcron_proto::logs::v1::log_service_client::LogServiceClient;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use clock::{Clock, OffsetEstimator};
+pub use config::WorkerConfig;
+pub use exec::{execute, Ending, ExecSpec, ProcessRecords};
+pub use runner::OutputChunker;
+pub use scheduler::{Plan, Upserted};
+pub use shipper::{Shipper, ShipperConfig, ShipperStats};
+
+/// Why the worker could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The data directory could not be prepared or is in use by another worker.
+    #[error("data dir {path}: {reason}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// logsvc discovery failed.
+    #[error(transparent)]
+    Discovery(#[from] distcron_discovery::DiscoveryError),
+}
+
+/// Locks the data directory for this process (one worker per directory: the process-group
+/// records and the spool are its own).
+fn lock_data_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, WorkerError> {
+    let err = |reason: String| WorkerError::DataDir {
+        path: dir.display().to_string(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("worker.lock"))
+        .map_err(|e| err(e.to_string()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| err(format!("in use by another worker ({e})")))
+}
+
+/// Runs a worker until `shutdown` is cancelled, then drains: stops claiming, lets running runs
+/// finish for up to the drain timeout, kills the rest, ships what is left (or leaves it spooled),
+/// and revokes the session so the worker disappears at once.
+pub async fn run(
+    config: WorkerConfig,
+    store: Arc<dyn KvStore>,
+    keys: Keys,
+    logsvc: Endpoints,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let processes = ProcessRecords::open(&config.data_dir).map_err(|e| WorkerError::DataDir {
+        path: config.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let reaped = processes.reap_leftovers();
+    if !reaped.is_empty() {
+        tracing::warn!(runs = ?reaped, "killed process groups left by a previous incarnation");
+    }
+    let background = CancellationToken::new();
+    let channel = balanced_channel(logsvc, background.clone()).await?;
+    let client = LogServiceClient::new(channel);
+    let shipper = Shipper::start(
+        ShipperConfig {
+            dir: config.data_dir.join("spool"),
+            max_bytes: config.spool_max_bytes,
+            batch_events: config.log_batch_events,
+            batch_delay: config.log_batch_delay,
+            flush_timeout: Duration::from_secs(5),
+        },
+        client,
+    )
+    .map_err(|e| WorkerError::DataDir {
+        path: config.data_dir.display().to_string(),
+        reason: format!("spool: {e}"),
+    })?;
+    let (release_tx, release_rx) = mpsc::channel(4096);
+    let (jobs_tx, jobs_rx) = mpsc::channel(1024);
+    let id = config
+        .worker_id
+        .clone()
+        .unwrap_or_else(distcron_discovery::default_instance_id);
+    let ctx = Arc::new(ctx::Ctx {
+        id: id.clone(),
+        keys,
+        store,
+        clock: Clock::new(config.test_clock_offset_ms),
+        settings: ctx::Settings {
+            capacity: config.capacity,
+            claim_standby: config.claim_standby,
+            clock_skew_bound: config.clock_skew_bound,
+            kill_grace: config.kill_grace,
+            shell: config.shell.clone(),
+            output_cap_bytes: config.output_cap_bytes,
+            session_ttl: config.session_ttl,
+            labels: config.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+        },
+        session: AtomicI64::new(0),
+        view: RwLock::new(ctx::View::default()),
+        runs: Mutex::new(Default::default()),
+        events: shipper.sender(),
+        release: release_tx,
+        clock_ok: AtomicBool::new(true),
+        status_reason: Mutex::new(String::new()),
+        offset: Mutex::new(OffsetEstimator::default()),
+        processes,
+        stop_claiming: CancellationToken::new(),
+        run_tasks: TaskTracker::new(),
+    });
+    let started_at = ctx.clock.now_ms();
+    let mut attempt = 0;
+    while let Err(e) = session::open(&ctx, started_at).await {
+        attempt += 1;
+        tracing::warn!(error = %e, attempt, "cannot open a session in etcd; retrying");
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                shipper.finish().await;
+                return Ok(());
+            }
+            () = tokio::time::sleep(backoff(attempt, Duration::from_secs(2))) => {}
+        }
+    }
+    tracing::info!(worker = %id, capacity = config.capacity, "worker started");
+    let session_stop = CancellationToken::new();
+    let release_close = CancellationToken::new();
+    let follower = tokio::spawn(view::follow(
+        ctx.clone(),
+        jobs_tx,
+        ctx.stop_claiming.clone(),
+    ));
+    let scheduler = tokio::spawn(scheduler::schedule(
+        ctx.clone(),
+        jobs_rx,
+        ctx.stop_claiming.clone(),
+    ));
+    let keeper = tokio::spawn(session::keep(ctx.clone(), started_at, session_stop.clone()));
+    let releaser = tokio::spawn(session::release(
+        ctx.clone(),
+        release_rx,
+        release_close.clone(),
+    ));
+
+    shutdown.cancelled().await;
+    tracing::info!(
+        running = ctx.running_count(),
+        "stopping: no new claims; draining runs"
+    );
+    ctx.stop_claiming.cancel();
+    let _ = follower.await;
+    let _ = scheduler.await;
+    ctx.run_tasks.close();
+    if tokio::time::timeout(config.drain_timeout, ctx.run_tasks.wait())
+        .await
+        .is_err()
+    {
+        let n = ctx.stop_runs("worker shutting down", |_, _| true);
+        tracing::warn!(
+            runs = n,
+            "drain timeout reached; killing the remaining runs"
+        );
+        let _ = tokio::time::timeout(
+            config.kill_grace + Duration::from_secs(5),
+            ctx.run_tasks.wait(),
+        )
+        .await;
+    }
+    release_close.cancel();
+    let _ = releaser.await;
+    shipper.finish().await;
+    session_stop.cancel();
+    let _ = keeper.await;
+    if let Err(e) = ctx.store.revoke_lease(ctx.session()).await {
+        tracing::warn!(error = %e, "could not revoke the session; it will expire");
+    }
+    background.cancel();
+    tracing::info!(worker = %id, "worker stopped");
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! The worker binary: wires configuration, telemetry, etcd and logsvc discovery.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use distcron_core::Keys;
+use distcron_discovery::Endpoints;
+use distcron_worker::WorkerConfig;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config: WorkerConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
+    let _telemetry = distcron_telemetry::init("worker", &config.telemetry)?;
+    let store = Arc::new(
+        distcron_server::connect_etcd(&config.etcd)
+            .await
+            .context("connecting to etcd")?,
+    );
+    let keys = Keys::new(&config.etcd.key_prefix);
+    let logsvc = if config.logsvc_endpoints.is_empty() {
+        Endpoints::Discovered {
+            store: store.clone(),
+            prefix: keys.services("logsvc"),
+        }
+    } else {
+        Endpoints::Static(config.logsvc_endpoints.clone())
+    };
+    let shutdown = distcron_server::cancel_on_signal();
+    distcron_worker::run(config, store, keys, logsvc, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! The worker's session: one lease per process, kept alive, carrying the registration and every
+//! running record of this worker. If the lease is lost (etcd unreachable for longer than its
+//! TTL), the cluster has already considered this worker's runs lost, so they are ended here too
+//! (fencing) before a new session starts.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use distcron_core::records::WorkerRegistration;
+use distcron_kv::{backoff, KvError, LeaseId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ctx::Ctx;
+
+/// How often the registration is rewritten (heartbeat, running count, clock offset).
+pub const REGISTRATION_REFRESH: Duration = Duration::from_secs(2);
+
+fn addresses() -> Vec<String> {
+    // Addresses of this host as the resolver sees its name; informational only.
+    use std::net::ToSocketAddrs;
+    let host = distcron_discovery::hostname();
+    let mut out: Vec<String> = (host.as_str(), 0)
+        .to_socket_addrs()
+        .map(|it| it.map(|a| a.ip().to_string()).collect())
+        .unwrap_or_default();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Updates the clock judgement; returns the registration to write.
+fn registration(ctx: &Ctx, started_at_ms: i64, addresses: &[String]) -> WorkerRegistration {
+    let (offset, judgeable) = ctx
+        .offset
+        .lock()
+        .map(|o| (o.offset_ms(), o.judgeable()))
+        .unwrap_or((0, false));
+    let bound = i64::try_from(ctx.settings.clock_skew_bound.as_millis()).unwrap_or(i64::MAX);
+    let ok = !judgeable || offset.abs() <= bound;
+    let was_ok = ctx.clock_ok.swap(ok, Ordering::Relaxed);
+    let reason = if ok {
+        String::new()
+    } else {
+        format!("clock offset {offset} ms exceeds the bound of {bound} ms; not claiming")
+    };
+    if ok != was_ok {
+        if ok {
+            tracing::info!(
+                offset_ms = offset,
+                "clock offset back within bound; claiming again"
+            );
+        } else {
+            tracing::error!(
+                offset_ms = offset,
+                bound_ms = bound,
+                "clock offset beyond bound; refusing to claim slots"
+            );
+        }
+    }
+    if let Ok(mut r) = ctx.status_reason.lock() {
+        r.clone_from(&reason);
+    }
+    WorkerRegistration {
+        worker_id: ctx.id.clone(),
+        host: distcron_discovery::hostname(),
+        addresses: addresses.to_vec(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        labels: ctx.settings.labels.clone(),
+        started_at_ms,
+        heartbeat_at_ms: ctx.clock.now_ms(),
+        running: u32::try_from(ctx.running_count()).unwrap_or(u32::MAX),
+        capacity: ctx.settings.capacity,
+        clock_offset_ms: offset,
+        claiming: ctx.is_claiming(),
+        status_reason: reason,
+    }
+}
+
+async fn register(
+    ctx: &Ctx,
+    lease: LeaseId,
+    started_at_ms: i64,
+    addresses: &[String],
+) -> Result<(), KvError> {
+    let value = serde_json::to_vec(&registration(ctx, started_at_ms, addresses))
+        .map_err(|e| KvError::Other(e.to_string()))?;
+    ctx.store
+        .put(&ctx.keys.worker(&ctx.id), value, Some(lease))
+        .await
+        .map(drop)
+}
+
+/// Grants the first session and registers; returns once both are done.
+pub async fn open(ctx: &Ctx, started_at_ms: i64) -> Result<(), KvError> {
+    let lease = ctx.store.grant_lease(ctx.settings.session_ttl).await?;
+    ctx.session.store(lease, Ordering::Relaxed);
+    register(ctx, lease, started_at_ms, &addresses()).await
+}
+
+/// Keeps the session alive and the registration fresh until `stop` is cancelled.
+pub async fn keep(ctx: Arc<Ctx>, started_at_ms: i64, stop: CancellationToken) {
+    let ttl = ctx.settings.session_ttl;
+    let addresses = addresses();
+    let mut last_renewal = tokio::time::Instant::now();
+    let mut last_registration = tokio::time::Instant::now();
+    let period = (ttl / 3)
+        .max(Duration::from_millis(200))
+        .min(REGISTRATION_REFRESH);
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        let lease = ctx.session();
+        let expired = match ctx.store.keep_alive(lease).await {
+            Ok(_) => {
+                last_renewal = tokio::time::Instant::now();
+                failures = 0;
+                false
+            }
+            Err(KvError::LeaseNotFound(_)) => true,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, "session keep-alive failed");
+                last_renewal.elapsed() > ttl
+            }
+        };
+        if expired {
+            let fenced = ctx.stop_runs(
+                "session lost: the cluster recorded this run as lost",
+                |_, _| true,
+            );
+            tracing::error!(
+                runs_ended = fenced,
+                "session lease lost; runs ended, starting a new session"
+            );
+            let mut attempt = 0;
+            loop {
+                match ctx.store.grant_lease(ttl).await {
+                    Ok(new) => {
+                        ctx.session.store(new, Ordering::Relaxed);
+                        last_renewal = tokio::time::Instant::now();
+                        break;
+                    }
+                    Err(e) => {
+                        attempt += 1;
+                        tracing::warn!(error = %e, attempt, "cannot open a new session");
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(backoff(attempt, Duration::from_secs(2))) => {}
+                        }
+                    }
+                }
+            }
+            last_registration = tokio::time::Instant::now() - REGISTRATION_REFRESH;
+        }
+        if last_registration.elapsed() >= REGISTRATION_REFRESH {
+            match register(&ctx, ctx.session(), started_at_ms, &addresses).await {
+                Ok(()) => last_registration = tokio::time::Instant::now(),
+                Err(e) => tracing::warn!(error = %e, "registration refresh failed"),
+            }
+        }
+    }
+}
+
+/// Deletes the running records of finished runs in batches (every 50 ms, up to 128 per
+/// transaction), so completing a run costs a fraction of a store write. After `close` it
+/// releases what was sent so far and ends.
+pub async fn release(
+    ctx: Arc<Ctx>,
+    mut rx: mpsc::Receiver<(String, String)>,
+    close: CancellationToken,
+) {
+    let mut pending: Vec<(String, String)> = Vec::new();
+    let mut open = true;
+    while open || !pending.is_empty() {
+        if open {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+            while pending.len() < distcron_ledger::MAX_TXN_OPS {
+                tokio::select! {
+                    item = rx.recv() => match item {
+                        Some(item) => pending.push(item),
+                        None => { open = false; break; }
+                    },
+                    () = tokio::time::sleep_until(deadline) => break,
+                    () = close.cancelled() => {
+                        while let Ok(item) = rx.try_recv() {
+                            pending.push(item);
+                        }
+                        open = false;
+                        break;
+                    }
+                }
+            }
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        match distcron_ledger::release(ctx.store.as_ref(), &ctx.keys, &pending).await {
+            Ok(()) => pending.clear(),
+            Err(e) if open => {
+                tracing::warn!(error = %e, runs = pending.len(), "cannot release finished runs yet");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                // Shutting down: revoking the session deletes them anyway.
+                tracing::warn!(error = %e, runs = pending.len(), "release failed at shutdown; the session revoke cleans up");
+                pending.clear();
+            }
+        }
+    }
+}

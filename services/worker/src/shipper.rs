@@ -1,0 +1,429 @@
+//! Shipping run events to logsvc without losing them.
+//!
+//! Events are batched (by count or delay), and every batch is first written to an on-disk spool
+//! (one file per batch, written to a temporary name, fsynced, then renamed), then delivered to
+//! logsvc oldest first and deleted once acknowledged. While logsvc is unreachable batches pile up
+//! on disk and are delivered in order when it returns; a worker restarted after a crash delivers
+//! what its spool held. AppendRunEvents is idempotent, so a batch delivered twice (acknowledgement
+//! lost) does no harm. When the spool is full, new batches are dropped, with an error log line and
+//! a counter, never silently.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use distcron_kv::backoff;
+use distcron_proto::logs::v1 as pb;
+use distcron_proto::logs::v1::log_service_client::LogServiceClient;
+use prost::Message;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// How the shipper batches and spools.
+#[derive(Debug, Clone)]
+pub struct ShipperConfig {
+    /// The spool directory.
+    pub dir: PathBuf,
+    /// Largest spool size.
+    pub max_bytes: u64,
+    /// Most events per batch.
+    pub batch_events: usize,
+    /// Longest an event waits for its batch.
+    pub batch_delay: Duration,
+    /// How long the final flush may try to deliver at shutdown (the rest stays spooled).
+    pub flush_timeout: Duration,
+}
+
+/// Counters for metrics and the worker's registration.
+#[derive(Debug, Default)]
+pub struct ShipperStats {
+    /// Events acknowledged by logsvc.
+    pub delivered_events: AtomicU64,
+    /// Events dropped because the spool was full, or rejected by logsvc as invalid.
+    pub dropped_events: AtomicU64,
+    /// Bytes waiting in the spool.
+    pub spooled_bytes: AtomicU64,
+    /// Batches waiting in the spool.
+    pub spooled_batches: AtomicU64,
+}
+
+struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    bytes: u64,
+    files: VecDeque<(u64, u64)>,
+    next: u64,
+}
+
+impl Spool {
+    fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            } else if let Some(seq) = name
+                .strip_suffix(".batch")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                files.push((seq, entry.metadata().map(|m| m.len()).unwrap_or(0)));
+            }
+        }
+        files.sort_unstable();
+        let bytes = files.iter().map(|(_, n)| n).sum();
+        let next = files.last().map_or(0, |(s, _)| s + 1);
+        Ok(Self {
+            dir: dir.to_owned(),
+            max_bytes,
+            bytes,
+            files: files.into(),
+            next,
+        })
+    }
+
+    fn path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:020}.batch"))
+    }
+
+    /// Stores a batch durably; `Ok(false)` when the spool is full.
+    fn push(&mut self, batch: &pb::AppendRunEventsRequest) -> std::io::Result<bool> {
+        let data = batch.encode_to_vec();
+        let len = data.len() as u64;
+        if self.bytes + len > self.max_bytes {
+            return Ok(false);
+        }
+        let seq = self.next;
+        let tmp = self.dir.join(format!("{seq:020}.tmp"));
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&data)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.path(seq))?;
+        self.next += 1;
+        self.bytes += len;
+        self.files.push_back((seq, len));
+        Ok(true)
+    }
+
+    fn front(&self) -> Option<u64> {
+        self.files.front().map(|(s, _)| *s)
+    }
+
+    fn read(&self, seq: u64) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.path(seq))
+    }
+
+    fn pop(&mut self, seq: u64) {
+        if self.files.front().map(|(s, _)| *s) == Some(seq) {
+            if let Some((_, len)) = self.files.pop_front() {
+                self.bytes -= len;
+            }
+            let _ = std::fs::remove_file(self.path(seq));
+        }
+    }
+}
+
+/// A running shipper: send events into [`Shipper::sender`]; [`Shipper::finish`] flushes.
+pub struct Shipper {
+    tx: mpsc::Sender<pb::RunEvent>,
+    close: tokio_util::sync::CancellationToken,
+    stats: Arc<ShipperStats>,
+    collector: JoinHandle<()>,
+    deliverer: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Shipper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shipper")
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+struct Shared {
+    spool: Mutex<Spool>,
+    stats: Arc<ShipperStats>,
+    wake: Notify,
+    closing: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn update_gauges(&self, spool: &Spool) {
+        self.stats
+            .spooled_bytes
+            .store(spool.bytes, Ordering::Relaxed);
+        self.stats
+            .spooled_batches
+            .store(spool.files.len() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Shipper {
+    /// Opens the spool (delivering what a previous run left there) and starts shipping to logsvc.
+    pub fn start(
+        config: ShipperConfig,
+        client: LogServiceClient<Channel>,
+    ) -> std::io::Result<Self> {
+        let spool = Spool::open(&config.dir, config.max_bytes)?;
+        if !spool.files.is_empty() {
+            tracing::info!(
+                batches = spool.files.len(),
+                bytes = spool.bytes,
+                "delivering events spooled before a restart"
+            );
+        }
+        let stats = Arc::new(ShipperStats::default());
+        let shared = Arc::new(Shared {
+            spool: Mutex::new(spool),
+            stats: stats.clone(),
+            wake: Notify::new(),
+            closing: std::sync::atomic::AtomicBool::new(false),
+        });
+        if let Ok(s) = shared.spool.lock() {
+            shared.update_gauges(&s);
+        }
+        let (tx, rx) = mpsc::channel(config.batch_events.max(1) * 8);
+        let close = tokio_util::sync::CancellationToken::new();
+        let collector = tokio::spawn(collect(rx, shared.clone(), config.clone(), close.clone()));
+        let deliverer = tokio::spawn(deliver(shared, client, config.flush_timeout));
+        Ok(Self {
+            tx,
+            close,
+            stats,
+            collector,
+            deliverer,
+        })
+    }
+
+    /// Where producers send events.
+    pub fn sender(&self) -> mpsc::Sender<pb::RunEvent> {
+        self.tx.clone()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Arc<ShipperStats> {
+        self.stats.clone()
+    }
+
+    /// Spools what was sent so far and tries to deliver it within the flush timeout; the rest
+    /// stays spooled for the next start.
+    pub async fn finish(self) {
+        self.close.cancel();
+        let _ = self.collector.await;
+        let _ = self.deliverer.await;
+    }
+}
+
+async fn spool_batch(shared: &Arc<Shared>, events: Vec<pb::RunEvent>) {
+    let n = events.len() as u64;
+    let shared2 = shared.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        let batch = pb::AppendRunEventsRequest { events };
+        let mut spool = shared2
+            .spool
+            .lock()
+            .map_err(|_| std::io::Error::other("spool lock poisoned"))?;
+        let stored = spool.push(&batch)?;
+        shared2.update_gauges(&spool);
+        Ok::<bool, std::io::Error>(stored)
+    })
+    .await;
+    match stored {
+        Ok(Ok(true)) => shared.wake.notify_one(),
+        Ok(Ok(false)) => {
+            let total = shared.stats.dropped_events.fetch_add(n, Ordering::Relaxed) + n;
+            tracing::error!(
+                dropped = n,
+                dropped_total = total,
+                "log spool is full: run events DROPPED"
+            );
+        }
+        Ok(Err(e)) => {
+            let total = shared.stats.dropped_events.fetch_add(n, Ordering::Relaxed) + n;
+            tracing::error!(error = %e, dropped = n, dropped_total = total, "cannot write the log spool: run events DROPPED");
+        }
+        Err(e) => tracing::error!(error = %e, "spool task failed"),
+    }
+}
+
+async fn collect(
+    mut rx: mpsc::Receiver<pb::RunEvent>,
+    shared: Arc<Shared>,
+    config: ShipperConfig,
+    close: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            e = rx.recv() => e,
+            () = close.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + config.batch_delay;
+        while batch.len() < config.batch_events {
+            tokio::select! {
+                e = rx.recv() => match e {
+                    Some(e) => batch.push(e),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline) => break,
+                () = close.cancelled() => break,
+            }
+        }
+        spool_batch(&shared, batch).await;
+    }
+    // Whatever was sent before closing is spooled too.
+    let mut rest = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        rest.push(e);
+    }
+    for batch in rest.chunks(config.batch_events.max(1)) {
+        spool_batch(&shared, batch.to_vec()).await;
+    }
+    shared.closing.store(true, Ordering::Relaxed);
+    shared.wake.notify_one();
+}
+
+async fn deliver(
+    shared: Arc<Shared>,
+    mut client: LogServiceClient<Channel>,
+    flush_timeout: Duration,
+) {
+    let mut failures = 0u32;
+    let mut flush_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let front = shared.spool.lock().ok().and_then(|s| s.front());
+        let closing = shared.closing.load(Ordering::Relaxed);
+        if closing && flush_deadline.is_none() {
+            flush_deadline = Some(tokio::time::Instant::now() + flush_timeout);
+        }
+        let Some(seq) = front else {
+            if closing {
+                return;
+            }
+            shared.wake.notified().await;
+            continue;
+        };
+        if flush_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            tracing::warn!(
+                "log shipping stopped at shutdown; the rest stays spooled for the next start"
+            );
+            return;
+        }
+        let shared2 = shared.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            shared2
+                .spool
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .read(seq)
+        })
+        .await;
+        let batch = match bytes
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map(|b| pb::AppendRunEventsRequest::decode(b.as_slice()))
+        {
+            Ok(Ok(batch)) => batch,
+            other => {
+                tracing::error!(seq, result = ?other.err(), "unreadable spooled batch DROPPED");
+                pop(&shared, seq).await;
+                continue;
+            }
+        };
+        let n = batch.events.len() as u64;
+        match tokio::time::timeout(Duration::from_secs(10), client.append_run_events(batch)).await {
+            Ok(Ok(resp)) => {
+                failures = 0;
+                let resp = resp.into_inner();
+                for r in &resp.rejected {
+                    tracing::error!(run_id = %r.run_id, reason = %r.reason, "logsvc rejected a run event");
+                }
+                shared
+                    .stats
+                    .dropped_events
+                    .fetch_add(resp.rejected.len() as u64, Ordering::Relaxed);
+                shared
+                    .stats
+                    .delivered_events
+                    .fetch_add(n - resp.rejected.len() as u64, Ordering::Relaxed);
+                pop(&shared, seq).await;
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
+                tracing::error!(error = %status, events = n, "logsvc refused a whole batch; DROPPED");
+                shared.stats.dropped_events.fetch_add(n, Ordering::Relaxed);
+                pop(&shared, seq).await;
+            }
+            failed => {
+                failures += 1;
+                let error = match failed {
+                    Ok(Err(status)) => status.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                if failures == 1 || failures.is_multiple_of(20) {
+                    tracing::warn!(error = %error, failures, "logsvc unreachable; events stay spooled");
+                }
+                let pause = backoff(failures, Duration::from_secs(2));
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = shared.wake.notified() => {}
+                }
+            }
+        }
+    }
+}
+
+async fn pop(shared: &Arc<Shared>, seq: u64) {
+    let shared = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Ok(mut s) = shared.spool.lock() {
+            s.pop(seq);
+            shared.update_gauges(&s);
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(run: &str) -> pb::AppendRunEventsRequest {
+        pb::AppendRunEventsRequest {
+            events: vec![pb::RunEvent {
+                run_id: run.into(),
+                trace_id: String::new(),
+                kind: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn spool_survives_reopen_in_order_and_is_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Spool::open(dir.path(), 1_000).expect("open");
+        assert!(s.push(&batch("a")).expect("push"));
+        assert!(s.push(&batch("b")).expect("push"));
+        drop(s);
+        let mut s = Spool::open(dir.path(), 1_000).expect("reopen");
+        let first = s.front().expect("front");
+        let got = pb::AppendRunEventsRequest::decode(s.read(first).expect("read").as_slice())
+            .expect("decode");
+        assert_eq!(got.events[0].run_id, "a");
+        s.pop(first);
+        assert!(s.push(&batch("c")).expect("push"));
+        let order: Vec<u64> = s.files.iter().map(|(q, _)| *q).collect();
+        assert_eq!(order, [1, 2]);
+        let mut tiny = Spool::open(&dir.path().join("tiny"), 5).expect("open");
+        assert!(
+            !tiny.push(&batch("too-big")).expect("push"),
+            "full spool refuses"
+        );
+    }
+}
