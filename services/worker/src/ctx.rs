@@ -115,7 +115,9 @@ impl Ctx {
 
     /// Whether this worker claims slots now.
     pub fn is_claiming(&self) -> bool {
-        !self.stop_claiming.is_cancelled() && self.clock_ok.load(Ordering::Relaxed)
+        !self.stop_claiming.is_cancelled()
+            && self.clock_ok.load(Ordering::Relaxed)
+            && self.session() != 0
     }
 
     /// Runs in progress here.

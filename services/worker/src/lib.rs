@@ -135,7 +135,7 @@ pub async fn run(
         runs: Mutex::new(Default::default()),
         events: shipper.sender(),
         release: release_tx,
-        clock_ok: AtomicBool::new(true),
+        clock_ok: AtomicBool::new(false),
         status_reason: Mutex::new(String::new()),
         offset: Mutex::new(OffsetEstimator::default()),
         processes,
@@ -143,12 +143,26 @@ pub async fn run(
         run_tasks: TaskTracker::new(),
     });
     let started_at = ctx.clock.now_ms();
+    // Load the cluster state first, so the first registration knows its peers.
+    let (installed_tx, installed_rx) = tokio::sync::oneshot::channel();
+    let follower = tokio::spawn(view::follow(
+        ctx.clone(),
+        jobs_tx,
+        installed_tx,
+        ctx.stop_claiming.clone(),
+    ));
+    tokio::select! {
+        _ = installed_rx => {}
+        () = shutdown.cancelled() => {}
+    }
     let mut attempt = 0;
     while let Err(e) = session::open(&ctx, started_at).await {
         attempt += 1;
         tracing::warn!(error = %e, attempt, "cannot open a session in etcd; retrying");
         tokio::select! {
             () = shutdown.cancelled() => {
+                ctx.stop_claiming.cancel();
+                let _ = follower.await;
                 shipper.finish().await;
                 return Ok(());
             }
@@ -158,11 +172,6 @@ pub async fn run(
     tracing::info!(worker = %id, capacity = config.capacity, "worker started");
     let session_stop = CancellationToken::new();
     let release_close = CancellationToken::new();
-    let follower = tokio::spawn(view::follow(
-        ctx.clone(),
-        jobs_tx,
-        ctx.stop_claiming.clone(),
-    ));
     let scheduler = tokio::spawn(scheduler::schedule(
         ctx.clone(),
         jobs_rx,

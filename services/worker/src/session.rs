@@ -38,13 +38,28 @@ fn registration(ctx: &Ctx, started_at_ms: i64, addresses: &[String]) -> WorkerRe
         .map(|o| (o.offset_ms(), o.judgeable()))
         .unwrap_or((0, false));
     let bound = i64::try_from(ctx.settings.clock_skew_bound.as_millis()).unwrap_or(i64::MAX);
-    let ok = !judgeable || offset.abs() <= bound;
-    let was_ok = ctx.clock_ok.swap(ok, Ordering::Relaxed);
-    let reason = if ok {
-        String::new()
+    let peers = ctx
+        .view
+        .read()
+        .map(|v| v.workers.keys().filter(|id| **id != ctx.id).count())
+        .unwrap_or(0);
+    let (ok, reason) = if peers < 2 {
+        // Alone or with one peer nobody can tell whose clock is wrong: claim.
+        (true, String::new())
+    } else if !judgeable {
+        (
+            false,
+            "measuring clock offset against peers; not claiming yet".to_owned(),
+        )
+    } else if offset.abs() <= bound {
+        (true, String::new())
     } else {
-        format!("clock offset {offset} ms exceeds the bound of {bound} ms; not claiming")
+        (
+            false,
+            format!("clock offset {offset} ms exceeds the bound of {bound} ms; not claiming"),
+        )
     };
+    let was_ok = ctx.clock_ok.swap(ok, Ordering::Relaxed);
     if ok != was_ok {
         if ok {
             tracing::info!(

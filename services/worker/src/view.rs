@@ -128,8 +128,14 @@ async fn install(ctx: &Arc<Ctx>, kvs: Vec<KeyValue>, jobs_tx: &mpsc::Sender<JobE
     }
 }
 
-/// Follows the prefix until `stop` is cancelled.
-pub async fn follow(ctx: Arc<Ctx>, jobs_tx: mpsc::Sender<JobEvent>, stop: CancellationToken) {
+/// Follows the prefix until `stop` is cancelled; `installed` fires once the first full listing is
+/// in the view.
+pub async fn follow(
+    ctx: Arc<Ctx>,
+    jobs_tx: mpsc::Sender<JobEvent>,
+    installed: tokio::sync::oneshot::Sender<()>,
+    stop: CancellationToken,
+) {
     let prefix = ctx.keys.prefix().to_owned();
     let (kvs, revision) = loop {
         match list_prefix(ctx.store.as_ref(), &prefix).await {
@@ -144,6 +150,7 @@ pub async fn follow(ctx: Arc<Ctx>, jobs_tx: mpsc::Sender<JobEvent>, stop: Cancel
         }
     };
     install(&ctx, kvs, &jobs_tx).await;
+    let _ = installed.send(());
     let mut watch = resilient_watch(ctx.store.clone(), prefix.clone(), revision + 1);
     loop {
         let event = tokio::select! {

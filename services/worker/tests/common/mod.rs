@@ -1,0 +1,419 @@
+//! A real cluster for worker tests: etcd and a MongoDB-protocol server from the testkit, jobsvc
+//! and logsvc in-process, and real `worker` processes.
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use distcron_core::Keys;
+use distcron_kv::{EtcdConfig, EtcdKv, KvStore};
+use distcron_proto::jobs::v1 as jobs;
+use distcron_proto::jobs::v1::job_service_client::JobServiceClient;
+use distcron_proto::logs::v1 as logs;
+use distcron_proto::logs::v1::log_service_client::LogServiceClient;
+use distcron_runstore::{MongoConfig, MongoRunStore, OutputCap};
+use distcron_server::Instance;
+use distcron_testkit::{shared_etcd, shared_mongo, unique_name};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Heavy scenarios run one at a time: they start several processes on a 2-core machine.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// A worker process, killed when dropped.
+pub struct WorkerProcess {
+    pub id: String,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl WorkerProcess {
+    pub fn pid(&self) -> i32 {
+        self.child
+            .as_ref()
+            .map_or(0, |c| i32::try_from(c.id()).unwrap())
+    }
+
+    /// SIGKILL: a crash.
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .unwrap();
+            tokio::task::spawn_blocking(move || c.wait())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// Starts it again with the same id and data dir.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none());
+        self.child = Some(spawn_worker(&self.args));
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
+/// Starts a worker; its log goes to `<data-dir>.log` (level from `WORKER_LOG`, default info).
+fn spawn_worker(args: &[String]) -> Child {
+    let data_dir = args
+        .iter()
+        .skip_while(|a| *a != "--data-dir")
+        .nth(1)
+        .cloned()
+        .unwrap_or_default();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(format!("{data_dir}.log"))
+        .expect("worker log");
+    Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args(args)
+        .env(
+            "DISTCRON_LOG",
+            std::env::var("WORKER_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start worker")
+}
+
+/// An in-process gRPC service that can be stopped and started again on the same port.
+pub struct Service {
+    pub addr: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+pub struct Cluster {
+    pub endpoints: Vec<String>,
+    pub store: Arc<dyn KvStore>,
+    pub keys: Keys,
+    pub mongo_uri: String,
+    pub database: String,
+    pub jobs: JobServiceClient<Channel>,
+    pub logs: LogServiceClient<Channel>,
+    pub jobsvc: Option<Service>,
+    pub logsvc: Option<Service>,
+    pub logsvc_port: u16,
+    pub workers: Vec<WorkerProcess>,
+    pub dirs: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Keep the worker logs of a failed test for a post-mortem.
+        if std::thread::panicking() {
+            let kept = self.dirs.path().to_owned();
+            eprintln!("worker logs kept under {}", kept.display());
+            std::mem::forget(std::mem::replace(
+                &mut self.dirs,
+                tempfile::tempdir().expect("tempdir"),
+            ));
+        }
+    }
+}
+
+impl Cluster {
+    /// On the shared etcd and Mongo server.
+    pub async fn shared() -> Self {
+        Self::on(shared_etcd().endpoints(), shared_mongo().uri()).await
+    }
+
+    pub async fn on(endpoints: Vec<String>, mongo_uri: String) -> Self {
+        let store: Arc<dyn KvStore> = Arc::new(
+            EtcdKv::connect(EtcdConfig::new(endpoints.clone()))
+                .await
+                .unwrap(),
+        );
+        let keys = Keys::new(&format!("/{}/", unique_name("w")));
+        let database = unique_name("runs");
+        let jobs_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let jobs_addr = format!("http://{}", jobs_listener.local_addr().unwrap());
+        let jobsvc = {
+            let (store, keys, stop) = (store.clone(), keys.clone(), CancellationToken::new());
+            let instance = Instance {
+                id: unique_name("jobsvc"),
+                advertise: jobs_addr.clone(),
+                registration_ttl: Duration::from_secs(5),
+            };
+            let s = stop.clone();
+            let task = tokio::spawn(async move {
+                distcron_jobsvc::serve(store, keys, instance, jobs_listener, s)
+                    .await
+                    .expect("jobsvc");
+            });
+            Service {
+                addr: jobs_addr.clone(),
+                stop,
+                task,
+            }
+        };
+        let logs_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let logsvc_port = logs_listener.local_addr().unwrap().port();
+        let mut cluster = Self {
+            endpoints,
+            store,
+            keys,
+            mongo_uri,
+            database,
+            jobs: JobServiceClient::connect(jobs_addr).await.unwrap(),
+            logs: LogServiceClient::new(Channel::from_static("http://127.0.0.1:1").connect_lazy()),
+            jobsvc: Some(jobsvc),
+            logsvc: None,
+            logsvc_port,
+            workers: Vec::new(),
+            dirs: tempfile::tempdir().unwrap(),
+        };
+        cluster.start_logsvc(Some(logs_listener)).await;
+        cluster
+    }
+
+    /// Starts logsvc (again) on its port, registered in etcd.
+    pub async fn start_logsvc(&mut self, listener: Option<TcpListener>) {
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(("127.0.0.1", self.logsvc_port))
+                .await
+                .unwrap(),
+        };
+        let addr = format!("http://127.0.0.1:{}", self.logsvc_port);
+        let mut config = MongoConfig::new(&self.mongo_uri);
+        config.database = self.database.clone();
+        config.timeout = Duration::from_secs(3);
+        let runs = Arc::new(MongoRunStore::connect(&config).await.unwrap());
+        let storage = distcron_logsvc::Storage {
+            runs,
+            retention_days: 1,
+            cap: OutputCap { bytes: 4096 },
+        };
+        let (store, keys, stop) = (
+            self.store.clone(),
+            self.keys.clone(),
+            CancellationToken::new(),
+        );
+        let instance = Instance {
+            id: unique_name("logsvc"),
+            advertise: addr.clone(),
+            registration_ttl: Duration::from_secs(5),
+        };
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            distcron_logsvc::serve(storage, store, keys, instance, listener, s)
+                .await
+                .expect("logsvc");
+        });
+        self.logs = LogServiceClient::connect(addr.clone()).await.unwrap();
+        self.logsvc = Some(Service { addr, stop, task });
+    }
+
+    pub async fn stop_logsvc(&mut self) {
+        if let Some(s) = self.logsvc.take() {
+            s.stop().await;
+        }
+    }
+
+    /// Starts a worker process with extra flags.
+    pub fn start_worker(&mut self, id: &str, extra: &[&str]) -> usize {
+        let data_dir = self.dirs.path().join(id);
+        let mut args: Vec<String> = vec![
+            "--worker-id".into(),
+            id.into(),
+            "--key-prefix".into(),
+            self.keys.prefix().into(),
+            "--etcd-endpoints".into(),
+            self.endpoints.join(","),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--session-ttl".into(),
+            "2s".into(),
+            "--kill-grace".into(),
+            "2s".into(),
+            "--drain-timeout".into(),
+            "5s".into(),
+            "--output-cap-bytes".into(),
+            "4096".into(),
+            "--log-batch-delay".into(),
+            "50ms".into(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let child = spawn_worker(&args);
+        self.workers.push(WorkerProcess {
+            id: id.into(),
+            data_dir,
+            child: Some(child),
+            args,
+        });
+        self.workers.len() - 1
+    }
+
+    /// Waits until `n` workers are registered and claiming.
+    pub async fn wait_for_workers(&mut self, n: usize) {
+        for _ in 0..200 {
+            let ws = self
+                .jobs
+                .list_workers(jobs::ListWorkersRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .workers;
+            if ws.iter().filter(|w| w.claiming).count() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{n} workers did not register");
+    }
+
+    pub async fn save(&mut self, job: jobs::Job) -> jobs::Job {
+        self.jobs
+            .save_job(jobs::SaveJobRequest {
+                job: Some(job),
+                expected_revision: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .job
+            .unwrap()
+    }
+
+    /// Every run of `job` (all pages).
+    pub async fn runs(&mut self, job: &str) -> Vec<logs::Run> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .logs
+                .list_runs(logs::ListRunsRequest {
+                    job_name: job.into(),
+                    limit: 1000,
+                    page_token: token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            out.extend(page.runs);
+            if page.next_page_token.is_empty() {
+                return out;
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// Waits until `check` holds for the runs of `job`, returning them.
+    pub async fn wait_runs(
+        &mut self,
+        job: &str,
+        timeout: Duration,
+        check: impl Fn(&[logs::Run]) -> bool,
+    ) -> Vec<logs::Run> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let runs = self.runs(job).await;
+            if check(&runs) {
+                return runs;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "condition on runs of {job} not met in {timeout:?}: {:#?}",
+                    summary(&runs)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        for w in &mut self.workers {
+            w.stop().await;
+        }
+        self.stop_logsvc().await;
+        if let Some(s) = self.jobsvc.take() {
+            s.stop().await;
+        }
+    }
+}
+
+pub fn job(name: &str, command: &str, expr: &str) -> jobs::Job {
+    jobs::Job {
+        name: name.into(),
+        command: command.into(),
+        cron_expr: expr.into(),
+        ..Default::default()
+    }
+}
+
+pub fn status(run: &logs::Run) -> logs::RunStatus {
+    logs::RunStatus::try_from(run.status).unwrap_or(logs::RunStatus::Unspecified)
+}
+
+pub fn summary(runs: &[logs::Run]) -> Vec<String> {
+    runs.iter()
+        .map(|r| {
+            format!(
+                "{} plan={} status={:?} worker={} trigger={} err={}",
+                r.run_id,
+                r.plan_time_ms,
+                status(r),
+                r.worker_id,
+                r.trigger,
+                r.err
+            )
+        })
+        .collect()
+}
+
+/// Runs per slot of the schedule trigger.
+pub fn per_slot(runs: &[logs::Run]) -> HashMap<i64, usize> {
+    let mut m = HashMap::new();
+    for r in runs
+        .iter()
+        .filter(|r| r.trigger == logs::RunTrigger::Schedule as i32)
+    {
+        *m.entry(r.plan_time_ms).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Whether a process whose command line contains `marker` runs.
+pub fn process_running(marker: &str) -> bool {
+    Command::new("pgrep")
+        .args(["-f", marker])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}

@@ -1,0 +1,146 @@
+//! Every slot runs exactly once across several real worker processes.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{exclusive, job, per_slot, status, summary, Cluster};
+use distcron_proto::jobs::v1 as jobs;
+use distcron_proto::logs::v1 as logs;
+
+/// Checks that every slot of `job` in the run history ran once and that there is no gap between
+/// the first and the last; returns the number of slots.
+async fn assert_exactly_once(cluster: &mut Cluster, job: &str) -> usize {
+    let runs = cluster.runs(job).await;
+    let slots = per_slot(&runs);
+    let dups: Vec<_> = slots.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        dups.is_empty(),
+        "{job}: duplicate slots {dups:?}\n{:#?}",
+        summary(&runs)
+    );
+    let mut times: Vec<i64> = slots.keys().copied().collect();
+    times.sort_unstable();
+    let gaps: Vec<_> = times.windows(2).filter(|w| w[1] - w[0] != 1000).collect();
+    assert!(
+        gaps.is_empty(),
+        "{job}: missing slots between {gaps:?}\n{:#?}",
+        summary(&runs)
+    );
+    let failed: Vec<_> = runs
+        .iter()
+        .filter(|r| status(r) != logs::RunStatus::Succeeded)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{job}: runs that did not succeed: {:#?}",
+        summary(&runs)
+    );
+    times.len()
+}
+
+async fn disable(cluster: &mut Cluster, names: &[String]) {
+    for name in names {
+        cluster
+            .jobs
+            .set_job_enabled(jobs::SetJobEnabledRequest {
+                name: name.clone(),
+                enabled: false,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// Waits until no run of these jobs is running any more (all shipped).
+async fn settle(cluster: &mut Cluster, names: &[String]) {
+    for name in names {
+        cluster
+            .wait_runs(name, Duration::from_secs(20), |runs| {
+                runs.iter().all(|r| status(r) != logs::RunStatus::Running)
+            })
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn three_workers_run_twenty_every_second_jobs_exactly_once() {
+    let _guard = exclusive().await;
+    let mut cluster = Cluster::shared().await;
+    for i in 1..=3 {
+        cluster.start_worker(&format!("w{i}"), &[]);
+    }
+    cluster.wait_for_workers(3).await;
+    let names: Vec<String> = (0..20).map(|i| format!("every-second-{i:02}")).collect();
+    for name in &names {
+        cluster.save(job(name, "true", "* * * * * *")).await;
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    disable(&mut cluster, &names).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle(&mut cluster, &names).await;
+    let mut workers_used = std::collections::HashSet::new();
+    for name in &names {
+        let n = assert_exactly_once(&mut cluster, name).await;
+        assert!(n >= 18, "{name}: only {n} slots ran in 20 s");
+        for r in cluster.runs(name).await {
+            workers_used.insert(r.worker_id);
+        }
+    }
+    assert_eq!(
+        workers_used.len(),
+        3,
+        "the load spreads over every worker: {workers_used:?}"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn clock_skew_within_the_bound_is_harmless_and_beyond_it_stops_claims() {
+    let _guard = exclusive().await;
+    let mut cluster = Cluster::shared().await;
+    cluster.start_worker("fair-1", &[]);
+    cluster.start_worker("fair-2", &[]);
+    cluster.start_worker("ahead-300", &["--test-clock-offset-ms", "300"]);
+    cluster.wait_for_workers(3).await;
+    let names: Vec<String> = (0..8).map(|i| format!("skew-{i}")).collect();
+    for name in &names {
+        cluster.save(job(name, "true", "* * * * * *")).await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // A worker whose clock is 2 s ahead joins: it must refuse to claim, and say why.
+    cluster.start_worker("ahead-2000", &["--test-clock-offset-ms", "2000"]);
+    let mut refused = None;
+    for _ in 0..100 {
+        let ws = cluster
+            .jobs
+            .list_workers(jobs::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers;
+        if let Some(w) = ws.iter().find(|w| w.worker_id == "ahead-2000") {
+            if !w.claiming && w.status_reason.contains("exceeds the bound") {
+                refused = Some(w.clone());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = refused.expect("the skewed worker reports that it refuses to claim");
+    assert!(refused.clock_offset_ms > 1500, "{refused:?}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    disable(&mut cluster, &names).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle(&mut cluster, &names).await;
+    for name in &names {
+        assert!(assert_exactly_once(&mut cluster, name).await >= 14);
+        let runs = cluster.runs(name).await;
+        assert!(
+            runs.iter().all(|r| r.worker_id != "ahead-2000"),
+            "{name}: the skewed worker ran something"
+        );
+    }
+    cluster.shutdown().await;
+}
