@@ -239,7 +239,7 @@ async fn probe_endpoints(client: Client, endpoints: Vec<String>) {
         return;
     }
     let mut removed = vec![false; endpoints.len()];
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
         for (i, ep) in endpoints.iter().enumerate() {

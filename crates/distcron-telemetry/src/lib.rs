@@ -1,6 +1,6 @@
 //! Logging and tracing for distcron binaries.
 //!
-//! [`init`] installs a `tracing` subscriber (env-filter syntax, text or JSON) with an
+//! [`init`] installs a `tracing` subscriber (env-filter syntax, text or JSON, to stderr) with an
 //! OpenTelemetry layer, so every span has a W3C trace id. Spans are exported over OTLP only when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (standard OTLP variables apply); otherwise nothing is sent.
 //!
@@ -70,12 +70,16 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Te
     let provider = tracer_provider(service)?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
+    // Logs go to stderr, so stdout stays free for what a command prints.
     let fmt = match args.log_format.as_str() {
         "json" => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
+            .with_writer(std::io::stderr)
             .boxed(),
-        _ => tracing_subscriber::fmt::layer().boxed(),
+        _ => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
     tracing_subscriber::registry()
         .with(filter)

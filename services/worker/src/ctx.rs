@@ -27,6 +27,8 @@ pub struct Settings {
     pub clock_skew_bound: Duration,
     /// SIGTERM to SIGKILL.
     pub kill_grace: Duration,
+    /// The executable started as each run's group leader (this worker's own).
+    pub group_leader: std::path::PathBuf,
     /// The shell.
     pub shell: std::path::PathBuf,
     /// Output shipped per run at most.
@@ -99,6 +101,30 @@ pub struct Ctx {
     pub stop_claiming: CancellationToken,
     /// Every run task, to wait for them at shutdown.
     pub run_tasks: TaskTracker,
+    /// Per job, held while a slot of the job is being claimed (see [`Ctx::claim_gate`]).
+    pub claim_gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Held while this worker claims a slot of one job; see [`Ctx::claim_gate`].
+pub struct ClaimGate<'a> {
+    ctx: &'a Ctx,
+    job: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for ClaimGate<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        if let Ok(mut gates) = self.ctx.claim_gates.lock() {
+            // Only the map still holds it: nobody waits; forget the job's gate.
+            if gates
+                .get(&self.job)
+                .is_some_and(|g| Arc::strong_count(g) == 1)
+            {
+                gates.remove(&self.job);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Ctx {
@@ -141,6 +167,28 @@ impl Ctx {
             ids.push(&self.id);
         }
         crate::rendezvous::rank(&self.id, ids, key)
+    }
+
+    /// Waits until no earlier claim of `job` is in progress on this worker, and holds off later
+    /// ones until the returned gate is dropped. The slot ledger only moves forward, so a claim of
+    /// slot T still being retried (etcd failing over) must settle before slot T+1 is claimed, or
+    /// T would be lost to T+1.
+    pub async fn claim_gate(&self, job: &str) -> ClaimGate<'_> {
+        let gate = self.claim_gates.lock().ok().map(|mut gates| {
+            gates
+                .entry(job.to_owned())
+                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+                .clone()
+        });
+        let guard = match gate {
+            Some(gate) => Some(gate.lock_owned().await),
+            None => None,
+        };
+        ClaimGate {
+            ctx: self,
+            job: job.to_owned(),
+            guard,
+        }
     }
 
     /// The last claimed slot of `job`, if the ledger has one.

@@ -1,7 +1,8 @@
 //! Running one command: `<shell> -c <command>` in a process group of its own.
 //!
-//! - The group leader gets `PR_SET_PDEATHSIG(SIGKILL)`, and the group id is recorded in the data
-//!   dir (see [`ProcessRecords`]) so a restarted worker kills what a crashed one left behind.
+//! - The group leader is the worker's own executable in leader mode ([`crate::leader`]): it
+//!   kills the whole group when the worker dies. The group id is also recorded in the data dir
+//!   (see [`ProcessRecords`]) so a restarted worker kills anything a crashed one left behind.
 //! - Timeout and kill send SIGTERM to the whole group, then SIGKILL after the grace period, so
 //!   grandchildren (`sh -c 'sleep 300 & wait'`) die too.
 //! - stdout and stderr are read as they come and forwarded, interleaved, in bounded pieces.
@@ -26,6 +27,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ExecSpec {
+    /// The executable started as the group leader (the worker's own, see [`crate::leader`]).
+    pub leader: PathBuf,
     /// The shell (`/bin/sh`).
     pub shell: PathBuf,
     /// The command line.
@@ -95,9 +98,8 @@ fn signal_group(pgid: i32, signal: Signal) {
 }
 
 fn build_command(spec: &ExecSpec) -> Result<tokio::process::Command, String> {
-    let mut cmd = tokio::process::Command::new(&spec.shell);
-    cmd.arg("-c")
-        .arg(&spec.command)
+    let mut cmd = tokio::process::Command::new(&spec.leader);
+    cmd.args(crate::leader::leader_args(&spec.shell, &spec.command))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -121,14 +123,6 @@ fn build_command(spec: &ExecSpec) -> Result<tokio::process::Command, String> {
                 .env("LOGNAME", name)
                 .env("HOME", &user.dir);
         }
-    }
-    #[allow(unsafe_code)]
-    // SAFETY: prctl is async-signal-safe, as pre_exec requires.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-            Ok(())
-        });
     }
     Ok(cmd)
 }
@@ -267,7 +261,7 @@ impl ProcessRecords {
             if let (Some(pgid), Some(start)) = (pgid, start) {
                 // Ours if the leader is the process we started, or if the leader is gone: Linux
                 // never reuses a pid that is still some process group's id, so a leaderless group
-                // with this id is what is left of ours (PR_SET_PDEATHSIG killed only the leader).
+                // with this id is what is left of ours (the leader died with the worker before it could kill the group).
                 let ours = match start_time_of(pgid) {
                     Some(now) => now == start,
                     None => true,

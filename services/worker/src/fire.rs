@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use distcron_core::records::{KillRequest, RunTrigger, RunningRecord, TriggerRequest};
 use distcron_core::{JobDefinition, MissedPolicy, OverlapPolicy};
+use distcron_kv::KvError;
 use distcron_ledger::{claim_slot, claim_trigger, record_skip, Claim, SlotClaim, SlotOutcome};
 use distcron_proto::logs::v1 as pb;
 
@@ -18,6 +19,12 @@ use crate::ctx::Ctx;
 
 /// Most missed slots one catch-up looks at.
 const MAX_CATCH_UP_SCAN: usize = 100_000;
+/// How long one claim transaction may take before it is retried.
+const CLAIM_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(700);
+/// How long after its time a slot whose claim keeps failing is retried.
+pub const CLAIM_RETRY_WINDOW: Duration = Duration::from_secs(30);
+/// How long a catch-up waits for this worker to be claiming (its clock offset judged).
+const CATCH_UP_CLAIMING_WAIT: Duration = Duration::from_secs(15);
 
 fn standby(ctx: &Ctx, rank: usize) -> Duration {
     ctx.settings.claim_standby * u32::try_from(rank.min(2)).unwrap_or(2)
@@ -63,6 +70,10 @@ fn started_event(f: &Facts<'_>, status: pb::RunStatus, err: &str) -> pb::RunEven
 }
 
 /// Fires slot `slot_ms` of `def` (at store revision `revision`).
+///
+/// A claim that fails because the store is unreachable, or because this worker is between
+/// sessions, is retried (the same run id, so a transaction that did apply is recognised) for up to
+/// [`CLAIM_RETRY_WINDOW`] after the slot; a slot still unclaimed then is reported missed.
 pub async fn fire(
     ctx: Arc<Ctx>,
     def: Arc<JobDefinition>,
@@ -71,33 +82,126 @@ pub async fn fire(
     trigger: RunTrigger,
 ) {
     let rank = ctx.rank(&format!("{}/{slot_ms}", def.name));
+    tracing::debug!(job = %def.name, slot_ms, rank, "slot due");
     if rank > 0 {
         tokio::time::sleep(standby(&ctx, rank)).await;
         if ctx.ledger_of(&def.name).is_some_and(|l| l >= slot_ms) {
             return;
         }
     }
-    if !ctx.is_claiming() {
+    let gate = ctx.claim_gate(&def.name).await;
+    if ctx.ledger_of(&def.name).is_some_and(|l| l >= slot_ms) {
         return;
     }
-    if ctx.running_count() >= ctx.settings.capacity as usize {
-        tracing::warn!(job = %def.name, slot_ms, capacity = ctx.settings.capacity, "at capacity; leaving the slot to other workers");
-        return;
+    let give_up_at = slot_ms.max(ctx.clock.now_ms())
+        + i64::try_from(CLAIM_RETRY_WINDOW.as_millis()).unwrap_or(i64::MAX);
+    let run_id = distcron_core::new_run_id();
+    let mut attempt = 0;
+    let mut released_own = false;
+    loop {
+        if ctx.stop_claiming.is_cancelled() {
+            return;
+        }
+        if !ctx.is_claiming() {
+            tracing::debug!(job = %def.name, slot_ms, session = ctx.session(), "not claiming");
+            // Between sessions the worker waits for the next one; otherwise (clock offset out of
+            // bounds) the slot is left to the other workers.
+            if ctx.session() != 0 || ctx.clock.now_ms() > give_up_at {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if ctx.ledger_of(&def.name).is_some_and(|l| l >= slot_ms) {
+                return;
+            }
+            continue;
+        }
+        if ctx.running_count() >= ctx.settings.capacity as usize {
+            tracing::warn!(job = %def.name, slot_ms, capacity = ctx.settings.capacity, "at capacity; leaving the slot to other workers");
+            return;
+        }
+        let claim = SlotClaim {
+            job: def.name.clone(),
+            job_revision: revision,
+            slot_ms,
+            run_id: run_id.clone(),
+            worker_id: ctx.id.clone(),
+            session: ctx.session(),
+            now_ms: ctx.clock.now_ms(),
+            trigger,
+            forbid_overlap: def.overlap_policy == OverlapPolicy::Forbid,
+        };
+        let exists = ctx.ledger_of(&def.name).is_some();
+        // An attempt stuck on a dying etcd member is abandoned quickly and retried with the same
+        // run id, so the slot is still claimed before the next one of an every-second job.
+        let attempt_result = tokio::time::timeout(
+            CLAIM_ATTEMPT_TIMEOUT,
+            claim_slot(ctx.store.as_ref(), &ctx.keys, &claim, exists),
+        )
+        .await
+        .unwrap_or_else(|_| Err(KvError::Unavailable("claim timed out".into())));
+        match attempt_result {
+            Ok(SlotOutcome::Overlap { running })
+                if !released_own && finished_here(&ctx, &running) =>
+            {
+                // Only runs of this worker that have finished block the slot: their release is
+                // still queued (etcd was failing over). Release them now and claim again.
+                released_own = true;
+                let done: Vec<(String, String)> = running
+                    .into_iter()
+                    .map(|r| (r.job_name, r.run_id))
+                    .collect();
+                let released = tokio::time::timeout(
+                    CLAIM_ATTEMPT_TIMEOUT,
+                    distcron_ledger::release(ctx.store.as_ref(), &ctx.keys, &done),
+                )
+                .await;
+                if !matches!(released, Ok(Ok(()))) {
+                    tracing::warn!(job = %def.name, slot_ms, "cannot release finished runs before claiming");
+                }
+            }
+            Ok(outcome) => {
+                drop(gate);
+                return settle_claim(ctx, def, revision, claim, outcome).await;
+            }
+            Err(e) if e.is_retryable() || matches!(e, KvError::LeaseNotFound(_)) => {
+                attempt += 1;
+                if ctx.clock.now_ms() > give_up_at {
+                    tracing::error!(job = %def.name, slot_ms, attempts = attempt, error = %e, "slot missed: it could not be claimed in time");
+                    return;
+                }
+                tracing::warn!(job = %def.name, slot_ms, attempt, error = %e, "claim failed; retrying");
+                tokio::time::sleep(distcron_kv::backoff(attempt, Duration::from_secs(1))).await;
+            }
+            Err(e) => {
+                tracing::error!(job = %def.name, slot_ms, error = %e, "claim failed");
+                return;
+            }
+        }
     }
-    let claim = SlotClaim {
-        job: def.name.clone(),
-        job_revision: revision,
-        slot_ms,
-        run_id: distcron_core::new_run_id(),
-        worker_id: ctx.id.clone(),
-        session: ctx.session(),
-        now_ms: ctx.clock.now_ms(),
-        trigger,
-        forbid_overlap: def.overlap_policy == OverlapPolicy::Forbid,
+}
+
+/// Whether every run in `running` is a run of this worker that has already ended here.
+fn finished_here(ctx: &Ctx, running: &[RunningRecord]) -> bool {
+    let Ok(local) = ctx.runs.lock() else {
+        return false;
     };
-    let exists = ctx.ledger_of(&def.name).is_some();
-    match claim_slot(ctx.store.as_ref(), &ctx.keys, &claim, exists).await {
-        Ok(SlotOutcome::Won(record)) => {
+    !running.is_empty()
+        && running
+            .iter()
+            .all(|r| r.worker_id == ctx.id && !local.contains_key(&r.run_id))
+}
+
+/// Acts on the outcome of a claim: runs a won slot, records a skipped one.
+async fn settle_claim(
+    ctx: Arc<Ctx>,
+    def: Arc<JobDefinition>,
+    revision: i64,
+    claim: SlotClaim,
+    outcome: SlotOutcome,
+) {
+    let slot_ms = claim.slot_ms;
+    match outcome {
+        SlotOutcome::Won(record) => {
             let tasks = ctx.run_tasks.clone();
             tasks.spawn(async move {
                 if def.overlap_policy == OverlapPolicy::Replace {
@@ -106,7 +210,7 @@ pub async fn fire(
                 crate::runner::run(ctx, record, def).await;
             });
         }
-        Ok(SlotOutcome::Overlap { running }) => {
+        SlotOutcome::Overlap { running } => {
             match record_skip(ctx.store.as_ref(), &ctx.keys, &def.name, revision, slot_ms).await {
                 Ok(true) => {
                     let ids: Vec<&str> = running.iter().map(|r| r.run_id.as_str()).collect();
@@ -123,7 +227,7 @@ pub async fn fire(
                         plan_ms: slot_ms,
                         start_ms: now,
                         worker: &ctx.id,
-                        trigger,
+                        trigger: claim.trigger,
                     };
                     ctx.ship(started_event(&facts, pb::RunStatus::Skipped, &err))
                         .await;
@@ -134,8 +238,12 @@ pub async fn fire(
                 }
             }
         }
-        Ok(SlotOutcome::AlreadyClaimed { .. } | SlotOutcome::JobChanged) => {}
-        Err(e) => tracing::warn!(job = %def.name, slot_ms, error = %e, "claim failed"),
+        SlotOutcome::AlreadyClaimed { ledger_ms } => {
+            tracing::debug!(job = %def.name, slot_ms, ledger_ms, "slot already claimed");
+        }
+        SlotOutcome::JobChanged => {
+            tracing::debug!(job = %def.name, slot_ms, revision, "job changed since the slot was planned");
+        }
     }
 }
 
@@ -250,6 +358,66 @@ pub async fn record_lost(ctx: &Arc<Ctx>, record: RunningRecord) {
     .await;
 }
 
+/// Running records of this worker that no local run owns and that are older than `min_age`: a
+/// claim transaction that applied after this worker had given up on it. Each is recorded `lost`
+/// (ignored by logsvc if the run in fact finished and only its release is pending) and released,
+/// so it never blocks the job's overlap policy. Returns the (job, run id) pairs to release.
+pub async fn sweep_orphans(ctx: &Arc<Ctx>, min_age: Duration) -> Vec<(String, String)> {
+    let now = ctx.clock.now_ms();
+    let min_age_ms = i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX);
+    let local: std::collections::HashSet<String> = ctx
+        .runs
+        .lock()
+        .map(|r| r.keys().cloned().collect())
+        .unwrap_or_default();
+    let orphans: Vec<RunningRecord> = ctx
+        .view
+        .read()
+        .map(|v| {
+            v.running
+                .values()
+                .filter(|r| {
+                    r.worker_id == ctx.id
+                        && !local.contains(&r.run_id)
+                        && now - r.claimed_at_ms > min_age_ms
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    for record in &orphans {
+        tracing::warn!(job = %record.job_name, run_id = %record.run_id, "releasing a running record no run of this worker owns");
+        let facts = Facts {
+            run_id: &record.run_id,
+            job: &record.job_name,
+            command: "",
+            plan_ms: record.slot_ms,
+            start_ms: record.claimed_at_ms,
+            worker: &record.worker_id,
+            trigger: record.trigger,
+        };
+        ctx.ship(started_event(&facts, pb::RunStatus::Running, ""))
+            .await;
+        ctx.ship(pb::RunEvent {
+            run_id: record.run_id.clone(),
+            trace_id: String::new(),
+            kind: Some(pb::run_event::Kind::Finished(pb::RunFinished {
+                status: pb::RunStatus::Lost as i32,
+                end_time_ms: now,
+                exit_code: None,
+                signal: None,
+                err: "the slot was claimed after this worker had given up on the claim; it did not run".into(),
+                output_bytes_dropped: 0,
+            })),
+        })
+        .await;
+    }
+    orphans
+        .into_iter()
+        .map(|r| (r.job_name, r.run_id))
+        .collect()
+}
+
 /// Records that a stored job is invalid, once per revision (the run id is derived from it).
 pub async fn record_invalid(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64, reason: String) {
     if ctx.rank(&format!("invalid/{}", def.name)) != 0 {
@@ -273,9 +441,15 @@ pub async fn record_invalid(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i6
 
 /// Evaluates the missed-slot policy of a job from its ledger (at start-up and after a resync):
 /// `latest` runs the most recent missed slot once, `all` every missed slot in the window.
+/// Every worker that starts or resyncs does this; [`fire`] then picks one claimant per slot.
 pub async fn catch_up(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64) {
-    if ctx.rank(&format!("catchup/{}", def.name)) != 0 {
-        return;
+    // A worker that just joined claims only once its clock offset has been judged.
+    let deadline = tokio::time::Instant::now() + CATCH_UP_CLAIMING_WAIT;
+    while !ctx.is_claiming() {
+        if ctx.stop_claiming.is_cancelled() || tokio::time::Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let Some(ledger) = ctx.ledger_of(&def.name) else {
         return;

@@ -11,6 +11,7 @@ mod config;
 mod ctx;
 mod exec;
 mod fire;
+pub mod leader;
 mod rendezvous;
 mod runner;
 mod scheduler;
@@ -50,6 +51,9 @@ pub enum WorkerError {
         /// Why.
         reason: String,
     },
+    /// The worker's own executable (the runs' group leader) cannot be found.
+    #[error("cannot find the worker executable to lead run process groups: {0}")]
+    Executable(String),
     /// logsvc discovery failed.
     #[error(transparent)]
     Discovery(#[from] distcron_discovery::DiscoveryError),
@@ -125,6 +129,8 @@ pub async fn run(
             claim_standby: config.claim_standby,
             clock_skew_bound: config.clock_skew_bound,
             kill_grace: config.kill_grace,
+            group_leader: std::env::current_exe()
+                .map_err(|e| WorkerError::Executable(e.to_string()))?,
             shell: config.shell.clone(),
             output_cap_bytes: config.output_cap_bytes,
             session_ttl: config.session_ttl,
@@ -141,6 +147,7 @@ pub async fn run(
         processes,
         stop_claiming: CancellationToken::new(),
         run_tasks: TaskTracker::new(),
+        claim_gates: Mutex::new(Default::default()),
     });
     let started_at = ctx.clock.now_ms();
     // Load the cluster state first, so the first registration knows its peers.

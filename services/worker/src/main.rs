@@ -1,4 +1,5 @@
-//! The worker binary: wires configuration, telemetry, etcd and logsvc discovery.
+//! The worker binary: wires configuration, telemetry, etcd and logsvc discovery (or, started
+//! with `__group-leader`, leads one run's process group; see `distcron_worker::leader`).
 
 use std::sync::Arc;
 
@@ -7,8 +8,17 @@ use distcron_core::Keys;
 use distcron_discovery::Endpoints;
 use distcron_worker::WorkerConfig;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Started as a run's process-group leader: that never returns.
+    distcron_worker::leader::run_if_requested();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let config: WorkerConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
     let _telemetry = distcron_telemetry::init("worker", &config.telemetry)?;
     let store = Arc::new(

@@ -162,6 +162,7 @@ async fn run_inner(ctx: Arc<Ctx>, record: RunningRecord, def: Arc<JobDefinition>
     env.push(("DISTCRON_RUN_ID".into(), record.run_id.clone()));
     env.push(("DISTCRON_SLOT_MS".into(), record.slot_ms.to_string()));
     let spec = ExecSpec {
+        leader: ctx.settings.group_leader.clone(),
         shell: ctx.settings.shell.clone(),
         command: def.command.clone(),
         working_dir: (!def.working_dir.is_empty()).then(|| def.working_dir.clone().into()),

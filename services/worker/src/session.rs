@@ -16,6 +16,11 @@ use crate::ctx::Ctx;
 
 /// How often the registration is rewritten (heartbeat, running count, clock offset).
 pub const REGISTRATION_REFRESH: Duration = Duration::from_secs(2);
+/// How long one release transaction may take before it is retried.
+const RELEASE_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(700);
+/// How old (beyond the kill grace) a running record of this worker that no run owns must be
+/// before it is treated as an orphan claim (see [`crate::fire::sweep_orphans`]).
+const ORPHAN_AGE: Duration = Duration::from_secs(30);
 
 fn addresses() -> Vec<String> {
     // Addresses of this host as the resolver sees its name; informational only.
@@ -130,7 +135,12 @@ pub async fn keep(ctx: Arc<Ctx>, started_at_ms: i64, stop: CancellationToken) {
             () = tokio::time::sleep(period) => {}
         }
         let lease = ctx.session();
-        let expired = match ctx.store.keep_alive(lease).await {
+        // A renewal stuck on a dying etcd member must not outlast the lease: give up on it after
+        // one period and try again.
+        let renewal = tokio::time::timeout(period, ctx.store.keep_alive(lease))
+            .await
+            .unwrap_or_else(|_| Err(KvError::Unavailable("keep-alive timed out".into())));
+        let expired = match renewal {
             Ok(_) => {
                 last_renewal = tokio::time::Instant::now();
                 failures = 0;
@@ -144,6 +154,8 @@ pub async fn keep(ctx: Arc<Ctx>, started_at_ms: i64, stop: CancellationToken) {
             }
         };
         if expired {
+            // No claims under the dead lease; claims wait for the next one.
+            ctx.session.store(0, Ordering::Relaxed);
             let fenced = ctx.stop_runs(
                 "session lost: the cluster recorded this run as lost",
                 |_, _| true,
@@ -173,7 +185,14 @@ pub async fn keep(ctx: Arc<Ctx>, started_at_ms: i64, stop: CancellationToken) {
             last_registration = tokio::time::Instant::now() - REGISTRATION_REFRESH;
         }
         if last_registration.elapsed() >= REGISTRATION_REFRESH {
-            match register(&ctx, ctx.session(), started_at_ms, &addresses).await {
+            // Bounded like the renewal, so a stuck write never delays the next renewal.
+            let refreshed = tokio::time::timeout(
+                period,
+                register(&ctx, ctx.session(), started_at_ms, &addresses),
+            )
+            .await
+            .unwrap_or_else(|_| Err(KvError::Unavailable("registration timed out".into())));
+            match refreshed {
                 Ok(()) => last_registration = tokio::time::Instant::now(),
                 Err(e) => tracing::warn!(error = %e, "registration refresh failed"),
             }
@@ -182,7 +201,8 @@ pub async fn keep(ctx: Arc<Ctx>, started_at_ms: i64, stop: CancellationToken) {
 }
 
 /// Deletes the running records of finished runs in batches (every 50 ms, up to 128 per
-/// transaction), so completing a run costs a fraction of a store write. After `close` it
+/// transaction), so completing a run costs a fraction of a store write; every few seconds it also
+/// sweeps orphan records ([`crate::fire::sweep_orphans`]). After `close` it
 /// releases what was sent so far and ends.
 pub async fn release(
     ctx: Arc<Ctx>,
@@ -191,7 +211,14 @@ pub async fn release(
 ) {
     let mut pending: Vec<(String, String)> = Vec::new();
     let mut open = true;
+    let mut last_sweep = tokio::time::Instant::now();
     while open || !pending.is_empty() {
+        if open && last_sweep.elapsed() >= REGISTRATION_REFRESH {
+            last_sweep = tokio::time::Instant::now();
+            pending.extend(
+                crate::fire::sweep_orphans(&ctx, ctx.settings.kill_grace + ORPHAN_AGE).await,
+            );
+        }
         if open {
             let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
             while pending.len() < distcron_ledger::MAX_TXN_OPS {
@@ -214,11 +241,19 @@ pub async fn release(
         if pending.is_empty() {
             continue;
         }
-        match distcron_ledger::release(ctx.store.as_ref(), &ctx.keys, &pending).await {
+        // Bounded, so a write stuck on a dying etcd member is retried on another one soon: an
+        // unreleased record keeps a `forbid` job from running its next slot.
+        let released = tokio::time::timeout(
+            RELEASE_ATTEMPT_TIMEOUT,
+            distcron_ledger::release(ctx.store.as_ref(), &ctx.keys, &pending),
+        )
+        .await
+        .unwrap_or_else(|_| Err(KvError::Unavailable("release timed out".into())));
+        match released {
             Ok(()) => pending.clear(),
             Err(e) if open => {
                 tracing::warn!(error = %e, runs = pending.len(), "cannot release finished runs yet");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => {
                 // Shutting down: revoking the session deletes them anyway.

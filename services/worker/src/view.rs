@@ -255,8 +255,14 @@ pub async fn follow(
                         }
                     }
                     // A running record deleted while its worker is gone (the session lease
-                    // expired and took both keys in one revision) is a lost run.
-                    lost.retain(|r| !view.workers.contains_key(&r.worker_id));
+                    // expired and took both keys in one revision), or while a later incarnation
+                    // of that worker is registered (it restarted within the lease), is a lost
+                    // run. Other deletions are releases of finished runs.
+                    lost.retain(|r| {
+                        view.workers
+                            .get(&r.worker_id)
+                            .is_none_or(|w| w.started_at_ms > r.claimed_at_ms)
+                    });
                 }
                 for ev in job_events {
                     if jobs_tx.send(ev).await.is_err() {

@@ -5,64 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{exclusive, job, per_slot, status, summary, Cluster};
+use common::{assert_exactly_once, disable, exclusive, job, settle, Cluster};
 use distcron_proto::jobs::v1 as jobs;
-use distcron_proto::logs::v1 as logs;
-
-/// Checks that every slot of `job` in the run history ran once and that there is no gap between
-/// the first and the last; returns the number of slots.
-async fn assert_exactly_once(cluster: &mut Cluster, job: &str) -> usize {
-    let runs = cluster.runs(job).await;
-    let slots = per_slot(&runs);
-    let dups: Vec<_> = slots.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        dups.is_empty(),
-        "{job}: duplicate slots {dups:?}\n{:#?}",
-        summary(&runs)
-    );
-    let mut times: Vec<i64> = slots.keys().copied().collect();
-    times.sort_unstable();
-    let gaps: Vec<_> = times.windows(2).filter(|w| w[1] - w[0] != 1000).collect();
-    assert!(
-        gaps.is_empty(),
-        "{job}: missing slots between {gaps:?}\n{:#?}",
-        summary(&runs)
-    );
-    let failed: Vec<_> = runs
-        .iter()
-        .filter(|r| status(r) != logs::RunStatus::Succeeded)
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{job}: runs that did not succeed: {:#?}",
-        summary(&runs)
-    );
-    times.len()
-}
-
-async fn disable(cluster: &mut Cluster, names: &[String]) {
-    for name in names {
-        cluster
-            .jobs
-            .set_job_enabled(jobs::SetJobEnabledRequest {
-                name: name.clone(),
-                enabled: false,
-            })
-            .await
-            .unwrap();
-    }
-}
-
-/// Waits until no run of these jobs is running any more (all shipped).
-async fn settle(cluster: &mut Cluster, names: &[String]) {
-    for name in names {
-        cluster
-            .wait_runs(name, Duration::from_secs(20), |runs| {
-                runs.iter().all(|r| status(r) != logs::RunStatus::Running)
-            })
-            .await;
-    }
-}
 
 #[tokio::test]
 async fn three_workers_run_twenty_every_second_jobs_exactly_once() {

@@ -268,6 +268,12 @@ impl Cluster {
             "--log-batch-delay".into(),
             "50ms".into(),
         ];
+        // A flag given in `extra` replaces the default above.
+        for flag in extra.iter().filter(|a| a.starts_with("--")) {
+            if let Some(i) = args.iter().position(|a| a == flag) {
+                args.drain(i..i + 2);
+            }
+        }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let child = spawn_worker(&args);
         self.workers.push(WorkerProcess {
@@ -416,4 +422,59 @@ pub fn process_running(marker: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+/// Checks that every slot of `job` in the run history ran once and that there is no gap between
+/// the first and the last; returns the number of slots.
+pub async fn assert_exactly_once(cluster: &mut Cluster, job: &str) -> usize {
+    let runs = cluster.runs(job).await;
+    let slots = per_slot(&runs);
+    let dups: Vec<_> = slots.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        dups.is_empty(),
+        "{job}: duplicate slots {dups:?}\n{:#?}",
+        summary(&runs)
+    );
+    let mut times: Vec<i64> = slots.keys().copied().collect();
+    times.sort_unstable();
+    let gaps: Vec<_> = times.windows(2).filter(|w| w[1] - w[0] != 1000).collect();
+    assert!(
+        gaps.is_empty(),
+        "{job}: missing slots between {gaps:?}\n{:#?}",
+        summary(&runs)
+    );
+    let failed: Vec<_> = runs
+        .iter()
+        .filter(|r| status(r) != logs::RunStatus::Succeeded)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{job}: runs that did not succeed: {:#?}",
+        summary(&runs)
+    );
+    times.len()
+}
+
+pub async fn disable(cluster: &mut Cluster, names: &[String]) {
+    for name in names {
+        cluster
+            .jobs
+            .set_job_enabled(jobs::SetJobEnabledRequest {
+                name: name.clone(),
+                enabled: false,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// Waits until no run of these jobs is running any more (all shipped).
+pub async fn settle(cluster: &mut Cluster, names: &[String]) {
+    for name in names {
+        cluster
+            .wait_runs(name, Duration::from_secs(20), |runs| {
+                runs.iter().all(|r| status(r) != logs::RunStatus::Running)
+            })
+            .await;
+    }
 }

@@ -1,0 +1,137 @@
+//! The group leader: a small process between the worker and `sh -c <command>` that makes sure
+//! nothing a run started outlives a worker that died.
+//!
+//! `PR_SET_PDEATHSIG` only reaches the worker's direct child, so with `sh -c 'sleep 300 & wait'`
+//! the background `sleep` would survive a crashed worker. The worker therefore starts its own
+//! executable in leader mode (`worker __group-leader <worker-pid> <shell> <command>`) as the
+//! leader of the run's process group. The leader asks for SIGTERM when the worker dies, starts
+//! the shell in the same group, and:
+//! - when the shell ends, ends the same way (the exit code, or the same signal), so the worker
+//!   sees the shell's status;
+//! - when its parent is no longer the worker (the worker died), SIGKILLs the whole group;
+//! - otherwise ignores SIGTERM/SIGINT/SIGHUP: those reach the group from the worker's own
+//!   timeout and kill handling, which the shell answers, and SIGKILL follows after the grace.
+//!
+//! The leader is synchronous and small: it runs before any runtime exists.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+
+use nix::sys::signal::{
+    killpg, raise, sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal,
+};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{getppid, Pid};
+
+/// The first argument that starts the worker executable in leader mode.
+pub const LEADER_ARG: &str = "__group-leader";
+
+/// Exit code when the leader cannot do its job (like a shell's "cannot execute").
+const LEADER_FAILED: i32 = 126;
+
+/// If the process was started in leader mode, runs as the group leader and never returns;
+/// otherwise returns and the worker starts normally.
+pub fn run_if_requested() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).and_then(|a| a.to_str()) != Some(LEADER_ARG) {
+        return;
+    }
+    let code = match lead(&args[2..]) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("distcron group leader: {message}");
+            LEADER_FAILED
+        }
+    };
+    std::process::exit(code)
+}
+
+/// The arguments the worker passes to start a leader for `shell -c command`.
+pub fn leader_args(shell: &std::path::Path, command: &str) -> Vec<OsString> {
+    vec![
+        LEADER_ARG.into(),
+        std::process::id().to_string().into(),
+        shell.as_os_str().to_owned(),
+        command.into(),
+    ]
+}
+
+fn lead(args: &[OsString]) -> Result<i32, String> {
+    let [parent, shell, command] = args else {
+        return Err("usage: __group-leader <worker-pid> <shell> <command>".into());
+    };
+    let parent: i32 = parent
+        .to_str()
+        .and_then(|p| p.parse().ok())
+        .ok_or("the worker pid is not a number")?;
+    let parent = Pid::from_raw(parent);
+    let watched = watched_signals();
+    watched
+        .thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+        .map_err(|e| format!("cannot ask for the parent-death signal: {e}"))?;
+    if getppid() != parent {
+        // The worker died before the request above took effect.
+        return Ok(LEADER_FAILED);
+    }
+    let mut shell_cmd = std::process::Command::new(shell);
+    shell_cmd.arg("-c").arg(command);
+    #[allow(unsafe_code)]
+    // SAFETY: sigprocmask is async-signal-safe, as pre_exec requires.
+    unsafe {
+        shell_cmd.pre_exec(|| {
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let child = shell_cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", shell.to_string_lossy()))?;
+    let child = Pid::from_raw(i32::try_from(child.id()).map_err(|e| e.to_string())?);
+    loop {
+        let signal = watched
+            .wait()
+            .map_err(|e| format!("cannot wait for signals: {e}"))?;
+        if signal == Signal::SIGCHLD {
+            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(WaitStatus::Signaled(_, signal, _)) => end_by(signal),
+                Ok(_) => {}
+                Err(e) => return Err(format!("cannot wait for the shell: {e}")),
+            }
+        } else if getppid() != parent {
+            // The worker is gone: nothing of this run may outlive it.
+            let _ = killpg(Pid::from_raw(0), Signal::SIGKILL);
+            return Ok(LEADER_FAILED);
+        }
+    }
+}
+
+fn watched_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        set.add(signal);
+    }
+    set
+}
+
+/// Ends this process by `signal`, as the shell ended, so the worker records the signal.
+fn end_by(signal: Signal) -> ! {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    #[allow(unsafe_code)]
+    // SAFETY: installing the default disposition has no handler to be unsafe about.
+    let _ = unsafe { sigaction(signal, &default) };
+    let mut only = SigSet::empty();
+    only.add(signal);
+    let _ = only.thread_unblock();
+    // Core dumps of the leader would only confuse: the shell's own has been written already.
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+    let _ = raise(signal);
+    std::process::exit(128 + signal as i32)
+}

@@ -1,0 +1,289 @@
+//! Crashes, kills, timeouts, output limits and outages, with real worker processes.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    assert_exactly_once, disable, exclusive, job, process_running, settle, status, summary, Cluster,
+};
+use distcron_proto::jobs::v1 as jobs;
+use distcron_proto::logs::v1 as logs;
+use distcron_testkit::{shared_mongo, Etcd};
+
+/// A schedule whose next slot is far away: such jobs run only when triggered.
+const YEARLY: &str = "0 0 0 1 1 *";
+
+/// Triggers `name` and waits until its run is running; returns the run.
+async fn trigger_and_wait_running(cluster: &mut Cluster, name: &str) -> logs::Run {
+    let run_id = cluster
+        .jobs
+        .trigger_job(jobs::TriggerJobRequest { name: name.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .run_id;
+    let runs = cluster
+        .wait_runs(name, Duration::from_secs(15), |runs| {
+            runs.iter()
+                .any(|r| r.run_id == run_id && status(r) == logs::RunStatus::Running)
+        })
+        .await;
+    runs.into_iter().find(|r| r.run_id == run_id).unwrap()
+}
+
+/// Waits until no process whose command line contains `marker` is left.
+async fn wait_gone(marker: &str, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if !process_running(marker) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Waits until a process whose command line contains `marker` runs.
+async fn wait_running(marker: &str) {
+    for _ in 0..100 {
+        if process_running(marker) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no process {marker:?} started");
+}
+
+#[tokio::test]
+async fn a_crashed_workers_run_becomes_lost_its_processes_die_and_slots_move_on() {
+    let _guard = exclusive().await;
+    let mut cluster = Cluster::shared().await;
+    cluster.start_worker("crash-1", &[]);
+    cluster.start_worker("crash-2", &[]);
+    cluster.wait_for_workers(2).await;
+    let ticking = vec!["ticking".to_owned()];
+    cluster.save(job("ticking", "true", "* * * * * *")).await;
+    cluster
+        .save(job("long", "sleep 3011 & sleep 3012 & wait", YEARLY))
+        .await;
+    let run = trigger_and_wait_running(&mut cluster, "long").await;
+    wait_running("sleep 3011").await;
+    let victim = cluster
+        .workers
+        .iter()
+        .position(|w| w.id == run.worker_id)
+        .unwrap();
+    let crashed_at = distcron_core::now_ms();
+    cluster.workers[victim].crash();
+    // The group leader takes the whole process group down with the worker, grandchildren too.
+    assert!(
+        wait_gone("sleep 3011", Duration::from_secs(3)).await,
+        "a background process of the crashed worker's run survived it"
+    );
+    assert!(!process_running("sleep 3012"));
+    // Session TTL 2 s: the run is recorded lost within the TTL plus a few seconds.
+    let runs = cluster
+        .wait_runs("long", Duration::from_secs(2 + 6), |runs| {
+            runs.iter().any(|r| status(r) == logs::RunStatus::Lost)
+        })
+        .await;
+    let lost = runs.iter().find(|r| r.run_id == run.run_id).unwrap();
+    assert_eq!(status(lost), logs::RunStatus::Lost, "{:#?}", summary(&runs));
+    assert!(lost.err.contains("crash-"), "{}", lost.err);
+    assert!(lost.end_time_ms - crashed_at < 8_000, "{lost:?}");
+    // The other worker carried every slot of the ticking job meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let survivor = &cluster.workers[1 - victim].id.clone();
+    let after: Vec<_> = cluster
+        .runs("ticking")
+        .await
+        .into_iter()
+        .filter(|r| r.plan_time_ms > crashed_at + 3_000)
+        .collect();
+    assert!(after.len() >= 2, "{:#?}", summary(&after));
+    assert!(after.iter().all(|r| &r.worker_id == survivor));
+    // The crashed worker comes back with its spool and records, and joins again.
+    cluster.workers[victim].restart();
+    cluster.wait_for_workers(2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    disable(&mut cluster, &ticking).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle(&mut cluster, &ticking).await;
+    assert!(assert_exactly_once(&mut cluster, "ticking").await >= 8);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn kill_through_jobsvc_ends_the_whole_process_group() {
+    let _guard = exclusive().await;
+    let mut cluster = Cluster::shared().await;
+    cluster.start_worker("kill-1", &[]);
+    cluster.wait_for_workers(1).await;
+    cluster
+        .save(job(
+            "tree",
+            "sleep 3021 & sh -c 'sleep 3022 & wait' & wait",
+            YEARLY,
+        ))
+        .await;
+    let run = trigger_and_wait_running(&mut cluster, "tree").await;
+    wait_running("sleep 3022").await;
+    let killed = cluster
+        .jobs
+        .kill_job(jobs::KillJobRequest {
+            name: "tree".into(),
+            run_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(killed.was_running);
+    assert_eq!(killed.run_ids, vec![run.run_id.clone()]);
+    let runs = cluster
+        .wait_runs("tree", Duration::from_secs(10), |runs| {
+            runs.iter().all(|r| status(r) != logs::RunStatus::Running)
+        })
+        .await;
+    assert_eq!(
+        status(&runs[0]),
+        logs::RunStatus::Killed,
+        "{:#?}",
+        summary(&runs)
+    );
+    assert_eq!(runs[0].signal, Some(15), "{:?}", runs[0]);
+    assert!(wait_gone("sleep 3021", Duration::from_secs(1)).await);
+    assert!(!process_running("sleep 3022"));
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_timeout_ends_the_group_and_output_over_the_cap_keeps_head_and_tail() {
+    let _guard = exclusive().await;
+    let mut cluster = Cluster::shared().await;
+    cluster.start_worker("limits-1", &[]);
+    cluster.wait_for_workers(1).await;
+    // Ignores SIGTERM, so only the SIGKILL after the 2 s grace ends it.
+    let mut slow = job(
+        "slow",
+        "trap '' TERM; echo begun; sleep 3031 & sleep 3032; wait",
+        YEARLY,
+    );
+    slow.timeout_seconds = 1;
+    cluster.save(slow).await;
+    cluster.save(job("chatty", "seq 1 20000", YEARLY)).await;
+
+    trigger_and_wait_running(&mut cluster, "slow").await;
+    let runs = cluster
+        .wait_runs("slow", Duration::from_secs(10), |runs| {
+            runs.iter().all(|r| status(r) != logs::RunStatus::Running)
+        })
+        .await;
+    let timed_out = &runs[0];
+    assert_eq!(
+        status(timed_out),
+        logs::RunStatus::TimedOut,
+        "{timed_out:?}"
+    );
+    assert_eq!(timed_out.signal, Some(9), "{timed_out:?}");
+    let took = timed_out.end_time_ms - timed_out.start_time_ms;
+    assert!(
+        (2_900..8_000).contains(&took),
+        "timeout 1 s + grace 2 s, took {took} ms"
+    );
+    assert_eq!(String::from_utf8_lossy(&timed_out.output), "begun\n");
+    assert!(wait_gone("sleep 3031", Duration::from_secs(1)).await);
+
+    cluster
+        .jobs
+        .trigger_job(jobs::TriggerJobRequest {
+            name: "chatty".into(),
+        })
+        .await
+        .unwrap();
+    let runs = cluster
+        .wait_runs("chatty", Duration::from_secs(15), |runs| {
+            runs.len() == 1 && status(&runs[0]) == logs::RunStatus::Succeeded
+        })
+        .await;
+    let run = &runs[0];
+    let output = String::from_utf8_lossy(&run.output);
+    assert!(run.output_truncated);
+    assert_eq!(run.output_bytes, 108_894, "every byte is counted");
+    assert!(output.len() <= 4096 + 64, "{} bytes kept", output.len());
+    assert!(output.starts_with("1\n2\n3\n"), "{output}");
+    assert!(output.ends_with("19999\n20000\n"), "{output}");
+    assert!(output.contains(distcron_runstore::TRUNCATION_MARKER));
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn runs_during_a_logsvc_outage_are_delivered_once_when_it_returns() {
+    let _guard = exclusive().await;
+    let mut cluster = Cluster::shared().await;
+    cluster.start_worker("spool-1", &[]);
+    cluster.start_worker("spool-2", &[]);
+    cluster.wait_for_workers(2).await;
+    let names = vec!["spooled".to_owned()];
+    cluster
+        .save(job("spooled", "echo tick", "* * * * * *"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.stop_logsvc().await;
+    let down_from = distcron_core::now_ms();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let down_to = distcron_core::now_ms();
+    cluster.start_logsvc(None).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    disable(&mut cluster, &names).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle(&mut cluster, &names).await;
+    let slots = assert_exactly_once(&mut cluster, "spooled").await;
+    assert!(slots >= 15, "{slots} slots");
+    let during = cluster
+        .runs("spooled")
+        .await
+        .into_iter()
+        .filter(|r| r.plan_time_ms > down_from && r.plan_time_ms < down_to)
+        .inspect(|r| assert_eq!(String::from_utf8_lossy(&r.output), "tick\n"))
+        .count();
+    assert!(
+        during >= 9,
+        "only {during} runs of the outage were delivered"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn slots_run_exactly_once_while_an_etcd_member_is_down() {
+    let _guard = exclusive().await;
+    let mut etcd = Etcd::cluster(3).unwrap();
+    let mut cluster = Cluster::on(etcd.endpoints(), shared_mongo().uri()).await;
+    // Losing the leader stalls etcd writes for an election (a few seconds on this machine): a
+    // session TTL like production's outlives it.
+    cluster.start_worker("quorum-1", &["--session-ttl", "6s"]);
+    cluster.start_worker("quorum-2", &["--session-ttl", "6s"]);
+    cluster.wait_for_workers(2).await;
+    let names: Vec<String> = (0..3).map(|i| format!("quorum-{i}")).collect();
+    for name in &names {
+        // Slots delayed by the failover may bunch up; `allow` keeps `forbid` from (rightly)
+        // skipping one whose predecessor is still being released, so every slot must run.
+        let mut j = job(name, "true", "* * * * * *");
+        j.overlap_policy = jobs::OverlapPolicy::Allow as i32;
+        cluster.save(j).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    etcd.kill_member(0);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    etcd.start_member(0).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    disable(&mut cluster, &names).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle(&mut cluster, &names).await;
+    for name in &names {
+        let slots = assert_exactly_once(&mut cluster, name).await;
+        assert!(slots >= 14, "{name}: {slots} slots");
+    }
+    cluster.shutdown().await;
+}
