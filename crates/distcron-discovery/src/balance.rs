@@ -59,18 +59,34 @@ pub async fn balanced_channel(
             }
         }
         Endpoints::Discovered { store, prefix } => {
-            let (kvs, revision) = list_prefix(store.as_ref(), &prefix).await?;
-            let mut live = std::collections::HashSet::new();
-            for kv in kvs {
-                if let Some(addr) = registration_addr(&kv.value) {
-                    if let Ok(ep) = endpoint(&addr) {
-                        live.insert(kv.key.clone());
-                        let _ = tx.send(Change::Insert(kv.key, ep)).await;
+            // Listed in the background, retried while etcd is unreachable: calls on the channel
+            // wait (and time out) until an instance is known, instead of the caller failing to
+            // start.
+            tokio::spawn(async move {
+                let mut attempt = 0;
+                let (kvs, revision) = loop {
+                    match list_prefix(store.as_ref(), &prefix).await {
+                        Ok(listed) => break listed,
+                        Err(e) => {
+                            attempt += 1;
+                            tracing::warn!(%prefix, error = %e, attempt, "cannot list service instances; retrying");
+                            tokio::select! {
+                                () = stop.cancelled() => return,
+                                () = tokio::time::sleep(distcron_kv::backoff(attempt, std::time::Duration::from_secs(2))) => {}
+                            }
+                        }
+                    }
+                };
+                let mut live = std::collections::HashSet::new();
+                for kv in kvs {
+                    if let Some(addr) = registration_addr(&kv.value) {
+                        if let Ok(ep) = endpoint(&addr) {
+                            live.insert(kv.key.clone());
+                            let _ = tx.send(Change::Insert(kv.key, ep)).await;
+                        }
                     }
                 }
-            }
-            let mut watch = resilient_watch(store, prefix, revision + 1);
-            tokio::spawn(async move {
+                let mut watch = resilient_watch(store, prefix, revision + 1);
                 loop {
                     let event = tokio::select! {
                         () = stop.cancelled() => return,

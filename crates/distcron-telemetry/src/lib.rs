@@ -79,6 +79,7 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Te
             .boxed(),
         _ => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .boxed(),
     };
     tracing_subscriber::registry()

@@ -96,7 +96,12 @@ fn view_from(ctx: &Ctx, kvs: &[KeyValue]) -> View {
 
 fn apply_kill(ctx: &Ctx, job: &str, value: &[u8]) {
     let request = KillRequest::from_value(value);
-    let n = ctx.stop_runs("killed on request", |run_id, run| {
+    let reason = if request.claimed_before_ms > 0 {
+        "replaced by the job's next run (overlap policy replace)"
+    } else {
+        "killed on request"
+    };
+    let n = ctx.stop_runs(reason, |run_id, run| {
         run.job == job && request.targets(run_id, run.claimed_at_ms)
     });
     if n > 0 {

@@ -1,0 +1,167 @@
+//! Overlap and missed-slot policies, with real worker processes.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{disable, exclusive, job, per_slot, settle, status, summary, Cluster};
+use distcron_proto::jobs::v1 as jobs;
+use distcron_proto::logs::v1 as logs;
+
+#[tokio::test]
+async fn forbid_records_skipped_slots_and_never_overlaps() {
+    let _guard = exclusive().await;
+    let mut cluster = Cluster::shared().await;
+    cluster.start_worker("forbid-1", &[]);
+    cluster.start_worker("forbid-2", &[]);
+    cluster.wait_for_workers(2).await;
+    let names = vec!["forbidden".to_owned()];
+    // Forbid is the default: a 2.5 s run every second skips the slots in between.
+    cluster
+        .save(job("forbidden", "sleep 2.5", "* * * * * *"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    disable(&mut cluster, &names).await;
+    settle(&mut cluster, &names).await;
+    let runs = cluster.runs("forbidden").await;
+    let slots = per_slot(&runs);
+    assert!(slots.values().all(|n| *n == 1), "{:#?}", summary(&runs));
+    let ran: Vec<&logs::Run> = runs
+        .iter()
+        .filter(|r| status(r) == logs::RunStatus::Succeeded)
+        .collect();
+    let skipped: Vec<&logs::Run> = runs
+        .iter()
+        .filter(|r| status(r) == logs::RunStatus::Skipped)
+        .collect();
+    assert!(ran.len() >= 2, "{:#?}", summary(&runs));
+    assert!(skipped.len() >= 4, "{:#?}", summary(&runs));
+    assert!(skipped
+        .iter()
+        .all(|r| r.err.contains("overlap policy forbid")));
+    let mut spans: Vec<(i64, i64)> = ran
+        .iter()
+        .map(|r| (r.start_time_ms, r.end_time_ms))
+        .collect();
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        assert!(w[1].0 >= w[0].1, "runs overlap: {spans:?}");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn replace_kills_the_running_run_then_starts_the_new_one() {
+    let _guard = exclusive().await;
+    let mut cluster = Cluster::shared().await;
+    cluster.start_worker("replace-1", &[]);
+    cluster.start_worker("replace-2", &[]);
+    cluster.wait_for_workers(2).await;
+    let names = vec!["replaced".to_owned()];
+    let mut replaced = job("replaced", "sleep 3041", "*/3 * * * * *");
+    replaced.overlap_policy = jobs::OverlapPolicy::Replace as i32;
+    cluster.save(replaced).await;
+    cluster
+        .wait_runs("replaced", Duration::from_secs(20), |runs| {
+            runs.iter()
+                .filter(|r| status(r) == logs::RunStatus::Killed)
+                .count()
+                >= 2
+        })
+        .await;
+    disable(&mut cluster, &names).await;
+    cluster
+        .jobs
+        .kill_job(jobs::KillJobRequest {
+            name: "replaced".into(),
+            run_id: String::new(),
+        })
+        .await
+        .unwrap();
+    settle(&mut cluster, &names).await;
+    let mut runs = cluster.runs("replaced").await;
+    runs.sort_by_key(|r| r.plan_time_ms);
+    // Each run but the last was replaced by the next slot's run, which started only after it
+    // had ended.
+    for pair in runs.windows(2) {
+        let (old, new) = (&pair[0], &pair[1]);
+        if new.plan_time_ms - old.plan_time_ms != 3000 {
+            continue;
+        }
+        assert_eq!(
+            status(old),
+            logs::RunStatus::Killed,
+            "{:#?}",
+            summary(&runs)
+        );
+        assert!(old.err.contains("replace"), "{}", old.err);
+        assert!(
+            new.start_time_ms >= old.end_time_ms,
+            "the new run started before the replaced one ended: {:#?}",
+            summary(&runs)
+        );
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn latest_catch_up_runs_one_missed_slot_after_every_worker_was_down() {
+    let _guard = exclusive().await;
+    let mut cluster = Cluster::shared().await;
+    cluster.start_worker("catchup-1", &[]);
+    cluster.start_worker("catchup-2", &[]);
+    cluster.wait_for_workers(2).await;
+    let names = vec!["caught-up".to_owned(), "not-caught-up".to_owned()];
+    let mut latest = job("caught-up", "true", "* * * * * *");
+    latest.missed_policy = jobs::MissedPolicy::Latest as i32;
+    cluster.save(latest).await;
+    // The default missed-slot policy (skip) runs nothing for the outage.
+    cluster
+        .save(job("not-caught-up", "true", "* * * * * *"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for w in &mut cluster.workers {
+        w.stop().await;
+    }
+    let down_from = distcron_core::now_ms();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let down_to = distcron_core::now_ms();
+    for w in &mut cluster.workers {
+        w.restart();
+    }
+    cluster.wait_for_workers(2).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    disable(&mut cluster, &names).await;
+    settle(&mut cluster, &names).await;
+
+    let runs = cluster.runs("caught-up").await;
+    let catch_ups: Vec<&logs::Run> = runs
+        .iter()
+        .filter(|r| r.trigger == logs::RunTrigger::CatchUp as i32)
+        .collect();
+    assert_eq!(catch_ups.len(), 1, "{:#?}", summary(&runs));
+    let caught = catch_ups[0];
+    assert_eq!(status(caught), logs::RunStatus::Succeeded);
+    assert!(
+        caught.plan_time_ms > down_from + 4_000 && caught.plan_time_ms < down_to + 2_000,
+        "the catch-up runs the latest missed slot: {:#?}",
+        summary(&runs)
+    );
+    let in_outage = |r: &&logs::Run| {
+        r.trigger == logs::RunTrigger::Schedule as i32
+            && r.plan_time_ms > down_from + 1_000
+            && r.plan_time_ms < caught.plan_time_ms
+    };
+    assert_eq!(
+        runs.iter().filter(in_outage).count(),
+        0,
+        "{:#?}",
+        summary(&runs)
+    );
+    let skipped_job = cluster.runs("not-caught-up").await;
+    assert!(skipped_job
+        .iter()
+        .all(|r| r.trigger == logs::RunTrigger::Schedule as i32));
+    cluster.shutdown().await;
+}
