@@ -331,7 +331,11 @@ pub async fn record_lost(ctx: &Arc<Ctx>, record: RunningRecord) {
         record.worker_id
     );
     tracing::warn!(job = %record.job_name, run_id = %record.run_id, worker = %record.worker_id, "run lost");
-    let now = ctx.clock.now_ms();
+    ship_lost(ctx, &record, err).await;
+}
+
+/// Ships `started` (for a run logsvc may not know yet) and `finished` as `lost` for `record`.
+async fn ship_lost(ctx: &Ctx, record: &RunningRecord, err: String) {
     let facts = Facts {
         run_id: &record.run_id,
         job: &record.job_name,
@@ -348,7 +352,7 @@ pub async fn record_lost(ctx: &Arc<Ctx>, record: RunningRecord) {
         trace_id: String::new(),
         kind: Some(pb::run_event::Kind::Finished(pb::RunFinished {
             status: pb::RunStatus::Lost as i32,
-            end_time_ms: now,
+            end_time_ms: ctx.clock.now_ms(),
             exit_code: None,
             signal: None,
             err,
@@ -387,30 +391,9 @@ pub async fn sweep_orphans(ctx: &Arc<Ctx>, min_age: Duration) -> Vec<(String, St
         .unwrap_or_default();
     for record in &orphans {
         tracing::warn!(job = %record.job_name, run_id = %record.run_id, "releasing a running record no run of this worker owns");
-        let facts = Facts {
-            run_id: &record.run_id,
-            job: &record.job_name,
-            command: "",
-            plan_ms: record.slot_ms,
-            start_ms: record.claimed_at_ms,
-            worker: &record.worker_id,
-            trigger: record.trigger,
-        };
-        ctx.ship(started_event(&facts, pb::RunStatus::Running, ""))
-            .await;
-        ctx.ship(pb::RunEvent {
-            run_id: record.run_id.clone(),
-            trace_id: String::new(),
-            kind: Some(pb::run_event::Kind::Finished(pb::RunFinished {
-                status: pb::RunStatus::Lost as i32,
-                end_time_ms: now,
-                exit_code: None,
-                signal: None,
-                err: "the slot was claimed after this worker had given up on the claim; it did not run".into(),
-                output_bytes_dropped: 0,
-            })),
-        })
-        .await;
+        let err =
+            "the slot was claimed after this worker had given up on the claim; it did not run";
+        ship_lost(ctx, record, err.into()).await;
     }
     orphans
         .into_iter()

@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::{assert_exactly_once, disable, exclusive, job, settle, Cluster};
-use distcron_proto::jobs::v1 as jobs;
 
 #[tokio::test]
 async fn three_workers_run_twenty_every_second_jobs_exactly_once() {
@@ -57,13 +56,7 @@ async fn clock_skew_within_the_bound_is_harmless_and_beyond_it_stops_claims() {
     cluster.start_worker("ahead-2000", &["--test-clock-offset-ms", "2000"]);
     let mut refused = None;
     for _ in 0..100 {
-        let ws = cluster
-            .jobs
-            .list_workers(jobs::ListWorkersRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .workers;
+        let ws = cluster.list_workers().await;
         if let Some(w) = ws.iter().find(|w| w.worker_id == "ahead-2000") {
             if !w.claiming && w.status_reason.contains("exceeds the bound") {
                 refused = Some(w.clone());

@@ -287,3 +287,29 @@ async fn slots_run_exactly_once_while_an_etcd_member_is_down() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_stored_job_that_no_longer_validates_is_reported_and_the_rest_keep_running() {
+    let _guard = exclusive().await;
+    let mut cluster = Cluster::shared().await;
+    cluster.start_worker("invalid-1", &[]);
+    cluster.wait_for_workers(1).await;
+    cluster.save(job("healthy", "true", "* * * * * *")).await;
+    // Written behind jobsvc's back, as an older version or a hand edit might have.
+    let broken = br#"{"name":"broken","command":"true","cronExpr":"61 * * * * *"}"#;
+    cluster
+        .store
+        .put(&cluster.keys.job("broken"), broken.to_vec(), None)
+        .await
+        .unwrap();
+    let runs = cluster
+        .wait_runs("broken", Duration::from_secs(10), |runs| !runs.is_empty())
+        .await;
+    assert_eq!(status(&runs[0]), logs::RunStatus::Skipped, "{runs:?}");
+    assert!(runs[0].err.contains("invalid"), "{}", runs[0].err);
+    assert!(runs[0].err.contains("cronExpr"), "{}", runs[0].err);
+    let before = cluster.runs("healthy").await.len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(cluster.runs("healthy").await.len() >= before + 2);
+    cluster.shutdown().await;
+}

@@ -285,16 +285,20 @@ impl Cluster {
         self.workers.len() - 1
     }
 
+    /// The registered workers, as jobsvc lists them.
+    pub async fn list_workers(&mut self) -> Vec<jobs::Worker> {
+        self.jobs
+            .list_workers(jobs::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers
+    }
+
     /// Waits until `n` workers are registered and claiming.
     pub async fn wait_for_workers(&mut self, n: usize) {
         for _ in 0..200 {
-            let ws = self
-                .jobs
-                .list_workers(jobs::ListWorkersRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .workers;
+            let ws = self.list_workers().await;
             if ws.iter().filter(|w| w.claiming).count() >= n {
                 return;
             }
