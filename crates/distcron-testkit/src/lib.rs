@@ -72,6 +72,25 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The path of binary `bin` of workspace package `package` in the target dir of the running
+/// test, for tests that run another package's binary (Cargo's `CARGO_BIN_EXE_*` covers only the
+/// test's own package). `cargo test --workspace` builds every binary first; run alone, a test
+/// needs `cargo build -p <package>` first, and panics saying so.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    // Test binaries live in <target>/debug/deps/.
+    let debug_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(PathBuf::from))
+        .unwrap_or_else(|| workspace_root().join("target/debug"));
+    let path = debug_dir.join(bin);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p {package}` (or test the whole workspace)",
+        path.display()
+    );
+    path
+}
+
 /// Runs the pinned grpcurl (`.venv/bin/grpcurl`, installed by `scripts/test.sh`) and returns its
 /// standard output. Panics with grpcurl's error output when it fails.
 pub fn grpcurl(args: &[&str]) -> String {

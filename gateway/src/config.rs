@@ -1,0 +1,51 @@
+//! Command-line, environment and file configuration of the gateway binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use distcron_config::{parse_duration, EtcdArgs, TelemetryArgs};
+
+/// gateway: the seed's REST routes and /api/v1 over jobsvc and logsvc.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "gateway", version, about)]
+pub struct GatewayConfig {
+    /// TOML file with any of these settings (keys are the flag names with `_`).
+    #[arg(long, env = "DISTCRON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address (the seed's port).
+    #[arg(
+        long,
+        env = "DISTCRON_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:8070"
+    )]
+    pub listen: SocketAddr,
+    /// jobsvc addresses (`http://host:port`, comma-separated); default: discovered in etcd.
+    #[arg(long, env = "DISTCRON_JOBSVC_ENDPOINTS", value_delimiter = ',')]
+    pub jobsvc_endpoints: Vec<String>,
+    /// logsvc addresses; default: discovered in etcd.
+    #[arg(long, env = "DISTCRON_LOGSVC_ENDPOINTS", value_delimiter = ',')]
+    pub logsvc_endpoints: Vec<String>,
+    /// Tokens as `name:role:sha256-hex` entries, comma-separated (roles: viewer, operator,
+    /// admin). `gateway hash-token <token>` prints the hash.
+    #[arg(long, env = "DISTCRON_TOKENS")]
+    pub tokens: Option<String>,
+    /// File with token entries, one per line.
+    #[arg(long, env = "DISTCRON_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Serve without authentication even on a non-loopback address.
+    #[arg(long, env = "DISTCRON_INSECURE_NO_AUTH", default_value_t = false)]
+    pub insecure_no_auth: bool,
+    /// Largest accepted request body.
+    #[arg(long, env = "DISTCRON_GATEWAY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Time limit of a request (streams excepted).
+    #[arg(long, env = "DISTCRON_GATEWAY_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub etcd: EtcdArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub telemetry: TelemetryArgs,
+}

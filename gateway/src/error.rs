@@ -1,0 +1,133 @@
+//! Errors of /api/v1 handlers: gRPC statuses and bad input turned into HTTP answers.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every /api/v1 error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// One error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable kind: `invalid_argument`, `not_found`, `conflict`, `unauthenticated`,
+    /// `permission_denied`, `unavailable`, `internal`.
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+    /// The offending field, by its JSON name, for `invalid_argument`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// An error answer of /api/v1.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Body.
+    pub detail: ErrorDetail,
+}
+
+impl ApiError {
+    /// A 400 naming `field`.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            detail: ErrorDetail {
+                code: "invalid_argument".into(),
+                message: format!("{field}: {}", message.into()),
+                field: Some(field.to_owned()),
+            },
+        }
+    }
+
+    /// Any status with a code and message.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+                field: None,
+            },
+        }
+    }
+}
+
+/// The field an `InvalidArgument` message names: services write `field: reason`.
+pub fn field_of(message: &str) -> Option<String> {
+    let (field, _) = message.split_once(": ")?;
+    let plausible = !field.is_empty()
+        && field
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '[' | ']'));
+    plausible.then(|| field.to_owned())
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        use tonic::Code;
+        let message = status.message().to_owned();
+        let (http, code) = match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => {
+                (StatusCode::BAD_REQUEST, "invalid_argument")
+            }
+            Code::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => {
+                (StatusCode::CONFLICT, "conflict")
+            }
+            Code::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Code::PermissionDenied => (StatusCode::FORBIDDEN, "permission_denied"),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, "resource_exhausted"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let field = (code == "invalid_argument")
+            .then(|| field_of(&message))
+            .flatten();
+        Self {
+            status: http,
+            detail: ErrorDetail {
+                code: code.into(),
+                message,
+                field,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, message = %self.detail.message, "request failed");
+        }
+        (self.status, Json(ErrorBody { error: self.detail })).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_http_and_name_the_field() {
+        let e = ApiError::from(tonic::Status::invalid_argument("cronExpr: bad minute 61"));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.detail.field.as_deref(), Some("cronExpr"));
+        let e = ApiError::from(tonic::Status::aborted("revision changed"));
+        assert_eq!(e.status, StatusCode::CONFLICT);
+        let e = ApiError::from(tonic::Status::unavailable("etcd down"));
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(field_of("no field here"), None);
+        assert_eq!(field_of("env.FOO: too long").as_deref(), Some("env.FOO"));
+    }
+}

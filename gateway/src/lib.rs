@@ -1,0 +1,179 @@
+//! The distcron gateway: HTTP in front of the gRPC services.
+//!
+//! - the seed's routes (`/job/*`, `/worker/list`), wire-compatible ([`seed`]);
+//! - `/api/v1`, resource-oriented JSON with an OpenAPI document ([`api`]);
+//! - `/healthz` (process up) and `/readyz` (both backends answer).
+//!
+//! Every route but `/healthz`, `/readyz`, the OpenAPI document and the console login needs a
+//! token with the route's role ([`auth`]). jobsvc and logsvc are reached over channels balanced
+//! across their registered instances ([`backends`]).
+
+pub mod api;
+pub mod auth;
+pub mod backends;
+mod config;
+pub mod error;
+pub mod seed;
+pub mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use distcron_auth::{Role, TokenStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+pub use backends::Backends;
+pub use config::GatewayConfig;
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// jobsvc and logsvc clients.
+    pub backends: Backends,
+    /// The configured tokens (empty: authentication off).
+    pub tokens: Arc<TokenStore>,
+}
+
+/// Limits of HTTP requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest body.
+    pub max_body_bytes: usize,
+    /// Time limit of a request (output streams excepted).
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+fn gated(state: &AppState, role: Role, routes: Router<AppState>) -> Router<AppState> {
+    let gate = auth::Gate {
+        tokens: state.tokens.clone(),
+        role,
+    };
+    routes.route_layer(middleware::from_fn_with_state(gate, auth::authorize))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    use distcron_proto::jobs::v1 as jobs;
+    use distcron_proto::logs::v1 as logs;
+    let mut j = state.backends.jobs.clone();
+    let mut l = state.backends.logs.clone();
+    // A backend that answers at all (even "unauthenticated") is reachable.
+    let answered = |r: Result<(), tonic::Status>| {
+        r.is_ok() || r.is_err_and(|s| s.code() == tonic::Code::Unauthenticated)
+    };
+    let limit = Duration::from_secs(2);
+    let jobs_ok = tokio::time::timeout(
+        limit,
+        j.list_workers(backends::request(jobs::ListWorkersRequest {}, None)),
+    )
+    .await
+    .is_ok_and(|r| answered(r.map(drop)));
+    let logs_ok = tokio::time::timeout(
+        limit,
+        l.job_stats(backends::request(
+            logs::JobStatsRequest {
+                job_name: "readyz".into(),
+                window_seconds: 1,
+            },
+            None,
+        )),
+    )
+    .await
+    .is_ok_and(|r| answered(r.map(drop)));
+    let body = serde_json::json!({ "jobsvc": jobs_ok, "logsvc": logs_ok });
+    let status = if jobs_ok && logs_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body))
+}
+
+/// The gateway's routes.
+pub fn router(state: AppState, limits: Limits) -> Router {
+    let viewer = Router::new()
+        .route("/job/list", get(seed::list))
+        .route("/job/log", get(seed::log).post(seed::log))
+        .route("/worker/list", get(seed::workers))
+        .route("/api/v1/jobs", get(api::list_jobs))
+        .route("/api/v1/jobs/{name}", get(api::get_job))
+        .route("/api/v1/jobs/{name}/stats", get(api::job_stats))
+        .route("/api/v1/jobs/{name}/runs", get(api::list_runs))
+        .route("/api/v1/runs/{run_id}", get(api::get_run))
+        .route("/api/v1/runs/{run_id}/output", get(api::tail_run))
+        .route("/api/v1/workers", get(api::list_workers))
+        .route("/api/v1/schedule/preview", post(api::preview_schedule));
+    let operator = Router::new()
+        .route("/job/kill", post(seed::kill))
+        .route("/api/v1/jobs/{name}/trigger", post(api::trigger_job))
+        .route("/api/v1/jobs/{name}/kill", post(api::kill_job))
+        .route("/api/v1/jobs/{name}/enable", post(api::enable_job))
+        .route("/api/v1/jobs/{name}/disable", post(api::disable_job));
+    let admin = Router::new()
+        .route("/job/save", post(seed::save))
+        .route("/job/delete", post(seed::delete))
+        .route("/api/v1/jobs", post(api::create_job))
+        .route(
+            "/api/v1/jobs/{name}",
+            axum::routing::put(api::put_job).delete(api::delete_job),
+        );
+    let open = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/openapi.json", get(api::openapi))
+        .route(
+            "/api/v1/session",
+            post(api::create_session).delete(api::delete_session),
+        );
+    // The timeout bounds the time to the response head, so output streams may last longer.
+    gated(&state, Role::Viewer, viewer)
+        .merge(gated(&state, Role::Operator, operator))
+        .merge(gated(&state, Role::Admin, admin))
+        .merge(open)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .with_state(state)
+}
+
+/// Why the gateway stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The HTTP server failed.
+    #[error("http server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Serves `router` on `listener` until `shutdown`, then finishes the requests in flight.
+pub async fn serve(
+    router: Router,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! The gateway binary: wires configuration, telemetry, backend discovery and the HTTP server.
+//! `gateway hash-token <token>` prints the hash to put in the token configuration.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use distcron_auth::TokenStore;
+use distcron_core::Keys;
+use distcron_discovery::{balanced_channel, Endpoints};
+use distcron_gateway::{router, serve, AppState, Backends, GatewayConfig, Limits};
+use tokio_util::sync::CancellationToken;
+
+fn tokens(config: &GatewayConfig) -> anyhow::Result<TokenStore> {
+    let mut tokens = TokenStore::default();
+    if let Some(spec) = &config.tokens {
+        tokens.extend(TokenStore::parse(spec)?);
+    }
+    if let Some(path) = &config.tokens_file {
+        tokens.extend(TokenStore::from_file(path)?);
+    }
+    if tokens.is_empty() && !config.listen.ip().is_loopback() && !config.insecure_no_auth {
+        bail!(
+            "refusing to serve {} without authentication: configure tokens (--tokens / \
+             --tokens-file) or pass --insecure-no-auth",
+            config.listen
+        );
+    }
+    Ok(tokens)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("hash-token") {
+        let Some(token) = args.get(2) else {
+            bail!("usage: gateway hash-token <token>");
+        };
+        // The one thing this command prints, for the token configuration.
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{}", distcron_auth::hash_token(token));
+        }
+        return Ok(());
+    }
+    let config: GatewayConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
+    let _telemetry = distcron_telemetry::init("gateway", &config.telemetry)?;
+    let tokens = tokens(&config)?;
+    if tokens.is_empty() {
+        tracing::warn!("no tokens configured: authentication is off");
+    }
+    let background = CancellationToken::new();
+    let keys = Keys::new(&config.etcd.key_prefix);
+    let needs_etcd = config.jobsvc_endpoints.is_empty() || config.logsvc_endpoints.is_empty();
+    let store = if needs_etcd {
+        Some(Arc::new(
+            distcron_server::connect_etcd(&config.etcd)
+                .await
+                .context("connecting to etcd")?,
+        ))
+    } else {
+        None
+    };
+    let endpoints = |fixed: &Vec<String>, service: &str| match (&store, fixed.is_empty()) {
+        (Some(store), true) => Endpoints::Discovered {
+            store: store.clone(),
+            prefix: keys.services(service),
+        },
+        _ => Endpoints::Static(fixed.clone()),
+    };
+    let jobs = balanced_channel(
+        endpoints(&config.jobsvc_endpoints, "jobsvc"),
+        background.clone(),
+    )
+    .await?;
+    let logs = balanced_channel(
+        endpoints(&config.logsvc_endpoints, "logsvc"),
+        background.clone(),
+    )
+    .await?;
+    let state = AppState {
+        backends: Backends::new(jobs, logs),
+        tokens: Arc::new(tokens),
+    };
+    let limits = Limits {
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: config.request_timeout,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let shutdown = distcron_server::cancel_on_signal();
+    serve(router(state, limits), listener, shutdown).await?;
+    background.cancel();
+    Ok(())
+}

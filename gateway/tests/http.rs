@@ -1,0 +1,685 @@
+//! The gateway end to end: real etcd, Mongo-wire server, jobsvc, logsvc, a worker process, and the
+//! gateway, driven over HTTP.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use distcron_auth::hash_token;
+use distcron_core::Keys;
+use distcron_discovery::{balanced_channel, Endpoints};
+use distcron_gateway::{router, AppState, Backends, Limits};
+use distcron_kv::{EtcdConfig, EtcdKv, KvStore};
+use distcron_runstore::{MongoConfig, MongoRunStore, OutputCap};
+use distcron_server::Instance;
+use distcron_testkit::{shared_etcd, shared_mongo, unique_name, workspace_binary};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const ADMIN: &str = "admin-secret";
+const OPERATOR: &str = "operator-secret";
+const VIEWER: &str = "viewer-secret";
+
+struct Stack {
+    store: Arc<dyn KvStore>,
+    keys: Keys,
+    url: String,
+    http: reqwest::Client,
+    jobsvcs: Vec<(CancellationToken, JoinHandle<()>)>,
+    worker: Option<Child>,
+    dirs: tempfile::TempDir,
+    stop: CancellationToken,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(mut w) = self.worker.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        self.stop.cancel();
+    }
+}
+
+impl Stack {
+    async fn start(with_auth: bool) -> Self {
+        let endpoints = shared_etcd().endpoints();
+        let store: Arc<dyn KvStore> =
+            Arc::new(EtcdKv::connect(EtcdConfig::new(endpoints)).await.unwrap());
+        let keys = Keys::new(&format!("/{}/", unique_name("gw")));
+        let stop = CancellationToken::new();
+        let mut stack = Self {
+            store,
+            keys,
+            url: String::new(),
+            http: reqwest::Client::new(),
+            jobsvcs: Vec::new(),
+            worker: None,
+            dirs: tempfile::tempdir().unwrap(),
+            stop,
+        };
+        stack.start_jobsvc().await;
+        stack.start_logsvc().await;
+        let tokens = if with_auth {
+            distcron_auth::TokenStore::parse(&format!(
+                "boss:admin:{},oncall:operator:{},dash:viewer:{}",
+                hash_token(ADMIN),
+                hash_token(OPERATOR),
+                hash_token(VIEWER)
+            ))
+            .unwrap()
+        } else {
+            distcron_auth::TokenStore::default()
+        };
+        let discovered = |service: &str| Endpoints::Discovered {
+            store: stack.store.clone(),
+            prefix: stack.keys.services(service),
+        };
+        let jobs = balanced_channel(discovered("jobsvc"), stack.stop.clone())
+            .await
+            .unwrap();
+        let logs = balanced_channel(discovered("logsvc"), stack.stop.clone())
+            .await
+            .unwrap();
+        let state = AppState {
+            backends: Backends::new(jobs, logs),
+            tokens: Arc::new(tokens),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        stack.url = format!("http://{}", listener.local_addr().unwrap());
+        let app = router(state, Limits::default());
+        tokio::spawn(distcron_gateway::serve(app, listener, stack.stop.clone()));
+        stack
+    }
+
+    async fn start_jobsvc(&mut self) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let instance = Instance {
+            id: unique_name("jobsvc"),
+            advertise: addr,
+            registration_ttl: Duration::from_secs(3),
+        };
+        let stop = self.stop.child_token();
+        let task = tokio::spawn(distcron_jobsvc_serve(
+            self.store.clone(),
+            self.keys.clone(),
+            instance,
+            listener,
+            stop.clone(),
+        ));
+        self.jobsvcs.push((stop, task));
+    }
+
+    async fn start_logsvc(&mut self) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let mut config = MongoConfig::new(shared_mongo().uri());
+        config.database = unique_name("gwruns");
+        let runs = Arc::new(MongoRunStore::connect(&config).await.unwrap());
+        let storage = distcron_logsvc::Storage {
+            runs,
+            retention_days: 1,
+            cap: OutputCap { bytes: 64 * 1024 },
+        };
+        let instance = Instance {
+            id: unique_name("logsvc"),
+            advertise: addr,
+            registration_ttl: Duration::from_secs(3),
+        };
+        let (store, keys, stop) = (self.store.clone(), self.keys.clone(), self.stop.clone());
+        tokio::spawn(async move {
+            distcron_logsvc::serve(storage, store, keys, instance, listener, stop)
+                .await
+                .unwrap();
+        });
+    }
+
+    fn start_worker(&mut self) {
+        let data_dir = self.dirs.path().join("worker");
+        let log = std::fs::File::create(self.dirs.path().join("worker.log")).unwrap();
+        let child = Command::new(workspace_binary("distcron-worker", "worker"))
+            .args([
+                "--worker-id",
+                "gw-worker",
+                "--key-prefix",
+                self.keys.prefix(),
+            ])
+            .args(["--etcd-endpoints", &shared_etcd().endpoints().join(",")])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args([
+                "--session-ttl",
+                "2s",
+                "--kill-grace",
+                "1s",
+                "--log-batch-delay",
+                "50ms",
+            ])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.worker = Some(child);
+    }
+
+    fn get(&self, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+        with_token(self.http.get(format!("{}{path}", self.url)), token)
+    }
+
+    fn post(&self, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+        with_token(self.http.post(format!("{}{path}", self.url)), token)
+    }
+
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        with_token(
+            self.http.request(method, format!("{}{path}", self.url)),
+            token,
+        )
+    }
+
+    /// Polls `path` (seed envelope) until `check` holds for its `data`.
+    async fn wait_data(&self, path: &str, check: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..100 {
+            let body: Value = self.get(path, Some(VIEWER)).value().await;
+            if check(&body["data"]) {
+                return body["data"].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{path} never satisfied the check");
+    }
+}
+
+async fn distcron_jobsvc_serve(
+    store: Arc<dyn KvStore>,
+    keys: Keys,
+    instance: Instance,
+    listener: TcpListener,
+    stop: CancellationToken,
+) {
+    distcron_jobsvc::serve(store, keys, instance, listener, stop)
+        .await
+        .unwrap();
+}
+
+/// Sending a request and reading its answer, for brevity.
+trait Call {
+    /// The JSON body.
+    async fn value(self) -> Value;
+    /// The status.
+    async fn code(self) -> StatusCode;
+}
+
+impl Call for reqwest::RequestBuilder {
+    async fn value(self) -> Value {
+        self.send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn code(self) -> StatusCode {
+        self.send().await.unwrap().status()
+    }
+}
+
+fn with_token(b: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::RequestBuilder {
+    match token {
+        Some(t) => b.bearer_auth(t),
+        None => b,
+    }
+}
+
+#[tokio::test]
+async fn seed_routes_work_end_to_end() {
+    let mut s = Stack::start(true).await;
+    s.start_worker();
+    // Save through the seed's form post: the seed answered the previous job (null when new).
+    let job = json!({"name": "hello", "command": "echo hi", "cronExpr": "* * * * * *"}).to_string();
+    let r = s
+        .post("/job/save", Some(ADMIN))
+        .form(&[("job", job.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body, json!({"errno": 0, "msg": "success", "data": null}));
+    let list = s
+        .wait_data("/job/list", |d| d.as_array().is_some_and(|a| !a.is_empty()))
+        .await;
+    assert_eq!(list[0]["name"], "hello");
+    assert_eq!(list[0]["cronExpr"], "* * * * * *");
+    // Runs appear in the seed's log route within seconds, with the seed's fields.
+    let logs = s
+        .wait_data("/job/log?name=hello&skip=0&limit=5", |d| {
+            d.as_array()
+                .is_some_and(|a| a.iter().any(|r| r["status"] == "succeeded"))
+        })
+        .await;
+    let done = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "succeeded")
+        .unwrap();
+    assert_eq!(done["output"], "hi\n");
+    assert_eq!(done["err"], "");
+    for field in ["planTime", "scheduleTime", "startTime", "endTime"] {
+        assert!(done[field].as_i64().unwrap() > 0, "{field}");
+    }
+    // Bad values of skip/limit are read as the seed did; limit is bounded.
+    let r: Value = s
+        .get("/job/log?name=hello&skip=x&limit=1000000", Some(VIEWER))
+        .value()
+        .await;
+    assert_eq!(r["errno"], 0);
+    // Kill a sleeping run through /job/kill.
+    let sleeper =
+        json!({"name": "sleeper", "command": "sleep 3051", "cronExpr": "0 0 0 1 1 *"}).to_string();
+    s.post("/job/save", Some(ADMIN))
+        .form(&[("job", sleeper.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        s.post("/api/v1/jobs/sleeper/trigger", Some(OPERATOR))
+            .code()
+            .await,
+        StatusCode::ACCEPTED
+    );
+    s.wait_data("/job/log?name=sleeper", |d| {
+        d.as_array()
+            .is_some_and(|a| a.iter().any(|r| r["status"] == "running"))
+    })
+    .await;
+    let r: Value = s
+        .post("/job/kill", Some(OPERATOR))
+        .form(&[("name", "sleeper")])
+        .value()
+        .await;
+    assert_eq!(r, json!({"errno": 0, "msg": "success", "data": null}));
+    let killed = s
+        .wait_data("/job/log?name=sleeper", |d| {
+            d.as_array()
+                .is_some_and(|a| a.iter().any(|r| r["status"] == "killed"))
+        })
+        .await;
+    assert_eq!(killed[0]["status"], "killed");
+    // Workers are listed as the seed did: strings.
+    let workers = s
+        .wait_data("/worker/list", |d| {
+            d.as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+    assert!(workers[0].is_string());
+    // Validation errors keep the envelope and name the field; wrong methods get 405.
+    let bad = json!({"name": "bad", "command": "true", "cronExpr": "61 * * * * *"}).to_string();
+    let r: Value = s
+        .post("/job/save", Some(ADMIN))
+        .form(&[("job", bad.as_str())])
+        .value()
+        .await;
+    assert_eq!(r["errno"], -1);
+    assert!(r["msg"].as_str().unwrap().contains("cronExpr"), "{r}");
+    let r: Value = s
+        .post("/job/save", Some(ADMIN))
+        .form(&[("job", "not json")])
+        .value()
+        .await;
+    assert_eq!(r["errno"], -1);
+    assert!(r["msg"].as_str().unwrap().starts_with("job:"), "{r}");
+    assert_eq!(
+        s.get("/job/save", Some(ADMIN)).code().await,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    // Deleting answers the deleted job, then null.
+    let r: Value = s
+        .post("/job/delete", Some(ADMIN))
+        .form(&[("name", "hello")])
+        .value()
+        .await;
+    assert_eq!(r["data"]["name"], "hello");
+    let r: Value = s
+        .post("/job/delete", Some(ADMIN))
+        .form(&[("name", "hello")])
+        .value()
+        .await;
+    assert_eq!(r, json!({"errno": 0, "msg": "success", "data": null}));
+}
+
+#[tokio::test]
+async fn api_v1_speaks_resources_and_status_codes() {
+    let mut s = Stack::start(true).await;
+    s.start_worker();
+    let job = json!({"name": "api-job", "command": "echo api", "cronExpr": "0 0 0 1 1 *", "timeZone": "Europe/Berlin"});
+    let r = s
+        .post("/api/v1/jobs", Some(ADMIN))
+        .json(&job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["timeZone"], "Europe/Berlin");
+    assert_eq!(created["overlapPolicy"], "forbid");
+    let revision = created["revision"].as_i64().unwrap();
+    // Creating it again conflicts; a stale revision conflicts; a fresh one updates.
+    assert_eq!(
+        s.post("/api/v1/jobs", Some(ADMIN)).json(&job).code().await,
+        StatusCode::CONFLICT
+    );
+    let mut update = job.clone();
+    update["command"] = json!("echo updated");
+    update["expectedRevision"] = json!(revision + 1000);
+    assert_eq!(
+        s.request(reqwest::Method::PUT, "/api/v1/jobs/api-job", Some(ADMIN))
+            .json(&update)
+            .code()
+            .await,
+        StatusCode::CONFLICT
+    );
+    update["expectedRevision"] = json!(revision);
+    assert_eq!(
+        s.request(reqwest::Method::PUT, "/api/v1/jobs/api-job", Some(ADMIN))
+            .json(&update)
+            .code()
+            .await,
+        StatusCode::OK
+    );
+    let got: Value = s.get("/api/v1/jobs/api-job", Some(VIEWER)).value().await;
+    assert_eq!(got["command"], "echo updated");
+    // Bad input: 400 naming the field; nothing stored.
+    let r = s
+        .post("/api/v1/jobs", Some(ADMIN))
+        .json(&json!({"name": "x y", "command": "true", "cronExpr": "* * * * *"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["field"], "name", "{e}");
+    assert_eq!(s.post("/api/v1/jobs", Some(ADMIN)).json(&json!({"name": "p", "command": "true", "cronExpr": "* * * * *", "overlapPolicy": "sometimes"})).code().await, StatusCode::BAD_REQUEST);
+    let r = s
+        .post("/api/v1/jobs", Some(ADMIN))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error());
+    assert_eq!(
+        s.get("/api/v1/jobs/p", Some(VIEWER)).code().await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        s.get("/api/v1/jobs?pageSize=0", Some(VIEWER)).code().await,
+        StatusCode::BAD_REQUEST
+    );
+    // Run now, then see the run, its output stream and the stats.
+    let t: Value = s
+        .post("/api/v1/jobs/api-job/trigger", Some(OPERATOR))
+        .value()
+        .await;
+    let run_id = t["runId"].as_str().unwrap().to_owned();
+    let mut run = Value::Null;
+    for _ in 0..100 {
+        let r = s
+            .get(&format!("/api/v1/runs/{run_id}"), Some(VIEWER))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::OK {
+            run = r.json().await.unwrap();
+            if run["status"] == "succeeded" {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["output"], "updated\n");
+    let sse = s
+        .get(&format!("/api/v1/runs/{run_id}/output"), Some(VIEWER))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    let text = sse.text().await.unwrap();
+    assert!(
+        text.contains("event: output") && text.contains("data: updated"),
+        "{text}"
+    );
+    assert!(text.contains("event: end"), "{text}");
+    let page: Value = s
+        .get("/api/v1/jobs/api-job/runs?limit=10", Some(VIEWER))
+        .value()
+        .await;
+    assert_eq!(page["total"], 1);
+    assert_eq!(
+        s.get("/api/v1/jobs/api-job/runs?status=weird", Some(VIEWER))
+            .code()
+            .await,
+        StatusCode::BAD_REQUEST
+    );
+    let stats: Value = s
+        .get("/api/v1/jobs/api-job/stats", Some(VIEWER))
+        .value()
+        .await;
+    assert_eq!(stats["lastRun"]["runId"], run_id.as_str());
+    // Disable / enable, preview, workers.
+    let j: Value = s
+        .post("/api/v1/jobs/api-job/disable", Some(OPERATOR))
+        .value()
+        .await;
+    assert_eq!(j["enabled"], false);
+    let j: Value = s
+        .post("/api/v1/jobs/api-job/enable", Some(OPERATOR))
+        .value()
+        .await;
+    assert_eq!(j["enabled"], true);
+    let p: Value = s
+        .post("/api/v1/schedule/preview", Some(VIEWER))
+        .json(
+            &json!({"cronExpr": "0 30 9 * * MON-FRI", "timeZone": "America/New_York", "count": 3}),
+        )
+        .value()
+        .await;
+    assert_eq!(p["fireTimesMs"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        s.post("/api/v1/schedule/preview", Some(VIEWER))
+            .json(&json!({"cronExpr": "* * 25 * * *"}))
+            .code()
+            .await,
+        StatusCode::BAD_REQUEST
+    );
+    let w: Value = s.get("/api/v1/workers", Some(VIEWER)).value().await;
+    assert_eq!(w["workers"][0]["workerId"], "gw-worker");
+    // Kill with nothing running says so; delete answers the job, then 404.
+    let k: Value = s
+        .post("/api/v1/jobs/api-job/kill", Some(OPERATOR))
+        .value()
+        .await;
+    assert_eq!(k["wasRunning"], false);
+    assert_eq!(
+        s.request(reqwest::Method::DELETE, "/api/v1/jobs/api-job", Some(ADMIN))
+            .code()
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.request(reqwest::Method::DELETE, "/api/v1/jobs/api-job", Some(ADMIN))
+            .code()
+            .await,
+        StatusCode::NOT_FOUND
+    );
+    // The OpenAPI document is served and lists the routes.
+    let doc: Value = s.get("/api/v1/openapi.json", None).value().await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["paths"]["/api/v1/jobs/{name}/trigger"]["post"].is_object());
+    // Health and readiness need no token.
+    assert_eq!(s.get("/healthz", None).code().await, StatusCode::OK);
+    assert_eq!(s.get("/readyz", None).code().await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn every_route_checks_the_token_and_its_role() {
+    let s = Stack::start(true).await;
+    use reqwest::Method;
+    // (method, path, least role) for every gated route.
+    let routes: &[(Method, &str, &str)] = &[
+        (Method::GET, "/job/list", VIEWER),
+        (Method::GET, "/job/log?name=x", VIEWER),
+        (Method::GET, "/worker/list", VIEWER),
+        (Method::GET, "/api/v1/jobs", VIEWER),
+        (Method::GET, "/api/v1/jobs/x", VIEWER),
+        (Method::GET, "/api/v1/jobs/x/runs", VIEWER),
+        (Method::GET, "/api/v1/jobs/x/stats", VIEWER),
+        (Method::GET, "/api/v1/runs/x", VIEWER),
+        (Method::GET, "/api/v1/workers", VIEWER),
+        (Method::POST, "/job/kill", OPERATOR),
+        (Method::POST, "/api/v1/jobs/x/trigger", OPERATOR),
+        (Method::POST, "/api/v1/jobs/x/kill", OPERATOR),
+        (Method::POST, "/api/v1/jobs/x/enable", OPERATOR),
+        (Method::POST, "/api/v1/jobs/x/disable", OPERATOR),
+        (Method::POST, "/job/save", ADMIN),
+        (Method::POST, "/job/delete", ADMIN),
+        (Method::POST, "/api/v1/jobs", ADMIN),
+        (Method::PUT, "/api/v1/jobs/x", ADMIN),
+        (Method::DELETE, "/api/v1/jobs/x", ADMIN),
+    ];
+    let rank = |t: &str| {
+        [VIEWER, OPERATOR, ADMIN]
+            .iter()
+            .position(|x| *x == t)
+            .unwrap()
+    };
+    for (method, path, least) in routes {
+        let no_token = s.request(method.clone(), path, None).send().await.unwrap();
+        assert_eq!(
+            no_token.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without a token"
+        );
+        assert!(no_token.headers().contains_key("www-authenticate"));
+        let wrong = s
+            .request(method.clone(), path, Some("guess"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            wrong.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} with a wrong token"
+        );
+        for token in [VIEWER, OPERATOR, ADMIN] {
+            let r = s.request(method.clone(), path, Some(token)).code().await;
+            if rank(token) < rank(least) {
+                assert_eq!(r, StatusCode::FORBIDDEN, "{method} {path} as {token}");
+            } else {
+                assert!(
+                    r != StatusCode::FORBIDDEN && r != StatusCode::UNAUTHORIZED,
+                    "{method} {path} as {token}: {r}"
+                );
+            }
+        }
+    }
+    // The console's cookie works for reads, and for changes only with X-Requested-With.
+    assert_eq!(
+        s.post("/api/v1/session", None)
+            .json(&json!({"token": "nope"}))
+            .code()
+            .await,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = s
+        .post("/api/v1/session", None)
+        .json(&json!({"token": OPERATOR}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    assert_eq!(
+        s.get("/api/v1/jobs", None)
+            .header("cookie", &pair)
+            .code()
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.post("/job/kill", None)
+            .header("cookie", &pair)
+            .form(&[("name", "x")])
+            .code()
+            .await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        s.post("/job/kill", None)
+            .header("cookie", &pair)
+            .header("x-requested-with", "XMLHttpRequest")
+            .form(&[("name", "x")])
+            .code()
+            .await,
+        StatusCode::OK
+    );
+    // Open routes.
+    assert_eq!(s.get("/healthz", None).code().await, StatusCode::OK);
+    assert_eq!(
+        s.get("/api/v1/openapi.json", None).code().await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn requests_keep_succeeding_when_a_jobsvc_instance_dies() {
+    let mut s = Stack::start(false).await;
+    s.start_jobsvc().await;
+    // Both instances registered and in the balancer.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut failures = Vec::new();
+    for i in 0..60 {
+        if i == 10 {
+            // Killed, not shut down: its registration lingers until the lease expires.
+            let (_, task) = s.jobsvcs.remove(0);
+            task.abort();
+        }
+        let r = s.get("/api/v1/jobs", None).send().await.unwrap();
+        if r.status() != StatusCode::OK {
+            failures.push((i, r.status(), r.text().await.unwrap_or_default()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused() {
+    let s = Stack::start(false).await;
+    let huge = "x".repeat(2 * 1024 * 1024);
+    assert_eq!(
+        s.post("/job/save", None)
+            .form(&[("job", huge.as_str())])
+            .code()
+            .await,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+}
