@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use distcron_config::{parse_duration, EtcdArgs, TelemetryArgs};
+use distcron_config::{parse_duration, AuthArgs, EtcdArgs, TelemetryArgs};
 
 /// gateway: the seed's REST routes and /api/v1 over jobsvc and logsvc.
 #[derive(Debug, Clone, clap::Parser)]
@@ -26,16 +26,6 @@ pub struct GatewayConfig {
     /// logsvc addresses; default: discovered in etcd.
     #[arg(long, env = "DISTCRON_LOGSVC_ENDPOINTS", value_delimiter = ',')]
     pub logsvc_endpoints: Vec<String>,
-    /// Tokens as `name:role:sha256-hex` entries, comma-separated (roles: viewer, operator,
-    /// admin). `gateway hash-token <token>` prints the hash.
-    #[arg(long, env = "DISTCRON_TOKENS")]
-    pub tokens: Option<String>,
-    /// File with token entries, one per line.
-    #[arg(long, env = "DISTCRON_TOKENS_FILE")]
-    pub tokens_file: Option<PathBuf>,
-    /// Serve without authentication even on a non-loopback address.
-    #[arg(long, env = "DISTCRON_INSECURE_NO_AUTH", default_value_t = false)]
-    pub insecure_no_auth: bool,
     /// Largest accepted request body.
     #[arg(long, env = "DISTCRON_GATEWAY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -48,4 +38,7 @@ pub struct GatewayConfig {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub auth: AuthArgs,
 }

@@ -4,29 +4,10 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use distcron_auth::TokenStore;
 use distcron_core::Keys;
 use distcron_discovery::{balanced_channel, Endpoints};
 use distcron_gateway::{router, serve, AppState, Backends, GatewayConfig, Limits};
 use tokio_util::sync::CancellationToken;
-
-fn tokens(config: &GatewayConfig) -> anyhow::Result<TokenStore> {
-    let mut tokens = TokenStore::default();
-    if let Some(spec) = &config.tokens {
-        tokens.extend(TokenStore::parse(spec)?);
-    }
-    if let Some(path) = &config.tokens_file {
-        tokens.extend(TokenStore::from_file(path)?);
-    }
-    if tokens.is_empty() && !config.listen.ip().is_loopback() && !config.insecure_no_auth {
-        bail!(
-            "refusing to serve {} without authentication: configure tokens (--tokens / \
-             --tokens-file) or pass --insecure-no-auth",
-            config.listen
-        );
-    }
-    Ok(tokens)
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -44,7 +25,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let config: GatewayConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
     let _telemetry = distcron_telemetry::init("gateway", &config.telemetry)?;
-    let tokens = tokens(&config)?;
+    let tokens = distcron_auth::load_tokens(
+        config.auth.tokens.as_deref(),
+        config.auth.tokens_file.as_deref(),
+        config.listen,
+        config.auth.insecure_no_auth,
+    )?;
     if tokens.is_empty() {
         tracing::warn!("no tokens configured: authentication is off");
     }

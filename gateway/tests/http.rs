@@ -33,6 +33,10 @@ struct Stack {
     worker: Option<Child>,
     dirs: tempfile::TempDir,
     stop: CancellationToken,
+    /// The tokens every service accepts (empty: authentication off).
+    tokens: Arc<distcron_auth::TokenStore>,
+    /// jobsvc addresses.
+    jobsvc_addrs: Vec<String>,
 }
 
 impl Drop for Stack {
@@ -51,19 +55,6 @@ impl Stack {
         let store: Arc<dyn KvStore> =
             Arc::new(EtcdKv::connect(EtcdConfig::new(endpoints)).await.unwrap());
         let keys = Keys::new(&format!("/{}/", unique_name("gw")));
-        let stop = CancellationToken::new();
-        let mut stack = Self {
-            store,
-            keys,
-            url: String::new(),
-            http: reqwest::Client::new(),
-            jobsvcs: Vec::new(),
-            worker: None,
-            dirs: tempfile::tempdir().unwrap(),
-            stop,
-        };
-        stack.start_jobsvc().await;
-        stack.start_logsvc().await;
         let tokens = if with_auth {
             distcron_auth::TokenStore::parse(&format!(
                 "boss:admin:{},oncall:operator:{},dash:viewer:{}",
@@ -75,6 +66,21 @@ impl Stack {
         } else {
             distcron_auth::TokenStore::default()
         };
+        let stop = CancellationToken::new();
+        let mut stack = Self {
+            store,
+            keys,
+            url: String::new(),
+            http: reqwest::Client::new(),
+            jobsvcs: Vec::new(),
+            worker: None,
+            dirs: tempfile::tempdir().unwrap(),
+            stop,
+            tokens: Arc::new(tokens),
+            jobsvc_addrs: Vec::new(),
+        };
+        stack.start_jobsvc().await;
+        stack.start_logsvc().await;
         let discovered = |service: &str| Endpoints::Discovered {
             store: stack.store.clone(),
             prefix: stack.keys.services(service),
@@ -87,7 +93,7 @@ impl Stack {
             .unwrap();
         let state = AppState {
             backends: Backends::new(jobs, logs),
-            tokens: Arc::new(tokens),
+            tokens: stack.tokens.clone(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         stack.url = format!("http://{}", listener.local_addr().unwrap());
@@ -99,10 +105,12 @@ impl Stack {
     async fn start_jobsvc(&mut self) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("http://{}", listener.local_addr().unwrap());
+        self.jobsvc_addrs.push(addr.clone());
         let instance = Instance {
             id: unique_name("jobsvc"),
             advertise: addr,
             registration_ttl: Duration::from_secs(3),
+            tokens: self.tokens.clone(),
         };
         let stop = self.stop.child_token();
         let task = tokio::spawn(distcron_jobsvc_serve(
@@ -130,6 +138,7 @@ impl Stack {
             id: unique_name("logsvc"),
             advertise: addr,
             registration_ttl: Duration::from_secs(3),
+            tokens: self.tokens.clone(),
         };
         let (store, keys, stop) = (self.store.clone(), self.keys.clone(), self.stop.clone());
         tokio::spawn(async move {
@@ -160,6 +169,7 @@ impl Stack {
                 "--log-batch-delay",
                 "50ms",
             ])
+            .args(["--token", OPERATOR])
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)
@@ -682,4 +692,58 @@ async fn bodies_over_the_limit_are_refused() {
             .await,
         StatusCode::PAYLOAD_TOO_LARGE
     );
+}
+
+#[tokio::test]
+async fn grpc_services_enforce_the_same_tokens() {
+    use distcron_proto::jobs::v1 as jobs;
+    use distcron_proto::jobs::v1::job_service_client::JobServiceClient;
+    let s = Stack::start(true).await;
+    let mut client = JobServiceClient::connect(s.jobsvc_addrs[0].clone())
+        .await
+        .unwrap();
+    let call = |token: Option<&str>| {
+        let job = jobs::Job {
+            name: "grpc-auth".into(),
+            command: "true".into(),
+            cron_expr: "0 0 0 1 1 *".into(),
+            ..Default::default()
+        };
+        let mut r = tonic::Request::new(jobs::SaveJobRequest {
+            job: Some(job),
+            expected_revision: None,
+        });
+        if let Some(t) = token {
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        r
+    };
+    let code = |r: Result<_, tonic::Status>| r.map(drop).err().map(|s| s.code());
+    assert_eq!(
+        code(client.save_job(call(None)).await),
+        Some(tonic::Code::Unauthenticated)
+    );
+    assert_eq!(
+        code(client.save_job(call(Some("guess"))).await),
+        Some(tonic::Code::Unauthenticated)
+    );
+    assert_eq!(
+        code(client.save_job(call(Some(OPERATOR))).await),
+        Some(tonic::Code::PermissionDenied)
+    );
+    assert_eq!(code(client.save_job(call(Some(ADMIN))).await), None);
+    // Health checks need no token.
+    let channel = tonic::transport::Channel::from_shared(s.jobsvc_addrs[0].clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await;
+    assert!(status.is_ok(), "{status:?}");
 }

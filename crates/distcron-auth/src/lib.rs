@@ -180,6 +180,31 @@ impl TokenStore {
     }
 }
 
+/// The tokens from an inline spec and/or a file. Refuses an empty set for a server listening on
+/// a non-loopback address unless `insecure_no_auth`: the product runs arbitrary commands, so an
+/// open service on the network is remote code execution.
+pub fn load_tokens(
+    spec: Option<&str>,
+    file: Option<&std::path::Path>,
+    listen: std::net::SocketAddr,
+    insecure_no_auth: bool,
+) -> Result<TokenStore, AuthError> {
+    let mut tokens = TokenStore::default();
+    if let Some(spec) = spec {
+        tokens.extend(TokenStore::parse(spec)?);
+    }
+    if let Some(path) = file {
+        tokens.extend(TokenStore::from_file(path)?);
+    }
+    if tokens.is_empty() && !listen.ip().is_loopback() && !insecure_no_auth {
+        return Err(AuthError::Config(format!(
+            "refusing to serve {listen} without authentication: configure tokens \
+             (--tokens / --tokens-file) or pass --insecure-no-auth"
+        )));
+    }
+    Ok(tokens)
+}
+
 /// The token of an `Authorization: Bearer <token>` header value.
 pub fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.split_once(' ')?;
@@ -230,6 +255,19 @@ mod tests {
         assert!(err("a:root:00").is_some_and(|e| e.contains("unknown role")));
         assert!(err("a:admin:xyz").is_some_and(|e| e.contains("64 hex digits")));
         assert!(TokenStore::parse("# nothing\n").is_ok_and(|s| s.is_empty()));
+    }
+
+    #[test]
+    fn an_open_server_must_be_on_loopback_or_say_so() {
+        let lo: std::net::SocketAddr = "127.0.0.1:8070"
+            .parse()
+            .unwrap_or(([127, 0, 0, 1], 0).into());
+        let any: std::net::SocketAddr = "0.0.0.0:8070".parse().unwrap_or(([0, 0, 0, 0], 0).into());
+        assert!(load_tokens(None, None, lo, false).is_ok_and(|t| t.is_empty()));
+        assert!(load_tokens(None, None, any, false).is_err());
+        assert!(load_tokens(None, None, any, true).is_ok());
+        let spec = format!("a:viewer:{}", hash_token("t"));
+        assert!(load_tokens(Some(&spec), None, any, false).is_ok_and(|t| !t.is_empty()));
     }
 
     #[test]

@@ -188,6 +188,21 @@ pub struct TelemetryArgs {
     pub log_format: String,
 }
 
+/// Who may call: bearer tokens with roles (shared by the gateway and the gRPC services).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuthArgs {
+    /// Accepted tokens as `name:role:sha256-hex` entries, comma-separated (roles: viewer,
+    /// operator, admin; `gateway hash-token <token>` prints the hash).
+    #[arg(long, env = "DISTCRON_TOKENS")]
+    pub tokens: Option<String>,
+    /// File with token entries, one per line.
+    #[arg(long, env = "DISTCRON_TOKENS_FILE")]
+    pub tokens_file: Option<std::path::PathBuf>,
+    /// Serve without authentication even on a non-loopback address.
+    #[arg(long, env = "DISTCRON_INSECURE_NO_AUTH", default_value_t = false)]
+    pub insecure_no_auth: bool,
+}
+
 /// Parses a human duration such as "500ms", "5s" or "1h30m".
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("bad duration {s:?}: {e}"))

@@ -6,9 +6,11 @@
 //! set ([`balanced_channel`]); a static address list overrides discovery.
 
 mod balance;
+mod credentials;
 mod registration;
 
 pub use balance::{balanced_channel, Endpoints};
+pub use credentials::BearerToken;
 pub use registration::Registration;
 
 /// Why discovery failed.
@@ -25,6 +27,9 @@ pub enum DiscoveryError {
         /// Why.
         reason: String,
     },
+    /// A token that cannot be sent in a header.
+    #[error("the token is not valid header text")]
+    BadToken,
 }
 
 /// This host's name (from the kernel), or "localhost".

@@ -7,13 +7,23 @@
 //! shutdown deregisters first (so clients stop picking it) and then drains in-flight calls.
 //! [`cancel_on_signal`] turns SIGTERM/SIGINT into a cancellation.
 
+mod auth;
 mod registered;
 
+pub use auth::{check, TokenAuth, TokenAuthLayer};
 pub use registered::{cancel_on_signal, connect_etcd, serve_registered, Instance, Served};
 
+use std::sync::Arc;
+
+use distcron_auth::TokenStore;
 use tonic::transport::server::Router;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
+use tower::layer::util::{Identity, Stack};
+use tower::util::Either;
+
+/// The router of a distcron gRPC server: with the token check when tokens are configured.
+pub type GrpcRouter = Router<Stack<Either<TokenAuthLayer, Identity>, Identity>>;
 
 /// Why the server could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +42,11 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// A router serving health and reflection; add the service's own servers to it.
-pub fn grpc_router() -> Result<(Router, HealthReporter), ServerError> {
+/// A router serving health and reflection; add the service's own servers to it. With `tokens`
+/// (non-empty), every other call needs a token of the method's role.
+pub fn grpc_router(
+    tokens: Option<Arc<TokenStore>>,
+) -> Result<(GrpcRouter, HealthReporter), ServerError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(distcron_proto::FILE_DESCRIPTOR_SET)
@@ -45,8 +58,10 @@ pub fn grpc_router() -> Result<(Router, HealthReporter), ServerError> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    let auth = tokens.filter(|t| !t.is_empty()).map(TokenAuthLayer::new);
     let router = Server::builder()
         .trace_fn(distcron_telemetry::grpc_server_span)
+        .layer(tower::util::option_layer(auth))
         .add_service(health)
         .add_service(v1)
         .add_service(v1alpha);

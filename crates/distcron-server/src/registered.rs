@@ -11,7 +11,6 @@ use distcron_discovery::Registration;
 use distcron_kv::{EtcdConfig, EtcdKv, KvError, KvStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
@@ -26,6 +25,8 @@ pub struct Instance {
     pub advertise: String,
     /// How long the registration outlives a crash.
     pub registration_ttl: Duration,
+    /// The tokens calls must carry (empty: none needed).
+    pub tokens: std::sync::Arc<distcron_auth::TokenStore>,
 }
 
 impl Instance {
@@ -36,11 +37,13 @@ impl Instance {
         advertise: Option<String>,
         local: SocketAddr,
         registration_ttl: Duration,
+        tokens: distcron_auth::TokenStore,
     ) -> Self {
         Self {
             id: id.unwrap_or_else(distcron_discovery::default_instance_id),
             advertise: advertise.unwrap_or_else(|| distcron_discovery::advertise_url(local)),
             registration_ttl,
+            tokens: std::sync::Arc::new(tokens),
         }
     }
 }
@@ -63,7 +66,7 @@ pub struct Served {
 /// Serves `router` on `listener` until `shutdown` is cancelled (see the crate docs for the order
 /// of start-up and shutdown).
 pub async fn serve_registered(
-    router: Router,
+    router: crate::GrpcRouter,
     health: HealthReporter,
     served: Served,
     listener: TcpListener,

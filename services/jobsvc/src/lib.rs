@@ -29,7 +29,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    let (router, health) = distcron_server::grpc_router()?;
+    let (router, health) = distcron_server::grpc_router(Some(instance.tokens.clone()))?;
     let router = router.add_service(JobServiceServer::new(JobService::new(
         store.clone(),
         keys.clone(),

@@ -24,6 +24,12 @@ async fn main() -> anyhow::Result<()> {
         config.advertise.clone(),
         listener.local_addr()?,
         config.registration_ttl,
+        distcron_auth::load_tokens(
+            config.auth.tokens.as_deref(),
+            config.auth.tokens_file.as_deref(),
+            config.listen,
+            config.auth.insecure_no_auth,
+        )?,
     );
     let shutdown = distcron_server::cancel_on_signal();
     serve(

@@ -75,7 +75,7 @@ pub async fn serve(
         storage.retention_days,
         shutdown.clone(),
     ));
-    let (router, health) = distcron_server::grpc_router()?;
+    let (router, health) = distcron_server::grpc_router(Some(instance.tokens.clone()))?;
     let service = LogService::new(storage.runs, storage.cap, Duration::from_millis(250));
     let router = router.add_service(LogServiceServer::new(service));
     let served = Served {

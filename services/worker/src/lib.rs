@@ -98,7 +98,8 @@ pub async fn run(
     }
     let background = CancellationToken::new();
     let channel = balanced_channel(logsvc, background.clone()).await?;
-    let client = LogServiceClient::new(channel);
+    let credentials = distcron_discovery::BearerToken::new(config.token.as_deref())?;
+    let client = LogServiceClient::with_interceptor(channel, credentials);
     let shipper = Shipper::start(
         ShipperConfig {
             dir: config.data_dir.join("spool"),

@@ -17,6 +17,11 @@ use std::time::Duration;
 use distcron_kv::backoff;
 use distcron_proto::logs::v1 as pb;
 use distcron_proto::logs::v1::log_service_client::LogServiceClient;
+use tonic::service::interceptor::InterceptedService;
+
+/// The logsvc client the shipper uses: presents the worker's token.
+pub type LogsClient =
+    LogServiceClient<InterceptedService<Channel, distcron_discovery::BearerToken>>;
 use prost::Message;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -166,10 +171,7 @@ impl Shared {
 
 impl Shipper {
     /// Opens the spool (delivering what a previous run left there) and starts shipping to logsvc.
-    pub fn start(
-        config: ShipperConfig,
-        client: LogServiceClient<Channel>,
-    ) -> std::io::Result<Self> {
+    pub fn start(config: ShipperConfig, client: LogsClient) -> std::io::Result<Self> {
         let spool = Spool::open(&config.dir, config.max_bytes)?;
         if !spool.files.is_empty() {
             tracing::info!(
@@ -290,11 +292,7 @@ async fn collect(
     shared.wake.notify_one();
 }
 
-async fn deliver(
-    shared: Arc<Shared>,
-    mut client: LogServiceClient<Channel>,
-    flush_timeout: Duration,
-) {
+async fn deliver(shared: Arc<Shared>, mut client: LogsClient, flush_timeout: Duration) {
     let mut failures = 0u32;
     let mut flush_deadline: Option<tokio::time::Instant> = None;
     loop {

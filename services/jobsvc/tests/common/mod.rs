@@ -47,6 +47,7 @@ impl Harness {
             id: unique_name("instance"),
             advertise: addr.clone(),
             registration_ttl: Duration::from_secs(5),
+            tokens: Default::default(),
         };
         let task = tokio::spawn({
             let (store, keys, stop) = (store.clone(), keys.clone(), stop.clone());

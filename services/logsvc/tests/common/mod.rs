@@ -47,6 +47,7 @@ impl Harness {
             id: unique_name("i"),
             advertise: addr.clone(),
             registration_ttl: Duration::from_secs(5),
+            tokens: Default::default(),
         };
         let stop = CancellationToken::new();
         let storage = Storage {

@@ -168,6 +168,7 @@ impl Cluster {
                 id: unique_name("jobsvc"),
                 advertise: jobs_addr.clone(),
                 registration_ttl: Duration::from_secs(5),
+                tokens: Default::default(),
             };
             let s = stop.clone();
             let task = tokio::spawn(async move {
@@ -228,6 +229,7 @@ impl Cluster {
             id: unique_name("logsvc"),
             advertise: addr.clone(),
             registration_ttl: Duration::from_secs(5),
+            tokens: Default::default(),
         };
         let s = stop.clone();
         let task = tokio::spawn(async move {
