@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs distcron on this machine: a local etcd (Debian's etcd-server), a MongoDB-protocol server
 # (`mongod` if on PATH, else the pinned nx-27017 in .venv), jobsvc on 127.0.0.1:8071, logsvc on
-# 127.0.0.1:8072 and one worker. State lives under ./data. Servers already answering on their
+# 127.0.0.1:8072, one worker and the gateway on 127.0.0.1:8070 (loopback only, so no tokens). State lives under ./data. Servers already answering on their
 # ports (etcd 2379, MongoDB 27017) are used as they are. Ctrl-C stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +67,7 @@ if ! listening 27017; then
 fi
 
 log "building"
-cargo build --quiet -p distcron-jobsvc -p distcron-logsvc -p distcron-worker
+cargo build --quiet -p distcron-jobsvc -p distcron-logsvc -p distcron-worker -p distcron-gateway
 bin=${CARGO_TARGET_DIR:-target}/debug
 
 log "starting jobsvc on 127.0.0.1:8071, logsvc on 127.0.0.1:8072 (logs: data/*.log)"
@@ -81,11 +81,17 @@ log "starting a worker (data: data/worker, log: data/worker.log)"
 "$bin/worker" --data-dir data/worker >data/worker.log 2>&1 &
 pids+=($!)
 
+log "starting the gateway on 127.0.0.1:8070 (log: data/gateway.log)"
+"$bin/gateway" >data/gateway.log 2>&1 &
+pids+=($!)
+wait_port 8070
+
 log "distcron is up. Try:"
 cat >&2 <<'EOF'
-    .venv/bin/grpcurl -plaintext -d '{"job":{"name":"hello","command":"echo hello","cronExpr":"*/5 * * * * *"}}' \
-      127.0.0.1:8071 distcron.jobs.v1.JobService/SaveJob
-    .venv/bin/grpcurl -plaintext -d '{"jobName":"hello","limit":5}' 127.0.0.1:8072 distcron.logs.v1.LogService/ListRuns
+    curl -s -XPOST localhost:8070/api/v1/jobs -H 'content-type: application/json' \
+      -d '{"name":"hello","command":"echo hello","cronExpr":"*/5 * * * * *"}'
+    curl -s 'localhost:8070/api/v1/jobs/hello/runs?limit=3'
+    curl -s localhost:8070/job/list          # the seed's routes work too
 EOF
 wait -n "${pids[@]}" || true
 log "a process exited; stopping (see data/*.log)"

@@ -544,13 +544,24 @@ pub async fn get_run(
 /// `end` event carries the finished run (JSON), an `error` event a failure.
 #[utoipa::path(get, path = "/api/v1/runs/{run_id}/output", params(("run_id" = String, Path)), responses(
     (status = 200, content_type = "text/event-stream", description = "output, then the finished run"),
-    (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 503, body = ErrorBody)))]
 pub async fn tail_run(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(run_id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let mut c = state.backends.logs.clone();
+    // An unknown run is a 404 now, not an error event after logsvc's wait for a starting run.
+    retry(|| {
+        let mut c = c.clone();
+        let req = logs::GetRunRequest {
+            run_id: run_id.clone(),
+        };
+        let t = token(&caller);
+        async move { c.get_run(request(req, t.as_deref())).await }
+    })
+    .await?;
     let mut req = request(
         logs::TailRunRequest {
             run_id,

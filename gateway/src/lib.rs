@@ -4,8 +4,8 @@
 //! - `/api/v1`, resource-oriented JSON with an OpenAPI document ([`api`]);
 //! - `/healthz` (process up) and `/readyz` (both backends answer).
 //!
-//! Every route but `/healthz`, `/readyz`, the OpenAPI document and the console login needs a
-//! token with the route's role ([`auth`]). jobsvc and logsvc are reached over channels balanced
+//! Every route but `/healthz`, `/readyz` (load-balancer probes; they reveal only whether the
+//! backends answer) and the console login needs a token with the route's role ([`auth`]). jobsvc and logsvc are reached over channels balanced
 //! across their registered instances ([`backends`]).
 
 pub mod api;
@@ -121,6 +121,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/api/v1/runs/{run_id}", get(api::get_run))
         .route("/api/v1/runs/{run_id}/output", get(api::tail_run))
         .route("/api/v1/workers", get(api::list_workers))
+        .route("/api/v1/openapi.json", get(api::openapi))
         .route("/api/v1/schedule/preview", post(api::preview_schedule));
     let operator = Router::new()
         .route("/job/kill", post(seed::kill))
@@ -139,7 +140,6 @@ pub fn router(state: AppState, limits: Limits) -> Router {
     let open = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/api/v1/openapi.json", get(api::openapi))
         .route(
             "/api/v1/session",
             post(api::create_session).delete(api::delete_session),

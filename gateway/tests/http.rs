@@ -536,7 +536,7 @@ async fn api_v1_speaks_resources_and_status_codes() {
         StatusCode::NOT_FOUND
     );
     // The OpenAPI document is served and lists the routes.
-    let doc: Value = s.get("/api/v1/openapi.json", None).value().await;
+    let doc: Value = s.get("/api/v1/openapi.json", Some(VIEWER)).value().await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     assert!(doc["paths"]["/api/v1/jobs/{name}/trigger"]["post"].is_object());
     // Health and readiness need no token.
@@ -651,11 +651,12 @@ async fn every_route_checks_the_token_and_its_role() {
             .await,
         StatusCode::OK
     );
-    // Open routes.
+    // Open routes: the probes. The API document needs a token like the API.
     assert_eq!(s.get("/healthz", None).code().await, StatusCode::OK);
+    assert_eq!(s.get("/readyz", None).code().await, StatusCode::OK);
     assert_eq!(
         s.get("/api/v1/openapi.json", None).code().await,
-        StatusCode::OK
+        StatusCode::UNAUTHORIZED
     );
 }
 
@@ -746,4 +747,67 @@ async fn grpc_services_enforce_the_same_tokens() {
         })
         .await;
     assert!(status.is_ok(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_errors_or_schema_violations() {
+    let bin = distcron_testkit::workspace_root().join(".venv/bin/schemathesis");
+    assert!(
+        bin.exists(),
+        "schemathesis missing: run scripts/test.sh (installs tools/requirements-test.txt)"
+    );
+    // No worker: fuzzed jobs must not run commands on this machine.
+    let s = Stack::start(true).await;
+    let url = s.url.clone();
+    let work = s.dirs.path().to_owned();
+    // The document needs a token too: hand schemathesis a copy.
+    let doc = s.get("/api/v1/openapi.json", Some(VIEWER)).value().await;
+    let doc_path = work.join("openapi.json");
+    std::fs::write(&doc_path, doc.to_string()).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin)
+            .arg("run")
+            .arg(&doc_path)
+            .args(["--url", &url])
+            .args(["--checks", "not_a_server_error,response_schema_conformance"])
+            .args(["--max-examples", "15", "--seed", "1"])
+            .args(["--header", &format!("Authorization: Bearer {ADMIN}")])
+            .current_dir(work)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("passed"), "{report}");
+}
+
+#[test]
+fn the_binary_refuses_an_open_non_loopback_listener_and_hashes_tokens() {
+    let gateway = env!("CARGO_BIN_EXE_gateway");
+    let out = Command::new(gateway)
+        .args(["--listen", "0.0.0.0:0"])
+        .args(["--jobsvc-endpoints", "http://127.0.0.1:1"])
+        .args(["--logsvc-endpoints", "http://127.0.0.1:1"])
+        .env_remove("DISTCRON_TOKENS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to serve"), "{err}");
+    let out = Command::new(gateway)
+        .args(["hash-token", "s3cret"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        hash_token("s3cret")
+    );
 }
