@@ -131,6 +131,7 @@ impl TokenStore {
             if name.is_empty() {
                 return Err(AuthError::Config(format!("entry {line:?} has no name")));
             }
+            let role: Role = role.parse()?;
             let hash = parse_hex(&hex.to_ascii_lowercase()).ok_or_else(|| {
                 AuthError::Config(format!(
                     "token {name:?}: the hash must be 64 hex digits (the SHA-256 of the token)"
@@ -138,7 +139,7 @@ impl TokenStore {
             })?;
             entries.push(Entry {
                 name: (*name).to_owned(),
-                role: role.parse()?,
+                role,
                 hash,
             });
         }
