@@ -12,6 +12,8 @@ log() { printf '==> %s\n' "$*" >&2; }
 # --- System packages (Debian) ------------------------------------------------------------------
 apt_missing=()
 command -v etcd >/dev/null 2>&1 || apt_missing+=(etcd-server)
+[ -x /usr/bin/chromium ] || apt_missing+=(chromium)
+command -v npm >/dev/null 2>&1 || apt_missing+=(nodejs npm)
 if ((${#apt_missing[@]})); then
   log "installing ${apt_missing[*]} (apt)"
   SUDO=""
@@ -30,6 +32,16 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r "$req"
   echo "$want" > "$stamp"
+fi
+
+# --- Browser-test driver: playwright-core, pinned by console-tests/package-lock.json -------------
+lock=console-tests/package-lock.json
+lock_stamp=console-tests/node_modules/.lock.sha256
+lock_want=$(sha256sum "$lock" | cut -d' ' -f1)
+if [ "$(cat "$lock_stamp" 2>/dev/null)" != "$lock_want" ]; then
+  log "installing the browser-test driver (npm ci in console-tests)"
+  npm ci --prefix console-tests --no-audit --no-fund --loglevel=error
+  echo "$lock_want" > "$lock_stamp"
 fi
 
 # --- Rust --------------------------------------------------------------------------------------

@@ -637,6 +637,8 @@ pub struct PreviewAnswer {
     pub fire_times_ms: Vec<i64>,
     /// RFC 3339 in the schedule's zone.
     pub fire_times: Vec<String>,
+    /// The schedule in plain words.
+    pub description: String,
 }
 
 /// The next fire times of an expression, or why it does not parse.
@@ -668,6 +670,7 @@ pub async fn preview_schedule(
     Ok(Json(PreviewAnswer {
         fire_times_ms: r.fire_times_ms,
         fire_times: r.fire_times,
+        description: r.description,
     }))
 }
 

@@ -2,16 +2,18 @@
 //!
 //! - the seed's routes (`/job/*`, `/worker/list`), wire-compatible ([`seed`]);
 //! - `/api/v1`, resource-oriented JSON with an OpenAPI document ([`api`]);
-//! - `/healthz` (process up) and `/readyz` (both backends answer).
+//! - `/healthz` (process up) and `/readyz` (both backends answer);
+//! - the web console at `/` ([`console`]).
 //!
 //! Every route but `/healthz`, `/readyz` (load-balancer probes; they reveal only whether the
-//! backends answer) and the console login needs a token with the route's role ([`auth`]). jobsvc and logsvc are reached over channels balanced
+//! backends answer), the console's static files and its login needs a token with the route's role ([`auth`]). jobsvc and logsvc are reached over channels balanced
 //! across their registered instances ([`backends`]).
 
 pub mod api;
 pub mod auth;
 pub mod backends;
 mod config;
+pub mod console;
 pub mod error;
 pub mod seed;
 pub mod views;
@@ -138,6 +140,9 @@ pub fn router(state: AppState, limits: Limits) -> Router {
             axum::routing::put(api::put_job).delete(api::delete_job),
         );
     let open = Router::new()
+        .route("/", get(console::index))
+        .route("/assets/app.js", get(console::app_js))
+        .route("/assets/style.css", get(console::style_css))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(

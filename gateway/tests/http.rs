@@ -811,3 +811,60 @@ fn the_binary_refuses_an_open_non_loopback_listener_and_hashes_tokens() {
         hash_token("s3cret")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_in_a_real_browser() {
+    let root = distcron_testkit::workspace_root();
+    let tests = root.join("console-tests");
+    assert!(
+        tests.join("node_modules/playwright-core").exists()
+            && std::path::Path::new("/usr/bin/chromium").exists(),
+        "playwright-core or chromium missing: run scripts/test.sh (installs both)"
+    );
+    let mut s = Stack::start(true).await;
+    s.start_worker();
+    let xss = json!({"name": "xss", "command": "<img src=x onerror=alert(1)>", "cronExpr": "0 0 0 1 1 *"});
+    assert_eq!(
+        s.post("/api/v1/jobs", Some(ADMIN)).json(&xss).code().await,
+        StatusCode::CREATED
+    );
+    let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let url = s.url.clone();
+    let shots_env = shots.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(tests.join("console.mjs"))
+            .current_dir(&tests)
+            .env("CONSOLE_URL", url)
+            .env("CONSOLE_TOKEN", ADMIN)
+            .env("SHOTS_DIR", &shots_env)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let log = format!(
+        "{}\n{}\nscreenshots: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        shots.display()
+    );
+    assert!(out.status.success(), "{log}");
+    for page in [
+        "login",
+        "jobs",
+        "editor-valid",
+        "runs",
+        "output-live",
+        "output-killed",
+        "workers",
+        "jobs-phone",
+    ] {
+        assert!(
+            shots.join(format!("{page}.png")).exists(),
+            "{page}.png missing\n{log}"
+        );
+    }
+}
