@@ -14,6 +14,7 @@ apt_missing=()
 command -v etcd >/dev/null 2>&1 || apt_missing+=(etcd-server)
 [ -x /usr/bin/chromium ] || apt_missing+=(chromium)
 command -v npm >/dev/null 2>&1 || apt_missing+=(nodejs npm)
+command -v docker-compose >/dev/null 2>&1 || apt_missing+=(docker-compose)
 if ((${#apt_missing[@]})); then
   log "installing ${apt_missing[*]} (apt)"
   SUDO=""
