@@ -107,3 +107,74 @@ fn systemd_units_start_each_binary_with_its_config() {
         assert!(unit.contains("Restart=always"));
     }
 }
+
+#[test]
+fn the_cluster_script_brings_up_three_workers_and_stops_exactly_its_processes() {
+    let bin_dir = workspace_binary("distcron-worker", "worker")
+        .parent()
+        .unwrap()
+        .to_owned();
+    for (bin, package) in BINARIES {
+        workspace_binary(package, bin);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = 20_000 + (std::process::id() % 400) * 100;
+    let script = |action: &str| {
+        Command::new("scripts/cluster.sh")
+            .arg(action)
+            .current_dir(workspace_root())
+            .env("CLUSTER_DIR", dir.path())
+            .env("PORT_BASE", base.to_string())
+            .env("BIN_DIR", &bin_dir)
+            .output()
+            .unwrap()
+    };
+    let up = script("up");
+    let pids: Vec<i32> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pid"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+        .collect();
+    let gateway = u16::try_from(base + 70).unwrap();
+    let listed = || -> Option<serde_json::Value> {
+        let response = distcron_testkit::http_get(gateway, "/worker/list").ok()?;
+        serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()
+    };
+    let mut workers = serde_json::Value::Null;
+    if up.status.success() {
+        for _ in 0..100 {
+            workers = listed().unwrap_or_default();
+            if workers["data"].as_array().is_some_and(|a| a.len() >= 3) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    let status = String::from_utf8_lossy(&script("status").stdout).into_owned();
+    let down = script("down");
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(down.status.success());
+    assert_eq!(
+        pids.len(),
+        10,
+        "etcd, mongo, 2 jobsvc, 2 logsvc, 3 workers, gateway: {status}"
+    );
+    assert!(status.matches("running").count() == 10, "{status}");
+    assert_eq!(workers["errno"], 0, "{workers}");
+    assert_eq!(
+        workers["data"].as_array().map(Vec::len),
+        Some(3),
+        "{workers}"
+    );
+    for pid in pids {
+        #[allow(unsafe_code)]
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        assert!(!alive, "pid {pid} still runs after down");
+    }
+}

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# A local multi-process cluster on loopback: etcd, a MongoDB-protocol server (`mongod` if on PATH,
+# else the pinned nx-27017 in .venv), 2 jobsvc, 2 logsvc, 3 workers and the gateway, each its own
+# process, with logs and pids under one directory.
+#
+#   scripts/cluster.sh up       start (builds the binaries first unless BIN_DIR is set)
+#   scripts/cluster.sh status   which of its processes run
+#   scripts/cluster.sh down     stop exactly the processes it started (workers first)
+#
+# Environment: CLUSTER_DIR (default ./data/cluster), PORT_BASE (default 18000: gateway on
+# PORT_BASE+70, jobsvc +71/+73, logsvc +72/+74, etcd +379/+380, Mongo +717), BIN_DIR (prebuilt
+# binaries), MONGO_URI (use this MongoDB instead of starting one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dir=${CLUSTER_DIR:-data/cluster}
+base=${PORT_BASE:-18000}
+gateway_port=$((base + 70))
+etcd_port=$((base + 379))
+mongo_port=$((base + 717))
+log() { printf '==> %s\n' "$*" >&2; }
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {
+  for _ in $(seq 1 150); do listening "$1" && return 0; sleep 0.1; done
+  log "nothing answers on port $1 (logs: $dir/*.log)"; return 1
+}
+
+start() { # name, then the command
+  local name=$1; shift
+  "$@" >"$dir/$name.log" 2>&1 &
+  echo $! >"$dir/$name.pid"
+}
+
+up() {
+  mkdir -p "$dir"
+  if ls "$dir"/*.pid >/dev/null 2>&1; then
+    log "already up (or stale pids in $dir): run '$0 down' first"; exit 1
+  fi
+  local bin=${BIN_DIR:-}
+  if [ -z "$bin" ]; then
+    log "building"
+    cargo build --quiet -p distcron-jobsvc -p distcron-logsvc -p distcron-worker -p distcron-gateway
+    bin=${CARGO_TARGET_DIR:-target}/debug
+  fi
+  start etcd etcd --name cluster --data-dir "$dir/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$((base + 380))" --initial-advertise-peer-urls "http://127.0.0.1:$((base + 380))" \
+    --initial-cluster "cluster=http://127.0.0.1:$((base + 380))"
+  local mongo_uri=${MONGO_URI:-}
+  if [ -z "$mongo_uri" ]; then
+    mkdir -p "$dir/mongo"
+    if command -v mongod >/dev/null 2>&1; then
+      start mongo mongod --bind_ip 127.0.0.1 --port "$mongo_port" --dbpath "$dir/mongo"
+    else
+      start mongo .venv/bin/nx-27017 --host 127.0.0.1 --port "$mongo_port" --data-dir "$dir/mongo" \
+        --pid-file "$dir/nx-27017.pid.file" --log-file "$dir/mongo-server.log"
+    fi
+    mongo_uri="mongodb://127.0.0.1:$mongo_port"
+    wait_port "$mongo_port"
+  fi
+  wait_port "$etcd_port"
+  export DISTCRON_ETCD_ENDPOINTS="http://127.0.0.1:$etcd_port"
+  for i in 1 2; do
+    start "jobsvc-$i" "$bin/jobsvc" --listen "127.0.0.1:$((base + 69 + 2 * i))" --instance-id "jobsvc-$i"
+    start "logsvc-$i" "$bin/logsvc" --listen "127.0.0.1:$((base + 70 + 2 * i))" --instance-id "logsvc-$i" \
+      --mongo-uri "$mongo_uri"
+  done
+  for i in 1 2 3; do
+    start "worker-$i" "$bin/worker" --worker-id "worker-$i" --data-dir "$dir/worker-$i"
+  done
+  start gateway "$bin/gateway" --listen "127.0.0.1:$gateway_port"
+  wait_port "$gateway_port"
+  log "up: gateway and console on http://127.0.0.1:$gateway_port (logs and pids in $dir)"
+}
+
+status() {
+  local any=1
+  for pidfile in "$dir"/*.pid; do
+    [ -e "$pidfile" ] || continue
+    any=0
+    local name pid
+    name=$(basename "$pidfile" .pid)
+    pid=$(cat "$pidfile")
+    if kill -0 "$pid" 2>/dev/null; then echo "$name running (pid $pid)"; else echo "$name stopped"; fi
+  done
+  [ $any -eq 0 ] || echo "not up"
+}
+
+stop_one() {
+  local pidfile=$dir/$1.pid
+  [ -e "$pidfile" ] || return 0
+  local pid
+  pid=$(cat "$pidfile")
+  if kill -TERM "$pid" 2>/dev/null; then
+    for _ in $(seq 1 400); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+down() {
+  # Workers first (they drain and flush to logsvc), then the services, the stores last.
+  for name in worker-1 worker-2 worker-3 gateway jobsvc-1 jobsvc-2 logsvc-1 logsvc-2 mongo etcd; do
+    stop_one "$name"
+  done
+  log "down"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
