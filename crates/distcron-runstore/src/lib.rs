@@ -2,7 +2,7 @@
 //!
 //! [`RunStore`] is a thin, versioned document store for runs: insert, compare-and-replace by
 //! version, lookups and queries. [`MongoRunStore`] implements it over MongoDB (the run document
-//! keeps the seed's field names); an embedded SQLite implementation serves the single-machine mode.
+//! keeps the seed's field names); [`SqliteRunStore`] over an embedded SQLite file.
 //! Both pass the same behavioural suite (`conformance`, behind the `testsuite` feature).
 //!
 //! Above the trait, [`append_events`] turns run events (started, output chunk, finished) into
@@ -11,6 +11,7 @@
 
 mod apply;
 mod mongo;
+mod sqlite;
 mod types;
 
 #[cfg(feature = "testsuite")]
@@ -19,6 +20,7 @@ pub mod conformance;
 pub use apply::{append_events, apply_event, OutputCap, TRUNCATION_MARKER};
 pub use distcron_core::records::RunTrigger;
 pub use mongo::{MongoConfig, MongoRunStore};
+pub use sqlite::SqliteRunStore;
 pub use types::{
     JobStatsRaw, PageCursor, RunEvent, RunEventKind, RunFinish, RunPage, RunQuery, RunStart,
     RunStatus, StatusTotals, StoredRun,
