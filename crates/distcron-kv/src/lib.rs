@@ -5,11 +5,12 @@
 //! multi-key transactions with compares (including compares over a key range), leases whose expiry
 //! deletes their keys atomically, and watches that replay history from a revision.
 //!
-//! [`KvStore`] is that contract. [`EtcdKv`] implements it over a real etcd cluster; an embedded
-//! implementation serves the single-machine mode. Both must pass the same behavioural suite
+//! [`KvStore`] is that contract. [`EtcdKv`] implements it over a real etcd cluster; [`EmbeddedKv`]
+//! in the process itself (written through to a SQLite file), for the single-machine mode. Both must pass the same behavioural suite
 //! (`conformance`, behind the `testsuite` feature), so code above this trait never needs to know
 //! which store it runs on.
 
+mod embedded;
 mod error;
 mod etcd;
 mod task_stream;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use futures::Stream;
 
+pub use embedded::EmbeddedKv;
 pub use error::KvError;
 pub use etcd::{EtcdConfig, EtcdKv};
 pub use types::{
