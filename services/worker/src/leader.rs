@@ -46,6 +46,16 @@ pub fn run_if_requested() {
     std::process::exit(code)
 }
 
+/// The `main` of a binary that runs workers: serves as a run's group leader if started as one
+/// (never returning), else runs `serve` on a multi-threaded runtime.
+pub fn block_on_unless_leader<F: std::future::Future>(serve: F) -> std::io::Result<F::Output> {
+    run_if_requested();
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve))
+}
+
 /// The arguments the worker passes to start a leader for `shell -c command`.
 pub fn leader_args(shell: &std::path::Path, command: &str) -> Vec<OsString> {
     vec![

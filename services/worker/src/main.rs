@@ -9,13 +9,7 @@ use distcron_discovery::Endpoints;
 use distcron_worker::WorkerConfig;
 
 fn main() -> anyhow::Result<()> {
-    // Started as a run's process-group leader: that never returns.
-    distcron_worker::leader::run_if_requested();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?
-        .block_on(serve())
+    distcron_worker::leader::block_on_unless_leader(serve()).context("starting the runtime")?
 }
 
 async fn serve() -> anyhow::Result<()> {
