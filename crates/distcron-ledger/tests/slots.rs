@@ -1,4 +1,4 @@
-//! Slot claims against a real etcd.
+//! Slot claims, against a real etcd and against the embedded store.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -6,16 +6,41 @@ use std::time::Duration;
 
 use distcron_core::records::RunTrigger;
 use distcron_core::Keys;
-use distcron_kv::{EtcdConfig, EtcdKv, KvStore};
+use distcron_kv::{EmbeddedKv, EtcdConfig, EtcdKv, KvStore};
 use distcron_ledger::{claim_slot, record_skip, release, SlotClaim, SlotOutcome};
 use distcron_testkit::{shared_etcd, unique_name};
 
-async fn setup() -> (Arc<dyn KvStore>, Keys, i64) {
-    let store: Arc<dyn KvStore> = Arc::new(
+async fn etcd_store() -> Arc<dyn KvStore> {
+    Arc::new(
         EtcdKv::connect(EtcdConfig::new(shared_etcd().endpoints()))
             .await
             .unwrap(),
-    );
+    )
+}
+
+fn embedded_store() -> Arc<dyn KvStore> {
+    Arc::new(EmbeddedKv::open(std::path::Path::new(":memory:")).unwrap())
+}
+
+/// Each test runs once per store implementation.
+macro_rules! on_both_stores {
+    ($($name:ident),*) => {
+        mod etcd {
+            $(#[tokio::test] async fn $name() { super::$name(super::etcd_store().await).await })*
+        }
+        mod embedded {
+            $(#[tokio::test] async fn $name() { super::$name(super::embedded_store()).await })*
+        }
+    };
+}
+
+on_both_stores!(
+    one_winner_per_slot_and_slots_only_move_forward,
+    forbid_reports_overlap_and_the_skip_is_recorded_once,
+    a_changed_job_is_not_claimed_from_its_old_revision
+);
+
+async fn setup(store: Arc<dyn KvStore>) -> (Arc<dyn KvStore>, Keys, i64) {
     let keys = Keys::new(&format!("/{}/", unique_name("slots")));
     store
         .put(&keys.job("j"), b"{}".to_vec(), None)
@@ -44,9 +69,8 @@ fn claim(rev: i64, slot: i64, worker: &str, session: i64, forbid: bool) -> SlotC
     }
 }
 
-#[tokio::test]
-async fn one_winner_per_slot_and_slots_only_move_forward() {
-    let (store, keys, rev) = setup().await;
+async fn one_winner_per_slot_and_slots_only_move_forward(store: Arc<dyn KvStore>) {
+    let (store, keys, rev) = setup(store).await;
     let mut tasks = Vec::new();
     for w in 0..5 {
         let (store, keys) = (store.clone(), keys.clone());
@@ -103,9 +127,8 @@ async fn one_winner_per_slot_and_slots_only_move_forward() {
     );
 }
 
-#[tokio::test]
-async fn forbid_reports_overlap_and_the_skip_is_recorded_once() {
-    let (store, keys, rev) = setup().await;
+async fn forbid_reports_overlap_and_the_skip_is_recorded_once(store: Arc<dyn KvStore>) {
+    let (store, keys, rev) = setup(store).await;
     let session = store.grant_lease(Duration::from_secs(30)).await.unwrap();
     assert!(matches!(
         claim_slot(
@@ -170,9 +193,8 @@ async fn forbid_reports_overlap_and_the_skip_is_recorded_once() {
     ));
 }
 
-#[tokio::test]
-async fn a_changed_job_is_not_claimed_from_its_old_revision() {
-    let (store, keys, rev) = setup().await;
+async fn a_changed_job_is_not_claimed_from_its_old_revision(store: Arc<dyn KvStore>) {
+    let (store, keys, rev) = setup(store).await;
     store
         .put(&keys.job("j"), b"{\"changed\":1}".to_vec(), None)
         .await

@@ -91,6 +91,16 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
         config.auth.insecure_no_auth,
     )
     .map_err(|e| setup("tokens")(e.to_string()))?;
+    let open_beyond_loopback = [config.jobsvc_listen, config.logsvc_listen]
+        .iter()
+        .any(|a| !a.ip().is_loopback());
+    if tokens.is_empty() && open_beyond_loopback && !config.auth.insecure_no_auth {
+        return Err(EmbeddedError::Setup(
+            "refusing to serve gRPC beyond loopback without authentication: configure tokens \
+             or pass --insecure-no-auth"
+                .into(),
+        ));
+    }
     let worker_token = if tokens.is_empty() {
         None
     } else {
