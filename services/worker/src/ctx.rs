@@ -139,6 +139,19 @@ impl Ctx {
         self.session.load(Ordering::Relaxed)
     }
 
+    /// Cluster time, ms: this worker's clock corrected by its estimated offset from its peers
+    /// (when there are enough of them to judge), so a worker whose clock is off within the bound
+    /// still fires slots when the others do, not early or late.
+    pub fn cluster_now_ms(&self) -> i64 {
+        let offset = self
+            .offset
+            .lock()
+            .ok()
+            .filter(|o| o.judgeable())
+            .map_or(0, |o| o.offset_ms());
+        self.clock.now_ms() - offset
+    }
+
     /// Whether this worker claims slots now.
     pub fn is_claiming(&self) -> bool {
         !self.stop_claiming.is_cancelled()

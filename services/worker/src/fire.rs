@@ -438,7 +438,7 @@ pub async fn catch_up(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64) {
         return;
     };
     let Ok(schedule) = def.validate() else { return };
-    let now = ctx.clock.now_ms();
+    let now = ctx.cluster_now_ms();
     let mut from = ledger.max(def.created_at);
     if def.missed_policy == MissedPolicy::All {
         from = from.max(now - i64::from(def.missed_window_seconds) * 1000);

@@ -151,7 +151,7 @@ pub async fn schedule(
 ) {
     let mut plan = Plan::default();
     loop {
-        let now = ctx.clock.now_ms();
+        let now = ctx.cluster_now_ms();
         let sleep = plan.next_due().map_or(Duration::from_secs(3600), |t| {
             Duration::from_millis(u64::try_from(t - now).unwrap_or(0))
         });
@@ -162,7 +162,7 @@ pub async fn schedule(
                 apply(&ctx, &mut plan, event);
             }
             () = tokio::time::sleep(sleep) => {
-                for (def, revision, slot) in plan.pop_due(ctx.clock.now_ms()) {
+                for (def, revision, slot) in plan.pop_due(ctx.cluster_now_ms()) {
                     let ctx = ctx.clone();
                     tokio::spawn(async move {
                         crate::fire::fire(ctx, def, revision, slot, RunTrigger::Schedule).await;
@@ -174,7 +174,7 @@ pub async fn schedule(
 }
 
 fn apply(ctx: &Arc<Ctx>, plan: &mut Plan, event: JobEvent) {
-    let now = ctx.clock.now_ms();
+    let now = ctx.cluster_now_ms();
     match event {
         JobEvent::Upsert(def, revision) => upsert(ctx, plan, def, revision, now, false),
         JobEvent::Remove(name) => plan.remove(&name),
