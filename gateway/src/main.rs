@@ -25,12 +25,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let config: GatewayConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
     let _telemetry = distcron_telemetry::init("gateway", &config.telemetry)?;
-    let tokens = distcron_auth::load_tokens(
-        config.auth.tokens.as_deref(),
-        config.auth.tokens_file.as_deref(),
-        config.listen,
-        config.auth.insecure_no_auth,
-    )?;
+    let tokens = distcron_server::load_tokens(&config.auth, &[config.listen])?;
     if tokens.is_empty() {
         tracing::warn!("no tokens configured: authentication is off");
     }

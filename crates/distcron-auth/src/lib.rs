@@ -181,13 +181,13 @@ impl TokenStore {
     }
 }
 
-/// The tokens from an inline spec and/or a file. Refuses an empty set for a server listening on
-/// a non-loopback address unless `insecure_no_auth`: the product runs arbitrary commands, so an
-/// open service on the network is remote code execution.
+/// The tokens from an inline spec and/or a file. Refuses an empty set for a process listening on
+/// any non-loopback address of `listens` unless `insecure_no_auth`: the product runs arbitrary
+/// commands, so an open service on the network is remote code execution.
 pub fn load_tokens(
     spec: Option<&str>,
     file: Option<&std::path::Path>,
-    listen: std::net::SocketAddr,
+    listens: &[std::net::SocketAddr],
     insecure_no_auth: bool,
 ) -> Result<TokenStore, AuthError> {
     let mut tokens = TokenStore::default();
@@ -197,7 +197,8 @@ pub fn load_tokens(
     if let Some(path) = file {
         tokens.extend(TokenStore::from_file(path)?);
     }
-    if tokens.is_empty() && !listen.ip().is_loopback() && !insecure_no_auth {
+    let open = listens.iter().find(|a| !a.ip().is_loopback());
+    if let (true, Some(listen), false) = (tokens.is_empty(), open, insecure_no_auth) {
         return Err(AuthError::Config(format!(
             "refusing to serve {listen} without authentication: configure tokens \
              (--tokens / --tokens-file) or pass --insecure-no-auth"
@@ -264,11 +265,11 @@ mod tests {
             .parse()
             .unwrap_or(([127, 0, 0, 1], 0).into());
         let any: std::net::SocketAddr = "0.0.0.0:8070".parse().unwrap_or(([0, 0, 0, 0], 0).into());
-        assert!(load_tokens(None, None, lo, false).is_ok_and(|t| t.is_empty()));
-        assert!(load_tokens(None, None, any, false).is_err());
-        assert!(load_tokens(None, None, any, true).is_ok());
+        assert!(load_tokens(None, None, &[lo], false).is_ok_and(|t| t.is_empty()));
+        assert!(load_tokens(None, None, &[lo, any], false).is_err());
+        assert!(load_tokens(None, None, &[any], true).is_ok());
         let spec = format!("a:viewer:{}", hash_token("t"));
-        assert!(load_tokens(Some(&spec), None, any, false).is_ok_and(|t| !t.is_empty()));
+        assert!(load_tokens(Some(&spec), None, &[any], false).is_ok_and(|t| !t.is_empty()));
     }
 
     #[test]

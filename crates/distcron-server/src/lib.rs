@@ -11,7 +11,9 @@ mod auth;
 mod registered;
 
 pub use auth::{check, TokenAuth, TokenAuthLayer};
-pub use registered::{cancel_on_signal, connect_etcd, serve_registered, Instance, Served};
+pub use registered::{
+    bind_instance, cancel_on_signal, connect_etcd, load_tokens, serve_registered, Instance, Served,
+};
 
 use std::sync::Arc;
 
@@ -37,6 +39,17 @@ pub enum ServerError {
     /// Registering in the store failed.
     #[error("registration: {0}")]
     Registration(#[from] distcron_kv::KvError),
+    /// The token configuration is unusable or refused.
+    #[error(transparent)]
+    Auth(#[from] distcron_auth::AuthError),
+    /// The listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Serving failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),

@@ -48,6 +48,44 @@ impl Instance {
     }
 }
 
+/// The tokens `auth` configures, for a process listening on `listens` (see
+/// [`distcron_auth::load_tokens`]).
+pub fn load_tokens(
+    auth: &distcron_config::AuthArgs,
+    listens: &[SocketAddr],
+) -> Result<distcron_auth::TokenStore, distcron_auth::AuthError> {
+    distcron_auth::load_tokens(
+        auth.tokens.as_deref(),
+        auth.tokens_file.as_deref(),
+        listens,
+        auth.insecure_no_auth,
+    )
+}
+
+/// Binds a gRPC service's listener and describes the instance: its id and advertised address
+/// (configured, or defaults from the bound address) and the tokens it accepts.
+pub async fn bind_instance(
+    listen: SocketAddr,
+    id: Option<String>,
+    advertise: Option<String>,
+    registration_ttl: Duration,
+    auth: &distcron_config::AuthArgs,
+) -> Result<(TcpListener, Instance), ServerError> {
+    let tokens = load_tokens(auth, &[listen])?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let instance = Instance::new(id, advertise, local, registration_ttl, tokens);
+    Ok((listener, instance))
+}
+
 /// What [`serve_registered`] serves and where it registers.
 #[derive(Debug, Clone)]
 pub struct Served {

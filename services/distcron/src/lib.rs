@@ -84,28 +84,14 @@ fn advertise(listener: &TcpListener) -> Result<String, EmbeddedError> {
 /// servers after it.
 pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<(), EmbeddedError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| setup("data dir")(e.to_string()))?;
-    let tokens = distcron_auth::load_tokens(
-        config.auth.tokens.as_deref(),
-        config.auth.tokens_file.as_deref(),
-        config.listen,
-        config.auth.insecure_no_auth,
-    )
-    .map_err(|e| setup("tokens")(e.to_string()))?;
-    let open_beyond_loopback = [config.jobsvc_listen, config.logsvc_listen]
-        .iter()
-        .any(|a| !a.ip().is_loopback());
-    if tokens.is_empty() && open_beyond_loopback && !config.auth.insecure_no_auth {
-        return Err(EmbeddedError::Setup(
-            "refusing to serve gRPC beyond loopback without authentication: configure tokens \
-             or pass --insecure-no-auth"
-                .into(),
-        ));
-    }
-    let worker_token = if tokens.is_empty() {
-        None
+    let listens = [config.listen, config.jobsvc_listen, config.logsvc_listen];
+    let tokens = distcron_server::load_tokens(&config.auth, &listens)
+        .map_err(|e| setup("tokens")(e.to_string()))?;
+    // With tokens configured, the in-process worker needs a token of its own: one is made for
+    // this run of the process and accepted alongside the configured ones.
+    let (accepted, worker_token) = if tokens.is_empty() {
+        (tokens.clone(), None)
     } else {
-        // The in-process worker needs a token of its own when tokens are configured: make one for
-        // this run of the process and accept it alongside the configured ones.
         let token = format!("embedded-worker-{}", distcron_core::new_run_id());
         let mut all = tokens.clone();
         all.extend(
@@ -115,11 +101,9 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
             ))
             .map_err(|e| setup("tokens")(e.to_string()))?,
         );
-        Some((token, all))
+        (all, Some(token))
     };
-    let accepted = worker_token
-        .as_ref()
-        .map_or_else(|| tokens.clone(), |(_, all)| all.clone());
+    let accepted = Arc::new(accepted);
     let store: Arc<dyn KvStore> = Arc::new(
         EmbeddedKv::open(&config.data_dir.join("store.sqlite"))
             .map_err(|e| setup("job store")(e.to_string()))?,
@@ -138,7 +122,7 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
         id: "jobsvc".into(),
         advertise: jobs_addr.clone(),
         registration_ttl: ttl,
-        tokens: Arc::new(accepted.clone()),
+        tokens: accepted.clone(),
     };
     let jobsvc = tokio::spawn(distcron_jobsvc::serve(
         store.clone(),
@@ -159,7 +143,7 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
         id: "logsvc".into(),
         advertise: logs_addr.clone(),
         registration_ttl: ttl,
-        tokens: Arc::new(accepted),
+        tokens: accepted,
     };
     let logsvc = tokio::spawn(distcron_logsvc::serve(
         storage,
@@ -205,7 +189,7 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
         "--capacity".into(),
         config.capacity.to_string(),
     ];
-    if let Some((token, _)) = &worker_token {
+    if let Some(token) = &worker_token {
         worker_args.extend(["--token".into(), token.clone()]);
     }
     let worker_config: distcron_worker::WorkerConfig =

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use distcron_core::Keys;
 use distcron_jobsvc::{serve, JobsvcConfig};
-use distcron_server::Instance;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -16,21 +15,14 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("connecting to etcd")?,
     );
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let instance = Instance::new(
+    let (listener, instance) = distcron_server::bind_instance(
+        config.listen,
         config.instance_id.clone(),
         config.advertise.clone(),
-        listener.local_addr()?,
         config.registration_ttl,
-        distcron_auth::load_tokens(
-            config.auth.tokens.as_deref(),
-            config.auth.tokens_file.as_deref(),
-            config.listen,
-            config.auth.insecure_no_auth,
-        )?,
-    );
+        &config.auth,
+    )
+    .await?;
     let shutdown = distcron_server::cancel_on_signal();
     serve(
         store,
