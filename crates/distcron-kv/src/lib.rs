@@ -79,6 +79,18 @@ pub trait KvStore: Send + Sync + std::fmt::Debug + 'static {
     fn write_count(&self) -> u64;
 }
 
+/// `call`, abandoned after `limit` with [`KvError::Unavailable`] ("`what` timed out"): for
+/// writes that must not wait on a dying etcd member longer than a lease or a slot allows.
+pub async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, KvError>>,
+) -> Result<T, KvError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(KvError::Unavailable(format!("{what} timed out"))))
+}
+
 /// How long to wait before the `attempt`-th retry (1-based): 50 ms doubling up to `max`.
 pub fn backoff(attempt: u32, max: Duration) -> Duration {
     let ms = 50u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use distcron_core::records::{KillRequest, RunTrigger, RunningRecord, TriggerRequest};
 use distcron_core::{JobDefinition, MissedPolicy, OverlapPolicy};
-use distcron_kv::KvError;
+use distcron_kv::{bounded, KvError};
 use distcron_ledger::{claim_slot, claim_trigger, record_skip, Claim, SlotClaim, SlotOutcome};
 use distcron_proto::logs::v1 as pb;
 
@@ -133,12 +133,12 @@ pub async fn fire(
         let exists = ctx.ledger_of(&def.name).is_some();
         // An attempt stuck on a dying etcd member is abandoned quickly and retried with the same
         // run id, so the slot is still claimed before the next one of an every-second job.
-        let attempt_result = tokio::time::timeout(
+        let attempt_result = bounded(
             CLAIM_ATTEMPT_TIMEOUT,
+            "claim",
             claim_slot(ctx.store.as_ref(), &ctx.keys, &claim, exists),
         )
-        .await
-        .unwrap_or_else(|_| Err(KvError::Unavailable("claim timed out".into())));
+        .await;
         match attempt_result {
             Ok(SlotOutcome::Overlap { running })
                 if !released_own && finished_here(&ctx, &running) =>
@@ -150,12 +150,13 @@ pub async fn fire(
                     .into_iter()
                     .map(|r| (r.job_name, r.run_id))
                     .collect();
-                let released = tokio::time::timeout(
+                let released = bounded(
                     CLAIM_ATTEMPT_TIMEOUT,
+                    "release",
                     distcron_ledger::release(ctx.store.as_ref(), &ctx.keys, &done),
                 )
                 .await;
-                if !matches!(released, Ok(Ok(()))) {
+                if released.is_err() {
                     tracing::warn!(job = %def.name, slot_ms, "cannot release finished runs before claiming");
                 }
             }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distcron_core::records::WorkerRegistration;
-use distcron_kv::{backoff, KvError, LeaseId};
+use distcron_kv::{backoff, bounded, KvError, LeaseId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -137,9 +137,7 @@ pub async fn keep(ctx: Arc<Ctx>, started_at_ms: i64, stop: CancellationToken) {
         let lease = ctx.session();
         // A renewal stuck on a dying etcd member must not outlast the lease: give up on it after
         // one period and try again.
-        let renewal = tokio::time::timeout(period, ctx.store.keep_alive(lease))
-            .await
-            .unwrap_or_else(|_| Err(KvError::Unavailable("keep-alive timed out".into())));
+        let renewal = bounded(period, "keep-alive", ctx.store.keep_alive(lease)).await;
         let expired = match renewal {
             Ok(_) => {
                 last_renewal = tokio::time::Instant::now();
@@ -186,12 +184,12 @@ pub async fn keep(ctx: Arc<Ctx>, started_at_ms: i64, stop: CancellationToken) {
         }
         if last_registration.elapsed() >= REGISTRATION_REFRESH {
             // Bounded like the renewal, so a stuck write never delays the next renewal.
-            let refreshed = tokio::time::timeout(
+            let refreshed = bounded(
                 period,
+                "registration",
                 register(&ctx, ctx.session(), started_at_ms, &addresses),
             )
-            .await
-            .unwrap_or_else(|_| Err(KvError::Unavailable("registration timed out".into())));
+            .await;
             match refreshed {
                 Ok(()) => last_registration = tokio::time::Instant::now(),
                 Err(e) => tracing::warn!(error = %e, "registration refresh failed"),
@@ -243,12 +241,12 @@ pub async fn release(
         }
         // Bounded, so a write stuck on a dying etcd member is retried on another one soon: an
         // unreleased record keeps a `forbid` job from running its next slot.
-        let released = tokio::time::timeout(
+        let released = bounded(
             RELEASE_ATTEMPT_TIMEOUT,
+            "release",
             distcron_ledger::release(ctx.store.as_ref(), &ctx.keys, &pending),
         )
-        .await
-        .unwrap_or_else(|_| Err(KvError::Unavailable("release timed out".into())));
+        .await;
         match released {
             Ok(()) => pending.clear(),
             Err(e) if open => {
