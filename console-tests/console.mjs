@@ -92,6 +92,8 @@ await step("a run appears and its output streams live", async () => {
   await page.click("tr[data-run] a");
   await page.waitForSelector("#run-status .status.running");
   await page.waitForFunction(() => document.getElementById("output").textContent.includes("tick 3"), null, { timeout: 20000 });
+  const traceId = await page.textContent("#trace-id");
+  if (!/^[0-9a-f]{32}$/.test(traceId)) throw new Error(`run page shows trace id ${JSON.stringify(traceId)}`);
   await shot("output-live");
 });
 

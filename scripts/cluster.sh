@@ -60,17 +60,21 @@ up() {
   fi
   wait_port "$etcd_port"
   export DISTCRON_ETCD_ENDPOINTS="http://127.0.0.1:$etcd_port"
+  # Prometheus /metrics: jobsvc-i on base+170+i, logsvc-i on base+180+i, worker-i on base+190+i.
   for i in 1 2; do
-    start "jobsvc-$i" "$bin/jobsvc" --listen "127.0.0.1:$((base + 69 + 2 * i))" --instance-id "jobsvc-$i"
+    start "jobsvc-$i" "$bin/jobsvc" --listen "127.0.0.1:$((base + 69 + 2 * i))" --instance-id "jobsvc-$i" \
+      --metrics-listen "127.0.0.1:$((base + 170 + i))"
     start "logsvc-$i" "$bin/logsvc" --listen "127.0.0.1:$((base + 70 + 2 * i))" --instance-id "logsvc-$i" \
-      --mongo-uri "$mongo_uri"
+      --metrics-listen "127.0.0.1:$((base + 180 + i))" --mongo-uri "$mongo_uri"
   done
   for i in 1 2 3; do
-    start "worker-$i" "$bin/worker" --worker-id "worker-$i" --data-dir "$dir/worker-$i"
+    start "worker-$i" "$bin/worker" --worker-id "worker-$i" --data-dir "$dir/worker-$i" \
+      --metrics-listen "127.0.0.1:$((base + 190 + i))"
   done
   start gateway "$bin/gateway" --listen "127.0.0.1:$gateway_port"
   wait_port "$gateway_port"
   log "up: gateway and console on http://127.0.0.1:$gateway_port (logs and pids in $dir)"
+  log "metrics: http://127.0.0.1:$gateway_port/metrics, jobsvc :$((base + 171))-$((base + 172)), logsvc :$((base + 181))-$((base + 182)), workers :$((base + 191))-$((base + 193))"
 }
 
 status() {

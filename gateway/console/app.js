@@ -339,7 +339,8 @@ async function runPage(runId) {
   const truncated = el("div", { class: "hint", id: "truncated" });
   const update = (r) => {
     status.replaceChildren(statusBadge(r.status));
-    facts.replaceChildren(`started ${fmtTime(r.startTime)} · ${fmtDuration(r)} · worker ${r.workerId || "—"} · exit ${r.exitCode ?? (r.signal ? `signal ${r.signal}` : "—")}${r.err ? ` · ${r.err}` : ""}`);
+    facts.replaceChildren(`started ${fmtTime(r.startTime)} · ${fmtDuration(r)} · worker ${r.workerId || "—"} · exit ${r.exitCode ?? (r.signal ? `signal ${r.signal}` : "—")}${r.err ? ` · ${r.err}` : ""}`,
+      r.traceId ? el("span", {}, " · trace ", el("code", { id: "trace-id", title: "OpenTelemetry trace id of this run: look it up in your tracing backend", text: r.traceId })) : "");
     truncated.textContent = r.outputTruncated ? `Output truncated: ${r.outputBytes} bytes produced; the start and the end are kept.` : "";
   };
   show(el("h1", {}, "Run of ", el("a", { href: `#/jobs/${enc(run.jobName)}/runs`, text: run.jobName }), " ", status),

@@ -2,11 +2,12 @@
 //!
 //! - the seed's routes (`/job/*`, `/worker/list`), wire-compatible ([`seed`]);
 //! - `/api/v1`, resource-oriented JSON with an OpenAPI document ([`api`]);
-//! - `/healthz` (process up) and `/readyz` (both backends answer);
+//! - `/healthz` (process up), `/readyz` (both backends answer) and `/metrics` (Prometheus);
 //! - the web console at `/` ([`console`]).
 //!
+//! Every request gets a span joined to the caller's trace and is counted (module `observe`).
 //! Every route but `/healthz`, `/readyz` (load-balancer probes; they reveal only whether the
-//! backends answer), the console's static files and its login needs a token with the route's role ([`auth`]). jobsvc and logsvc are reached over channels balanced
+//! backends answer), `/metrics` (counts and latencies; no job names), the console's static files and its login needs a token with the route's role ([`auth`]). jobsvc and logsvc are reached over channels balanced
 //! across their registered instances ([`backends`]).
 
 pub mod api;
@@ -15,6 +16,7 @@ pub mod backends;
 mod config;
 pub mod console;
 pub mod error;
+mod observe;
 pub mod seed;
 pub mod views;
 
@@ -145,6 +147,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/assets/style.css", get(console::style_css))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(distcron_metrics::metrics_handler))
         .route(
             "/api/v1/session",
             post(api::create_session).delete(api::delete_session),
@@ -159,6 +162,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
             limits.request_timeout,
         ))
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(middleware::from_fn(observe::observe))
         .with_state(state)
 }
 

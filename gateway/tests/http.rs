@@ -168,6 +168,8 @@ impl Stack {
                 "1s",
                 "--log-batch-delay",
                 "50ms",
+                "--metrics-listen",
+                "127.0.0.1:0",
             ])
             .args(["--token", OPERATOR])
             .env("NO_COLOR", "1")

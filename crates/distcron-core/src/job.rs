@@ -95,6 +95,9 @@ pub struct JobDefinition {
     /// When last changed, ms since the epoch.
     #[serde(default)]
     pub updated_at: i64,
+    /// W3C `traceparent` of the request that wrote this revision; each run's span links to it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trace_parent: String,
 }
 
 /// A rejected field: `field` is the JSON name (`cronExpr`, `env.FOO`, ...).
@@ -177,6 +180,7 @@ impl JobDefinition {
             user: String::new(),
             created_at: 0,
             updated_at: 0,
+            trace_parent: String::new(),
         }
     }
 
@@ -351,6 +355,7 @@ impl JobDefinition {
             user: job.user.clone(),
             created_at: 0,
             updated_at: 0,
+            trace_parent: String::new(),
         })
     }
 }

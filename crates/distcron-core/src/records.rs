@@ -93,6 +93,9 @@ pub struct TriggerRequest {
     pub slot_ms: i64,
     /// The job revision it was asked for.
     pub job_revision: i64,
+    /// W3C `traceparent` of the request that asked for it; the run's span links to it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trace_parent: String,
 }
 
 /// A live worker at `workers/<worker-id>`, on its session lease.

@@ -352,8 +352,8 @@ impl EmbeddedKv {
         })
     }
 
-    /// Runs `f` on the state, on the blocking pool.
-    async fn with<T, F>(&self, f: F) -> Result<T, KvError>
+    /// Runs `f` (operation `op`) on the state, on the blocking pool.
+    async fn with<T, F>(&self, op: &'static str, f: F) -> Result<T, KvError>
     where
         T: Send + 'static,
         F: FnOnce(&mut State, &broadcast::Sender<WatchBatch>) -> Result<T, KvError>
@@ -362,14 +362,17 @@ impl EmbeddedKv {
     {
         let state = self.state.clone();
         let sender = self.events.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = state
-                .lock()
-                .map_err(|_| KvError::Other("embedded store lock poisoned".into()))?;
-            f(&mut guard, &sender)
+        distcron_metrics::store_call("embedded", op, async move {
+            tokio::task::spawn_blocking(move || {
+                let mut guard = state
+                    .lock()
+                    .map_err(|_| KvError::Other("embedded store lock poisoned".into()))?;
+                f(&mut guard, &sender)
+            })
+            .await
+            .map_err(|e| KvError::Other(e.to_string()))?
         })
         .await
-        .map_err(|e| KvError::Other(e.to_string()))?
     }
 
     fn count_write(&self) {
@@ -420,11 +423,12 @@ async fn expire_leases(
 impl KvStore for EmbeddedKv {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, KvError> {
         let key = key.to_owned();
-        self.with(move |s, _| Ok(s.kvs.get(&key).cloned())).await
+        self.with("get", move |s, _| Ok(s.kvs.get(&key).cloned()))
+            .await
     }
 
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse, KvError> {
-        self.with(move |s, _| {
+        self.with("range", move |s, _| {
             let view = s.snapshot(&request.prefix, request.at_revision)?;
             let revision = if request.at_revision > 0 {
                 request.at_revision.min(s.revision)
@@ -499,7 +503,7 @@ impl KvStore for EmbeddedKv {
         if writes {
             self.count_write();
         }
-        self.with(move |s, sender| {
+        self.with("txn", move |s, sender| {
             let succeeded = txn.when.iter().all(|c| s.holds(c));
             let ops = if succeeded { txn.then } else { txn.otherwise };
             // Check leases first: a failing op must leave nothing half-applied.
@@ -556,7 +560,7 @@ impl KvStore for EmbeddedKv {
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, KvError> {
         self.count_write();
-        self.with(move |s, _| {
+        self.with("grant_lease", move |s, _| {
             s.next_lease += 1;
             let id = s.next_lease;
             s.leases.insert(
@@ -573,7 +577,7 @@ impl KvStore for EmbeddedKv {
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<Duration, KvError> {
-        self.with(move |s, _| match s.leases.get_mut(&lease) {
+        self.with("keep_alive", move |s, _| match s.leases.get_mut(&lease) {
             Some(l) => {
                 l.deadline = Instant::now() + l.ttl;
                 Ok(l.ttl)
@@ -585,13 +589,14 @@ impl KvStore for EmbeddedKv {
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), KvError> {
         self.count_write();
-        self.with(move |s, sender| s.revoke(lease, sender)).await
+        self.with("revoke_lease", move |s, sender| s.revoke(lease, sender))
+            .await
     }
 
     async fn watch(&self, prefix: &str, start_revision: Revision) -> Result<WatchStream, KvError> {
         let filter_prefix = prefix.to_owned();
         let (rx, replay, last) = self
-            .with(move |s, sender| {
+            .with("watch", move |s, sender| {
                 // Subscribe before reading the history, under the lock: nothing falls between.
                 let rx = sender.subscribe();
                 if start_revision > 0 && start_revision <= s.compacted {

@@ -216,9 +216,14 @@ impl EtcdKv {
     {
         let mut attempt = 0;
         loop {
-            match f(self.client.clone()).await.map_err(map_err) {
+            let result = distcron_metrics::store_call("etcd", what, async {
+                f(self.client.clone()).await.map_err(map_err)
+            })
+            .await;
+            match result {
                 Err(e) if e.is_retryable() && attempt < self.config.max_retries => {
                     attempt += 1;
+                    distcron_metrics::store().retry("etcd", what);
                     tracing::debug!(call = what, attempt, error = %e, "etcd call failed, retrying");
                     tokio::time::sleep(backoff(attempt, Duration::from_secs(1))).await;
                 }

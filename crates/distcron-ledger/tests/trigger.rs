@@ -22,6 +22,7 @@ async fn eight_workers_racing_for_one_trigger_yield_one_winner() {
         run_id: "r1".into(),
         slot_ms: 1_000,
         job_revision: 1,
+        trace_parent: String::new(),
     };
     store
         .put(

@@ -156,17 +156,22 @@ impl MongoRunStore {
         })
     }
 
-    async fn timed<T, F>(&self, what: &str, fut: F) -> Result<T, RunStoreError>
+    /// Runs one driver call (operation `what`) within the timeout; see
+    /// [`distcron_metrics::store_call`].
+    async fn timed<T, F>(&self, what: &'static str, fut: F) -> Result<T, RunStoreError>
     where
         F: IntoFuture<Output = Result<T, mongodb::error::Error>>,
     {
-        match tokio::time::timeout(self.timeout, fut.into_future()).await {
-            Ok(r) => r.map_err(|e| map_err(&e)),
-            Err(_) => Err(RunStoreError::Unavailable(format!(
-                "{what} timed out after {:?}",
-                self.timeout
-            ))),
-        }
+        distcron_metrics::store_call("mongodb", what, async {
+            match tokio::time::timeout(self.timeout, fut.into_future()).await {
+                Ok(r) => r.map_err(|e| map_err(&e)),
+                Err(_) => Err(RunStoreError::Unavailable(format!(
+                    "{what} timed out after {:?}",
+                    self.timeout
+                ))),
+            }
+        })
+        .await
     }
 
     async fn find_all(
@@ -280,15 +285,19 @@ impl RunStore for MongoRunStore {
 
     async fn insert(&self, run: &StoredRun) -> Result<bool, RunStoreError> {
         let d = to_document(run)?;
-        match tokio::time::timeout(self.timeout, self.coll.insert_one(d).into_future()).await {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(e)) if is_duplicate_key(&e) => Ok(false),
-            Ok(Err(e)) => Err(map_err(&e)),
-            Err(_) => Err(RunStoreError::Unavailable(format!(
-                "insert timed out after {:?}",
-                self.timeout
-            ))),
-        }
+        // A duplicate key is an answer (the run exists), not a failure.
+        distcron_metrics::store_call("mongodb", "insert_one", async {
+            match tokio::time::timeout(self.timeout, self.coll.insert_one(d).into_future()).await {
+                Ok(Ok(_)) => Ok(true),
+                Ok(Err(e)) if is_duplicate_key(&e) => Ok(false),
+                Ok(Err(e)) => Err(map_err(&e)),
+                Err(_) => Err(RunStoreError::Unavailable(format!(
+                    "insert timed out after {:?}",
+                    self.timeout
+                ))),
+            }
+        })
+        .await
     }
 
     async fn update(&self, run: &StoredRun) -> Result<bool, RunStoreError> {

@@ -65,21 +65,24 @@ impl SqliteRunStore {
         })
     }
 
-    /// Runs `f` with the connection on the blocking pool.
-    async fn with<T, F>(&self, f: F) -> Result<T, RunStoreError>
+    /// Runs `f` (operation `op`) with the connection on the blocking pool.
+    async fn with<T, F>(&self, op: &'static str, f: F) -> Result<T, RunStoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Inner) -> Result<T, RunStoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = inner
-                .lock()
-                .map_err(|_| RunStoreError::Other("run store lock poisoned".into()))?;
-            f(&mut guard)
+        distcron_metrics::store_call("sqlite", op, async move {
+            tokio::task::spawn_blocking(move || {
+                let mut guard = inner
+                    .lock()
+                    .map_err(|_| RunStoreError::Other("run store lock poisoned".into()))?;
+                f(&mut guard)
+            })
+            .await
+            .map_err(other)?
         })
         .await
-        .map_err(other)?
     }
 }
 
@@ -156,7 +159,7 @@ fn newest_start(
 #[async_trait::async_trait]
 impl RunStore for SqliteRunStore {
     async fn init(&self, retention_days: u32) -> Result<(), RunStoreError> {
-        self.with(move |inner| {
+        self.with("init", move |inner| {
             inner
                 .conn
                 .execute_batch(
@@ -184,7 +187,7 @@ impl RunStore for SqliteRunStore {
 
     async fn get_many(&self, run_ids: &[String]) -> Result<Vec<StoredRun>, RunStoreError> {
         let ids = run_ids.to_vec();
-        self.with(move |inner| {
+        self.with("get_many", move |inner| {
             let mut out = Vec::new();
             let mut stmt = inner
                 .conn
@@ -207,7 +210,7 @@ impl RunStore for SqliteRunStore {
     async fn insert(&self, run: &StoredRun) -> Result<bool, RunStoreError> {
         let run = run.clone();
         let doc = encode(&run)?;
-        self.with(move |inner| {
+        self.with("insert", move |inner| {
             let now = distcron_core::now_ms();
             if now - inner.pruned_at_ms > HOUR_MS {
                 prune(inner, now)?;
@@ -228,7 +231,7 @@ impl RunStore for SqliteRunStore {
     async fn update(&self, run: &StoredRun) -> Result<bool, RunStoreError> {
         let run = run.clone();
         let doc = encode(&run)?;
-        self.with(move |inner| {
+        self.with("update", move |inner| {
             let n = inner
                 .conn
                 .execute(
@@ -259,7 +262,7 @@ impl RunStore for SqliteRunStore {
 
     async fn list(&self, query: &RunQuery) -> Result<RunPage, RunStoreError> {
         let query = query.clone();
-        self.with(move |inner| {
+        self.with("list", move |inner| {
             let (mut sql, mut values) = filter(&query);
             let total: i64 = inner
                 .conn
@@ -313,7 +316,7 @@ impl RunStore for SqliteRunStore {
 
     async fn stats(&self, job_name: &str, since_ms: i64) -> Result<JobStatsRaw, RunStoreError> {
         let job = job_name.to_owned();
-        self.with(move |inner| {
+        self.with("stats", move |inner| {
             let conn = &inner.conn;
             let mut stmt = conn
                 .prepare(

@@ -2,7 +2,8 @@
 //!
 //! [`grpc_router`] starts a tonic router that already serves `grpc.health.v1` and server
 //! reflection in both versions (v1 for current tools, v1alpha for grpcurl 1.8.6), opens a span per
-//! request joined to the caller's trace, and returns the health reporter. [`serve_registered`]
+//! request joined to the caller's trace, counts and times requests for `/metrics`, and returns the
+//! health reporter. [`serve_registered`]
 //! serves it: marks the service healthy, registers the instance in the store on a lease, and on
 //! shutdown deregisters first (so clients stop picking it) and then drains in-flight calls.
 //! [`cancel_on_signal`] turns SIGTERM/SIGINT into a cancellation.
@@ -18,14 +19,17 @@ pub use registered::{
 use std::sync::Arc;
 
 use distcron_auth::TokenStore;
+use distcron_metrics::GrpcMetricsLayer;
 use tonic::transport::server::Router;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 use tower::util::Either;
 
-/// The router of a distcron gRPC server: with the token check when tokens are configured.
-pub type GrpcRouter = Router<Stack<Either<TokenAuthLayer, Identity>, Identity>>;
+/// The router of a distcron gRPC server: requests counted and timed, and checked for a token
+/// when tokens are configured.
+pub type GrpcRouter =
+    Router<Stack<Either<TokenAuthLayer, Identity>, Stack<GrpcMetricsLayer, Identity>>>;
 
 /// Why the server could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +78,7 @@ pub fn grpc_router(
     let auth = tokens.filter(|t| !t.is_empty()).map(TokenAuthLayer::new);
     let router = Server::builder()
         .trace_fn(distcron_telemetry::grpc_server_span)
+        .layer(GrpcMetricsLayer)
         .layer(tower::util::option_layer(auth))
         .add_service(health)
         .add_service(v1)

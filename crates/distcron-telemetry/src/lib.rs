@@ -6,7 +6,14 @@
 //!
 //! Trace context crosses gRPC hops in the `traceparent` metadata: clients add
 //! [`TracePropagation`] as an interceptor, servers pass [`grpc_server_span`] to tonic's
-//! `Server::trace_fn`.
+//! `Server::trace_fn`. HTTP servers join the caller's trace with [`join_caller_trace`]. A
+//! context kept in data (a job's last save, a run's span in its events) travels as a W3C
+//! `traceparent` string: [`current_traceparent`], [`set_parent_from`], [`link_to`].
+//!
+//! The log filter applies to the log output only: spans of level INFO and above are always
+//! recorded for tracing, so a run has a trace id even when logs are quiet.
+
+use std::collections::HashMap;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -14,6 +21,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -69,7 +77,9 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Te
         EnvFilter::try_new(&args.log).map_err(|e| TelemetryError::Filter(e.to_string()))?;
     let provider = tracer_provider(service)?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service))
+        .with_filter(LevelFilter::INFO);
     // Logs go to stderr, so stdout stays free for what a command prints.
     let fmt = match args.log_format.as_str() {
         "json" => tracing_subscriber::fmt::layer()
@@ -83,8 +93,7 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Te
             .boxed(),
     };
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
+        .with(fmt.with_filter(filter))
         .with(otel)
         .try_init()
         .map_err(|e| TelemetryError::AlreadySet(e.to_string()))?;
@@ -128,6 +137,65 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
+/// The W3C `traceparent` of the current span, or empty if it has none.
+pub fn current_traceparent() -> String {
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut carrier);
+    carrier.remove("traceparent").unwrap_or_default()
+}
+
+/// The span context named by a W3C `traceparent`, if it parses.
+fn parse_traceparent(traceparent: &str) -> Option<opentelemetry::Context> {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// The W3C `traceparent` of a span given by its ids (hex), or empty if they are not valid.
+pub fn traceparent_of(trace_id: &str, span_id: &str) -> String {
+    let candidate = format!("00-{trace_id}-{span_id}-01");
+    if parse_traceparent(&candidate).is_some() {
+        candidate
+    } else {
+        String::new()
+    }
+}
+
+/// Makes `span` a child of the span named by `traceparent`; returns whether it parsed.
+pub fn set_parent_from(span: &tracing::Span, traceparent: &str) -> bool {
+    match parse_traceparent(traceparent) {
+        Some(cx) => span.set_parent(cx).is_ok(),
+        None => false,
+    }
+}
+
+/// Links `span` to the span named by `traceparent` (e.g. a run to the save of its job).
+pub fn link_to(span: &tracing::Span, traceparent: &str) {
+    if let Some(cx) = parse_traceparent(traceparent) {
+        span.add_link(cx.span().span_context().clone());
+    }
+}
+
+/// The trace id and span id (hex) of `span`, or empty strings if it has none.
+pub fn ids_of(span: &tracing::Span) -> (String, String) {
+    let cx = span.context();
+    let s = cx.span();
+    let sc = s.span_context();
+    if sc.is_valid() {
+        (sc.trace_id().to_string(), sc.span_id().to_string())
+    } else {
+        (String::new(), String::new())
+    }
+}
+
+/// Makes `span` a child of the trace context in incoming HTTP/gRPC `headers`, if they carry one.
+pub fn join_caller_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent = extract(headers);
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+}
+
 /// Writes the current span's trace context into outgoing gRPC metadata.
 pub fn inject_current(metadata: &mut tonic::metadata::MetadataMap) {
     let cx = tracing::Span::current().context();
@@ -161,10 +229,7 @@ pub fn grpc_server_span<B>(request: &http::Request<B>) -> tracing::Span {
         otel.kind = "server",
         rpc.method = %request.uri().path(),
     );
-    let parent = extract(request.headers());
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
-    }
+    join_caller_trace(&span, request.headers());
     span
 }
 
@@ -173,12 +238,17 @@ mod tests {
     use super::*;
     use tracing_subscriber::layer::SubscriberExt;
 
-    #[test]
-    fn context_crosses_a_metadata_hop() {
+    /// Runs `f` with an OpenTelemetry layer (no exporter) as the subscriber.
+    fn traced(f: impl FnOnce()) {
         let provider = tracer_provider("test").expect("provider");
         let subscriber = tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, f);
+    }
+
+    #[test]
+    fn context_crosses_a_metadata_hop() {
+        traced(|| {
             let client = tracing::info_span!("client");
             let _g = client.enter();
             let sent = current_trace_id();
@@ -198,6 +268,31 @@ mod tests {
                 current_trace_id(),
                 sent,
                 "the server span joins the client's trace"
+            );
+        });
+    }
+
+    #[test]
+    fn traceparents_carry_parents_and_links() {
+        traced(|| {
+            let save = tracing::info_span!("save");
+            let saved = save.in_scope(current_traceparent);
+            let (trace, span) = ids_of(&save);
+            assert_eq!(saved, format!("00-{trace}-{span}-01"));
+            assert_eq!(traceparent_of(&trace, &span), saved);
+            assert_eq!(traceparent_of("zz", &span), "");
+
+            let child = tracing::info_span!("deliver");
+            assert!(set_parent_from(&child, &saved));
+            assert_eq!(ids_of(&child).0, trace, "the child joins the trace");
+            assert!(!set_parent_from(&tracing::info_span!("x"), "garbage"));
+
+            let run = tracing::info_span!("run");
+            link_to(&run, &saved);
+            assert_ne!(
+                ids_of(&run).0,
+                trace,
+                "a link does not make it the same trace"
             );
         });
     }

@@ -16,6 +16,13 @@ pub struct JobsvcConfig {
     /// gRPC listen address.
     #[arg(long, env = "DISTCRON_JOBSVC_LISTEN", default_value = "127.0.0.1:8071")]
     pub listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint (plain HTTP).
+    #[arg(
+        long,
+        env = "DISTCRON_METRICS_LISTEN",
+        default_value = "127.0.0.1:9071"
+    )]
+    pub metrics_listen: std::net::SocketAddr,
     /// Address other components dial, e.g. "http://10.0.0.5:8071" (default: derived from --listen
     /// and the host name).
     #[arg(long, env = "DISTCRON_JOBSVC_ADVERTISE")]

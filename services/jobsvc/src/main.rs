@@ -1,4 +1,4 @@
-//! The jobsvc binary: wires configuration, telemetry, etcd and the gRPC server.
+//! The jobsvc binary: wires configuration, telemetry, etcd, the gRPC server and `/metrics`.
 
 use std::sync::Arc;
 
@@ -24,6 +24,9 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let shutdown = distcron_server::cancel_on_signal();
+    let metrics = distcron_metrics::spawn_server(config.metrics_listen, shutdown.clone())
+        .await
+        .with_context(|| format!("binding the metrics address {}", config.metrics_listen))?;
     serve(
         store,
         Keys::new(&config.etcd.key_prefix),
@@ -32,5 +35,6 @@ async fn main() -> anyhow::Result<()> {
         shutdown,
     )
     .await?;
+    let _ = metrics.await;
     Ok(())
 }

@@ -122,6 +122,7 @@ impl pb::job_service_server::JobService for JobService {
             };
             let now = now_ms();
             job.updated_at = now;
+            job.trace_parent = distcron_telemetry::current_traceparent();
             job.created_at = match &previous {
                 Some((p, _)) if p.created_at > 0 => p.created_at,
                 _ => now,
@@ -305,6 +306,7 @@ impl pb::job_service_server::JobService for JobService {
             run_id: distcron_core::new_run_id(),
             slot_ms: now_ms(),
             job_revision: kv.mod_revision,
+            trace_parent: distcron_telemetry::current_traceparent(),
         };
         let value = serde_json::to_vec(&trigger).map_err(|e| Status::internal(e.to_string()))?;
         let txn = Txn {
@@ -338,6 +340,7 @@ impl pb::job_service_server::JobService for JobService {
             }
             job.enabled = req.enabled;
             job.updated_at = now_ms();
+            job.trace_parent = distcron_telemetry::current_traceparent();
             let key = self.keys.job(&req.name);
             let txn = Txn {
                 when: vec![Condition::unchanged(&key, kv.mod_revision)],

@@ -59,6 +59,15 @@ async fn reports_unavailable_while_etcd_is_down_and_recovers_without_restart() {
         .unwrap();
     let mut h = Harness::on(etcd.endpoints()).await;
     h.client.save_job(save(job("a"))).await.unwrap();
+    let etcd_trouble = || {
+        let text = distcron_metrics::render();
+        let n = |name| distcron_metrics::sample_sum(&text, name, &[("store", "etcd")]);
+        (
+            n("distcron_store_errors_total").unwrap_or(0.0),
+            n("distcron_store_retries_total").unwrap_or(0.0),
+        )
+    };
+    let (errors, retries) = etcd_trouble();
     etcd = tokio::task::spawn_blocking(move || {
         etcd.stop_member(0);
         etcd
@@ -72,6 +81,11 @@ async fn reports_unavailable_while_etcd_is_down_and_recovers_without_restart() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let (errors_after, retries_after) = etcd_trouble();
+    assert!(
+        errors_after > errors && retries_after > retries,
+        "etcd errors and retries are counted: {errors}→{errors_after}, {retries}→{retries_after}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "fails fast enough: {:?}",
@@ -106,6 +120,8 @@ async fn binary_registers_answers_grpcurl_and_deregisters_on_sigterm() {
     let port = free_port().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_jobsvc"))
         .args([
+            "--metrics-listen",
+            "127.0.0.1:0",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--key-prefix",

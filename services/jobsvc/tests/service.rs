@@ -642,3 +642,49 @@ async fn list_workers_returns_live_registrations() {
     assert!(workers.is_empty());
     h.shutdown().await;
 }
+
+/// The `distcron_grpc_server_requests_total` count of `method` with `code` in this process.
+fn requests(method: &str, code: &str) -> f64 {
+    distcron_metrics::sample_sum(
+        &distcron_metrics::render(),
+        "distcron_grpc_server_requests_total",
+        &[("method", method), ("code", code)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn requests_are_counted_by_method_and_status_code() {
+    let mut h = Harness::shared().await;
+    let (missing, invalid, ok) = (
+        requests("GetJob", "NotFound"),
+        requests("SaveJob", "InvalidArgument"),
+        requests("SaveJob", "OK"),
+    );
+    let err = h
+        .client
+        .get_job(pb::GetJobRequest {
+            name: "no-such-job".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let mut bad = job("counted");
+    bad.cron_expr = "not cron".into();
+    assert_eq!(
+        h.client.save_job(save(bad)).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    h.client.save_job(save(job("counted"))).await.unwrap();
+    // The server records a call when its response ends, just after the client has it.
+    for _ in 0..50 {
+        if requests("GetJob", "NotFound") > missing
+            && requests("SaveJob", "InvalidArgument") > invalid
+            && requests("SaveJob", "OK") > ok
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{}", distcron_metrics::render());
+}

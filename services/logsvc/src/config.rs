@@ -30,6 +30,13 @@ pub struct LogsvcConfig {
     /// gRPC listen address.
     #[arg(long, env = "DISTCRON_LOGSVC_LISTEN", default_value = "127.0.0.1:8072")]
     pub listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint (plain HTTP).
+    #[arg(
+        long,
+        env = "DISTCRON_METRICS_LISTEN",
+        default_value = "127.0.0.1:9072"
+    )]
+    pub metrics_listen: std::net::SocketAddr,
     /// Address other components dial (default: derived from --listen and the host name).
     #[arg(long, env = "DISTCRON_LOGSVC_ADVERTISE")]
     pub advertise: Option<String>,

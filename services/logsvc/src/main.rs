@@ -1,4 +1,5 @@
-//! The logsvc binary: wires configuration, telemetry, MongoDB, etcd and the gRPC server.
+//! The logsvc binary: wires configuration, telemetry, MongoDB, etcd, the gRPC server and
+//! `/metrics`.
 
 use std::sync::Arc;
 
@@ -43,6 +44,9 @@ async fn main() -> anyhow::Result<()> {
         },
     };
     let shutdown = distcron_server::cancel_on_signal();
+    let metrics = distcron_metrics::spawn_server(config.metrics_listen, shutdown.clone())
+        .await
+        .with_context(|| format!("binding the metrics address {}", config.metrics_listen))?;
     serve(
         storage,
         registry,
@@ -52,5 +56,6 @@ async fn main() -> anyhow::Result<()> {
         shutdown,
     )
     .await?;
+    let _ = metrics.await;
     Ok(())
 }

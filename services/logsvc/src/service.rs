@@ -10,7 +10,7 @@ use distcron_runstore::{
     append_events, OutputCap, PageCursor, RunQuery, RunStatus, RunStore, RunStoreError, StoredRun,
     TRUNCATION_MARKER,
 };
-use futures::Stream;
+use futures::{FutureExt, Stream};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
@@ -86,6 +86,16 @@ fn unseen_output(run: &StoredRun, seen: u64) -> Vec<u8> {
     }
     out.extend_from_slice(&region.as_bytes()[start..]);
     out
+}
+
+/// The metric label of an event's kind.
+fn event_kind(e: &pb::RunEvent) -> &'static str {
+    match e.kind {
+        Some(pb::run_event::Kind::Started(_)) => "started",
+        Some(pb::run_event::Kind::Output(_)) => "output",
+        Some(pb::run_event::Kind::Finished(_)) => "finished",
+        None => "none",
+    }
 }
 
 async fn tail(
@@ -164,21 +174,40 @@ impl pb::log_service_server::LogService for LogService {
                 events.len()
             )));
         }
+        let metrics = distcron_metrics::logsvc();
+        metrics.append_batch_events.observe(events.len() as f64);
         let mut valid = Vec::with_capacity(events.len());
         let mut rejected = Vec::new();
+        let mut counted = Vec::with_capacity(events.len());
+        let mut output_bytes = 0u64;
         for (index, e) in events.iter().enumerate() {
+            let kind = event_kind(e);
             match event_from_proto(e) {
-                Ok(ev) => valid.push(ev),
-                Err(reason) => rejected.push(pb::RejectedEvent {
-                    index: u32::try_from(index).unwrap_or(u32::MAX),
-                    run_id: e.run_id.clone(),
-                    reason,
-                }),
+                Ok(ev) => {
+                    if let Some(pb::run_event::Kind::Output(o)) = &e.kind {
+                        output_bytes += o.data.len() as u64;
+                    }
+                    valid.push(ev);
+                    counted.push((kind, true));
+                }
+                Err(reason) => {
+                    counted.push((kind, false));
+                    rejected.push(pb::RejectedEvent {
+                        index: u32::try_from(index).unwrap_or(u32::MAX),
+                        run_id: e.run_id.clone(),
+                        reason,
+                    });
+                }
             }
         }
         append_events(self.store.as_ref(), &valid, self.cap)
             .await
             .map_err(store_error)?;
+        // Counted once stored: a batch that failed is sent again.
+        for (kind, accepted) in counted {
+            metrics.event(kind, accepted);
+        }
+        metrics.output_bytes.inc_by(output_bytes);
         if !rejected.is_empty() {
             tracing::warn!(rejected = rejected.len(), first = %rejected[0].reason, "rejected run events");
         }
@@ -280,13 +309,17 @@ impl pb::log_service_server::LogService for LogService {
         let req = request.into_inner();
         validate_run_id(&req.run_id).map_err(invalid)?;
         let (tx, mut rx) = mpsc::channel(16);
-        tokio::spawn(tail(
-            self.store.clone(),
-            req.run_id,
-            req.from_offset,
-            self.tail_poll,
-            tx,
-        ));
+        distcron_metrics::logsvc().tail_streams.inc();
+        tokio::spawn(
+            tail(
+                self.store.clone(),
+                req.run_id,
+                req.from_offset,
+                self.tail_poll,
+                tx,
+            )
+            .map(|()| distcron_metrics::logsvc().tail_streams.dec()),
+        );
         let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
         Ok(Response::new(Box::pin(stream)))
     }

@@ -13,6 +13,8 @@ async fn binary_serves_registers_and_deregisters() {
     let port = free_port().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_logsvc"))
         .args([
+            "--metrics-listen",
+            "127.0.0.1:0",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--key-prefix",

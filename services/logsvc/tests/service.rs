@@ -273,12 +273,14 @@ async fn one_bad_event_is_rejected_and_the_rest_stored() {
         pb::RunEvent {
             run_id: "has space".into(),
             trace_id: String::new(),
+            span_id: String::new(),
             kind: started("x", "j", 1).kind,
         },
         bad_status,
         pb::RunEvent {
             run_id: "b2".into(),
             trace_id: String::new(),
+            span_id: String::new(),
             kind: None,
         },
         chunk("b1", 0, b"ok"),
@@ -464,6 +466,15 @@ async fn mongo_outage_fails_fast_and_loses_no_acknowledged_write() {
     })
     .await
     .unwrap();
+    let mongo_errors = || {
+        distcron_metrics::sample_sum(
+            &distcron_metrics::render(),
+            "distcron_store_errors_total",
+            &[("store", "mongodb")],
+        )
+        .unwrap_or(0.0)
+    };
+    let errors = mongo_errors();
     let t = Instant::now();
     let err = h
         .client
@@ -471,6 +482,7 @@ async fn mongo_outage_fails_fast_and_loses_no_acknowledged_write() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(mongo_errors() > errors, "MongoDB errors are counted");
     assert!(
         t.elapsed() < Duration::from_secs(10),
         "fails fast: {:?}",

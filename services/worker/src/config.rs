@@ -33,6 +33,13 @@ pub struct WorkerConfig {
     /// services require tokens.
     #[arg(long, env = "DISTCRON_TOKEN")]
     pub token: Option<String>,
+    /// Address of the Prometheus `/metrics` endpoint (plain HTTP).
+    #[arg(
+        long,
+        env = "DISTCRON_METRICS_LISTEN",
+        default_value = "127.0.0.1:9073"
+    )]
+    pub metrics_listen: std::net::SocketAddr,
     /// Most runs at once on this worker.
     #[arg(long, env = "DISTCRON_WORKER_CAPACITY", default_value_t = 64)]
     pub capacity: u32,

@@ -13,7 +13,9 @@ use distcron_core::records::{KillRequest, RunTrigger, RunningRecord, TriggerRequ
 use distcron_core::{JobDefinition, MissedPolicy, OverlapPolicy};
 use distcron_kv::{bounded, KvError};
 use distcron_ledger::{claim_slot, claim_trigger, record_skip, Claim, SlotClaim, SlotOutcome};
+use distcron_metrics::FireOutcome;
 use distcron_proto::logs::v1 as pb;
+use tracing::Instrument;
 
 use crate::ctx::Ctx;
 
@@ -47,6 +49,38 @@ struct Facts<'a> {
     start_ms: i64,
     worker: &'a str,
     trigger: RunTrigger,
+    /// Trace and span id of the run's span (empty when the run is not this worker's).
+    trace: (String, String),
+}
+
+/// The span of one fire of a job: the claim and, when won, the run (spawn, exit, and the
+/// delivery of its events). Its trace id is stored with the run; it links to the request that
+/// wrote the job's revision (or asked for the manual run).
+pub(crate) fn run_span(
+    ctx: &Ctx,
+    job: &str,
+    run_id: &str,
+    slot_ms: i64,
+    trigger: RunTrigger,
+    cause: &str,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "run",
+        job = %job,
+        run_id = %run_id,
+        slot_ms,
+        worker = %ctx.id,
+        trigger = ?trigger,
+        outcome = tracing::field::Empty,
+    );
+    distcron_telemetry::link_to(&span, cause);
+    span
+}
+
+/// Counts `outcome` and records it on the fire's span.
+fn settled(span: &tracing::Span, outcome: FireOutcome) {
+    distcron_metrics::worker().fire(outcome);
+    span.record("outcome", format!("{outcome:?}"));
 }
 
 /// A `started` event for a run that never starts (skipped), or of a run recorded by another
@@ -54,7 +88,8 @@ struct Facts<'a> {
 fn started_event(f: &Facts<'_>, status: pb::RunStatus, err: &str) -> pb::RunEvent {
     pb::RunEvent {
         run_id: f.run_id.to_owned(),
-        trace_id: String::new(),
+        trace_id: f.trace.0.clone(),
+        span_id: f.trace.1.clone(),
         kind: Some(pb::run_event::Kind::Started(pb::RunStarted {
             job_name: f.job.to_owned(),
             command: f.command.to_owned(),
@@ -93,55 +128,86 @@ pub async fn fire(
     if ctx.ledger_of(&def.name).is_some_and(|l| l >= slot_ms) {
         return;
     }
+    let run_id = distcron_core::new_run_id();
+    let span = run_span(
+        &ctx,
+        &def.name,
+        &run_id,
+        slot_ms,
+        trigger,
+        &def.trace_parent,
+    );
+    let claim = SlotClaim {
+        job: def.name.clone(),
+        job_revision: revision,
+        slot_ms,
+        run_id,
+        worker_id: ctx.id.clone(),
+        session: 0,
+        now_ms: 0,
+        trigger,
+        forbid_overlap: def.overlap_policy == OverlapPolicy::Forbid,
+    };
+    let outcome = claim_until_settled(&ctx, claim)
+        .instrument(span.clone())
+        .await;
+    drop(gate);
+    if let Some((claim, outcome)) = outcome {
+        settle_claim(ctx, def, revision, claim, outcome, span).await;
+    }
+}
+
+/// Claims `claim`'s slot until the store answers, the retry window is over, or this worker stops
+/// claiming. Returns the claim as sent and the store's answer.
+async fn claim_until_settled(ctx: &Ctx, mut claim: SlotClaim) -> Option<(SlotClaim, SlotOutcome)> {
+    let (job, slot_ms) = (claim.job.clone(), claim.slot_ms);
     let give_up_at = slot_ms.max(ctx.clock.now_ms())
         + i64::try_from(CLAIM_RETRY_WINDOW.as_millis()).unwrap_or(i64::MAX);
-    let run_id = distcron_core::new_run_id();
     let mut attempt = 0;
     let mut released_own = false;
     loop {
         if ctx.stop_claiming.is_cancelled() {
-            return;
+            return None;
         }
         if !ctx.is_claiming() {
-            tracing::debug!(job = %def.name, slot_ms, session = ctx.session(), "not claiming");
+            tracing::debug!(session = ctx.session(), "not claiming");
             // Between sessions the worker waits for the next one; otherwise (clock offset out of
             // bounds) the slot is left to the other workers.
             if ctx.session() != 0 || ctx.clock.now_ms() > give_up_at {
-                return;
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-            if ctx.ledger_of(&def.name).is_some_and(|l| l >= slot_ms) {
-                return;
+            if ctx.ledger_of(&job).is_some_and(|l| l >= slot_ms) {
+                return None;
             }
             continue;
         }
         if ctx.running_count() >= ctx.settings.capacity as usize {
-            tracing::warn!(job = %def.name, slot_ms, capacity = ctx.settings.capacity, "at capacity; leaving the slot to other workers");
-            return;
+            tracing::warn!(
+                capacity = ctx.settings.capacity,
+                "at capacity; leaving the slot to other workers"
+            );
+            return None;
         }
-        let claim = SlotClaim {
-            job: def.name.clone(),
-            job_revision: revision,
-            slot_ms,
-            run_id: run_id.clone(),
-            worker_id: ctx.id.clone(),
-            session: ctx.session(),
-            now_ms: ctx.clock.now_ms(),
-            trigger,
-            forbid_overlap: def.overlap_policy == OverlapPolicy::Forbid,
-        };
-        let exists = ctx.ledger_of(&def.name).is_some();
+        claim.session = ctx.session();
+        claim.now_ms = ctx.clock.now_ms();
+        let exists = ctx.ledger_of(&job).is_some();
         // An attempt stuck on a dying etcd member is abandoned quickly and retried with the same
         // run id, so the slot is still claimed before the next one of an every-second job.
+        let started = std::time::Instant::now();
         let attempt_result = bounded(
             CLAIM_ATTEMPT_TIMEOUT,
             "claim",
             claim_slot(ctx.store.as_ref(), &ctx.keys, &claim, exists),
         )
+        .instrument(tracing::info_span!("claim", attempt))
         .await;
+        distcron_metrics::worker()
+            .claim_duration
+            .observe(started.elapsed().as_secs_f64());
         match attempt_result {
             Ok(SlotOutcome::Overlap { running })
-                if !released_own && finished_here(&ctx, &running) =>
+                if !released_own && finished_here(ctx, &running) =>
             {
                 // Only runs of this worker that have finished block the slot: their release is
                 // still queued (etcd was failing over). Release them now and claim again.
@@ -157,25 +223,24 @@ pub async fn fire(
                 )
                 .await;
                 if released.is_err() {
-                    tracing::warn!(job = %def.name, slot_ms, "cannot release finished runs before claiming");
+                    tracing::warn!("cannot release finished runs before claiming");
                 }
             }
-            Ok(outcome) => {
-                drop(gate);
-                return settle_claim(ctx, def, revision, claim, outcome).await;
-            }
+            Ok(outcome) => return Some((claim, outcome)),
             Err(e) if e.is_retryable() || matches!(e, KvError::LeaseNotFound(_)) => {
                 attempt += 1;
                 if ctx.clock.now_ms() > give_up_at {
-                    tracing::error!(job = %def.name, slot_ms, attempts = attempt, error = %e, "slot missed: it could not be claimed in time");
-                    return;
+                    tracing::error!(attempts = attempt, error = %e, "slot missed: it could not be claimed in time");
+                    settled(&tracing::Span::current(), FireOutcome::Missed);
+                    return None;
                 }
-                tracing::warn!(job = %def.name, slot_ms, attempt, error = %e, "claim failed; retrying");
+                tracing::warn!(attempt, error = %e, "claim failed; retrying");
                 tokio::time::sleep(distcron_kv::backoff(attempt, Duration::from_secs(1))).await;
             }
             Err(e) => {
-                tracing::error!(job = %def.name, slot_ms, error = %e, "claim failed");
-                return;
+                tracing::error!(error = %e, "claim failed");
+                settled(&tracing::Span::current(), FireOutcome::Missed);
+                return None;
             }
         }
     }
@@ -199,27 +264,44 @@ async fn settle_claim(
     revision: i64,
     claim: SlotClaim,
     outcome: SlotOutcome,
+    span: tracing::Span,
 ) {
     let slot_ms = claim.slot_ms;
     match outcome {
         SlotOutcome::Won(record) => {
+            settled(
+                &span,
+                if claim.trigger == RunTrigger::CatchUp {
+                    FireOutcome::CaughtUp
+                } else {
+                    FireOutcome::Claimed
+                },
+            );
             let tasks = ctx.run_tasks.clone();
-            tasks.spawn(async move {
-                if def.overlap_policy == OverlapPolicy::Replace {
-                    replace_running(&ctx, &record).await;
+            tasks.spawn(
+                async move {
+                    if def.overlap_policy == OverlapPolicy::Replace {
+                        replace_running(&ctx, &record).await;
+                    }
+                    crate::runner::run(ctx, record, def).await;
                 }
-                crate::runner::run(ctx, record, def).await;
-            });
+                .instrument(span),
+            );
         }
         SlotOutcome::Overlap { running } => {
-            match record_skip(ctx.store.as_ref(), &ctx.keys, &def.name, revision, slot_ms).await {
+            let recorded = record_skip(ctx.store.as_ref(), &ctx.keys, &def.name, revision, slot_ms)
+                .instrument(span.clone())
+                .await;
+            match recorded {
                 Ok(true) => {
+                    settled(&span, FireOutcome::Skipped);
+                    distcron_metrics::worker().run_finished("skipped");
                     let ids: Vec<&str> = running.iter().map(|r| r.run_id.as_str()).collect();
                     let err = format!(
                         "skipped: run {} still running (overlap policy forbid)",
                         ids.join(", ")
                     );
-                    tracing::info!(job = %def.name, slot_ms, %err, "slot skipped");
+                    span.in_scope(|| tracing::info!(%err, "slot skipped"));
                     let now = ctx.clock.now_ms();
                     let facts = Facts {
                         run_id: &claim.run_id,
@@ -229,21 +311,25 @@ async fn settle_claim(
                         start_ms: now,
                         worker: &ctx.id,
                         trigger: claim.trigger,
+                        trace: distcron_telemetry::ids_of(&span),
                     };
                     ctx.ship(started_event(&facts, pb::RunStatus::Skipped, &err))
                         .await;
                 }
-                Ok(false) => {}
+                // Another worker recorded the skip first.
+                Ok(false) => settled(&span, FireOutcome::LostRace),
                 Err(e) => {
-                    tracing::warn!(job = %def.name, slot_ms, error = %e, "cannot record a skipped slot")
+                    span.in_scope(|| tracing::warn!(error = %e, "cannot record a skipped slot"))
                 }
             }
         }
         SlotOutcome::AlreadyClaimed { ledger_ms } => {
-            tracing::debug!(job = %def.name, slot_ms, ledger_ms, "slot already claimed");
+            settled(&span, FireOutcome::LostRace);
+            span.in_scope(|| tracing::debug!(ledger_ms, "slot already claimed"));
         }
         SlotOutcome::JobChanged => {
-            tracing::debug!(job = %def.name, slot_ms, revision, "job changed since the slot was planned");
+            settled(&span, FireOutcome::Superseded);
+            span.in_scope(|| tracing::debug!(revision, "job changed since the slot was planned"));
         }
     }
 }
@@ -298,7 +384,15 @@ pub fn spawn_trigger(ctx: Arc<Ctx>, job: String, run_id: String, request: Trigge
             return;
         };
         let now = ctx.clock.now_ms();
-        match claim_trigger(
+        let span = run_span(
+            &ctx,
+            &job,
+            &run_id,
+            request.slot_ms,
+            RunTrigger::Manual,
+            &request.trace_parent,
+        );
+        let claimed = claim_trigger(
             ctx.store.as_ref(),
             &ctx.keys,
             &job,
@@ -307,16 +401,16 @@ pub fn spawn_trigger(ctx: Arc<Ctx>, job: String, run_id: String, request: Trigge
             ctx.session(),
             now,
         )
-        .await
-        {
+        .instrument(tracing::info_span!(parent: &span, "claim", attempt = 0))
+        .await;
+        match claimed {
             Ok(Claim::Won(record)) => {
+                settled(&span, FireOutcome::Triggered);
                 let tasks = ctx.run_tasks.clone();
-                tasks.spawn(crate::runner::run(ctx, record, def));
+                tasks.spawn(crate::runner::run(ctx, record, def).instrument(span));
             }
-            Ok(Claim::Lost) => {}
-            Err(e) => {
-                tracing::warn!(job = %job, run_id = %run_id, error = %e, "trigger claim failed")
-            }
+            Ok(Claim::Lost) => settled(&span, FireOutcome::LostRace),
+            Err(e) => span.in_scope(|| tracing::warn!(error = %e, "trigger claim failed")),
         }
     });
 }
@@ -345,12 +439,15 @@ async fn ship_lost(ctx: &Ctx, record: &RunningRecord, err: String) {
         start_ms: record.claimed_at_ms,
         worker: &record.worker_id,
         trigger: record.trigger,
+        trace: (String::new(), String::new()),
     };
     ctx.ship(started_event(&facts, pb::RunStatus::Running, ""))
         .await;
+    distcron_metrics::worker().run_finished("lost");
     ctx.ship(pb::RunEvent {
         run_id: record.run_id.clone(),
         trace_id: String::new(),
+        span_id: String::new(),
         kind: Some(pb::run_event::Kind::Finished(pb::RunFinished {
             status: pb::RunStatus::Lost as i32,
             end_time_ms: ctx.clock.now_ms(),
@@ -418,7 +515,9 @@ pub async fn record_invalid(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i6
         start_ms: now,
         worker: &ctx.id,
         trigger: RunTrigger::Schedule,
+        trace: (String::new(), String::new()),
     };
+    distcron_metrics::worker().run_finished("skipped");
     ctx.ship(started_event(&facts, pb::RunStatus::Skipped, &err))
         .await;
 }

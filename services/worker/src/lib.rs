@@ -38,7 +38,7 @@ pub use config::WorkerConfig;
 pub use exec::{execute, Ending, ExecSpec, ProcessRecords};
 pub use runner::OutputChunker;
 pub use scheduler::{Plan, Upserted};
-pub use shipper::{Shipper, ShipperConfig, ShipperStats};
+pub use shipper::{CallMetadata, Shipper, ShipperConfig};
 
 /// Why the worker could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +99,7 @@ pub async fn run(
     let background = CancellationToken::new();
     let channel = balanced_channel(logsvc, background.clone()).await?;
     let credentials = distcron_discovery::BearerToken::new(config.token.as_deref())?;
-    let client = LogServiceClient::with_interceptor(channel, credentials);
+    let client = LogServiceClient::with_interceptor(channel, CallMetadata(credentials));
     let shipper = Shipper::start(
         ShipperConfig {
             dir: config.data_dir.join("spool"),

@@ -1,4 +1,4 @@
-//! The worker binary: wires configuration, telemetry, etcd and logsvc discovery (or, started
+//! The worker binary: wires configuration, telemetry, etcd, logsvc discovery and `/metrics` (or, started
 //! with `__group-leader`, leads one run's process group; see `distcron_worker::leader`).
 
 use std::sync::Arc;
@@ -30,6 +30,10 @@ async fn serve() -> anyhow::Result<()> {
         Endpoints::Static(config.logsvc_endpoints.clone())
     };
     let shutdown = distcron_server::cancel_on_signal();
+    let metrics = distcron_metrics::spawn_server(config.metrics_listen, shutdown.clone())
+        .await
+        .with_context(|| format!("binding the metrics address {}", config.metrics_listen))?;
     distcron_worker::run(config, store, keys, logsvc, shutdown).await?;
+    let _ = metrics.await;
     Ok(())
 }

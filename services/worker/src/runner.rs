@@ -106,22 +106,57 @@ impl OutputChunker {
     }
 }
 
-fn chunk_event(run_id: &str, seq: u64, data: Vec<u8>) -> pb::RunEvent {
-    pb::RunEvent {
-        run_id: run_id.to_owned(),
-        trace_id: String::new(),
-        kind: Some(pb::run_event::Kind::Output(pb::OutputChunk { seq, data })),
+/// The events of one run, stamped with the run's trace and span ids.
+struct RunEvents {
+    run_id: String,
+    trace_id: String,
+    span_id: String,
+}
+
+impl RunEvents {
+    fn event(&self, kind: pb::run_event::Kind) -> pb::RunEvent {
+        pb::RunEvent {
+            run_id: self.run_id.clone(),
+            trace_id: self.trace_id.clone(),
+            span_id: self.span_id.clone(),
+            kind: Some(kind),
+        }
+    }
+
+    fn chunk(&self, seq: u64, data: Vec<u8>) -> pb::RunEvent {
+        self.event(pb::run_event::Kind::Output(pb::OutputChunk { seq, data }))
     }
 }
 
-/// Runs a claimed run to its end.
+/// The metric label of a final run status.
+fn status_label(status: pb::RunStatus) -> &'static str {
+    match status {
+        pb::RunStatus::Succeeded => "succeeded",
+        pb::RunStatus::Failed => "failed",
+        pb::RunStatus::Killed => "killed",
+        pb::RunStatus::TimedOut => "timed_out",
+        pb::RunStatus::Skipped => "skipped",
+        pb::RunStatus::Lost => "lost",
+        pb::RunStatus::Unspecified | pb::RunStatus::Running => "other",
+    }
+}
+
+/// Runs a claimed run to its end, in the span of its fire (see `fire::run_span`).
 pub async fn run(ctx: Arc<Ctx>, record: RunningRecord, def: Arc<JobDefinition>) {
-    let span = tracing::info_span!("run", job = %record.job_name, run_id = %record.run_id, slot_ms = record.slot_ms);
-    run_inner(ctx, record, def).instrument(span).await;
+    let metrics = distcron_metrics::worker();
+    metrics.running.inc();
+    run_inner(ctx, record, def).await;
+    metrics.running.dec();
 }
 
 async fn run_inner(ctx: Arc<Ctx>, record: RunningRecord, def: Arc<JobDefinition>) {
-    let trace_id = distcron_telemetry::current_trace_id();
+    let (trace_id, span_id) = distcron_telemetry::ids_of(&tracing::Span::current());
+    let events = RunEvents {
+        run_id: record.run_id.clone(),
+        trace_id,
+        span_id,
+    };
+    let metrics = distcron_metrics::worker();
     let stop = CancellationToken::new();
     let reason = StopReason::default();
     if let Ok(mut runs) = ctx.runs.lock() {
@@ -137,21 +172,21 @@ async fn run_inner(ctx: Arc<Ctx>, record: RunningRecord, def: Arc<JobDefinition>
     }
     let start = ctx.clock.now_ms();
     tracing::info!(lag_ms = start - record.slot_ms, "run starting");
-    ctx.ship(pb::RunEvent {
-        run_id: record.run_id.clone(),
-        trace_id: trace_id.clone(),
-        kind: Some(pb::run_event::Kind::Started(pb::RunStarted {
-            job_name: record.job_name.clone(),
-            command: def.command.clone(),
-            plan_time_ms: record.slot_ms,
-            schedule_time_ms: record.claimed_at_ms,
-            start_time_ms: start,
-            worker_id: ctx.id.clone(),
-            trigger: crate::fire::trigger_to_proto(record.trigger),
-            status: pb::RunStatus::Running as i32,
-            err: String::new(),
-        })),
-    })
+    if record.trigger == distcron_core::records::RunTrigger::Schedule {
+        let lag_ms = (ctx.cluster_now_ms() - record.slot_ms).max(0);
+        metrics.trigger_lag.observe(lag_ms as f64 / 1000.0);
+    }
+    ctx.ship(events.event(pb::run_event::Kind::Started(pb::RunStarted {
+        job_name: record.job_name.clone(),
+        command: def.command.clone(),
+        plan_time_ms: record.slot_ms,
+        schedule_time_ms: record.claimed_at_ms,
+        start_time_ms: start,
+        worker_id: ctx.id.clone(),
+        trigger: crate::fire::trigger_to_proto(record.trigger),
+        status: pb::RunStatus::Running as i32,
+        err: String::new(),
+    })))
     .await;
     let mut env: Vec<(String, String)> = def
         .env
@@ -178,33 +213,42 @@ async fn run_inner(ctx: Arc<Ctx>, record: RunningRecord, def: Arc<JobDefinition>
     let exec = execute(&spec, &stop, |pgid| processes.record(&run_id, pgid), out_tx);
     tokio::pin!(exec);
     let mut chunker = OutputChunker::new(ctx.settings.output_cap_bytes);
-    let mut ending = None;
-    let mut flush_tick = tokio::time::interval(CHUNK_DELAY);
-    loop {
-        tokio::select! {
-            e = &mut exec, if ending.is_none() => ending = Some(e),
-            data = out_rx.recv() => match data {
-                Some(data) => {
-                    if let Some((seq, chunk)) = chunker.push(&data) {
-                        ctx.ship(chunk_event(&record.run_id, seq, chunk)).await;
+    let exec_span = tracing::info_span!(
+        "exec",
+        exit_code = tracing::field::Empty,
+        signal = tracing::field::Empty
+    );
+    let ending = async {
+        let mut ending = None;
+        let mut flush_tick = tokio::time::interval(CHUNK_DELAY);
+        loop {
+            tokio::select! {
+                e = &mut exec, if ending.is_none() => ending = Some(e),
+                data = out_rx.recv() => match data {
+                    Some(data) => {
+                        if let Some((seq, chunk)) = chunker.push(&data) {
+                            ctx.ship(events.chunk(seq, chunk)).await;
+                        }
                     }
-                }
-                None => break,
-            },
-            _ = flush_tick.tick() => {
-                if let Some((seq, chunk)) = chunker.flush(false) {
-                    ctx.ship(chunk_event(&record.run_id, seq, chunk)).await;
+                    None => break,
+                },
+                _ = flush_tick.tick() => {
+                    if let Some((seq, chunk)) = chunker.flush(false) {
+                        ctx.ship(events.chunk(seq, chunk)).await;
+                    }
                 }
             }
         }
+        match ending {
+            Some(e) => e,
+            None => exec.await,
+        }
     }
-    let ending = match ending {
-        Some(e) => e,
-        None => exec.await,
-    };
+    .instrument(exec_span.clone())
+    .await;
     let (rest, dropped) = chunker.finish();
     for (seq, chunk) in rest {
-        ctx.ship(chunk_event(&record.run_id, seq, chunk)).await;
+        ctx.ship(events.chunk(seq, chunk)).await;
     }
     let why = reason.get();
     let (status, exit_code, signal, err) = match ending {
@@ -243,19 +287,25 @@ async fn run_inner(ctx: Arc<Ctx>, record: RunningRecord, def: Arc<JobDefinition>
         ),
     };
     let end = ctx.clock.now_ms();
+    if let Some(code) = exit_code {
+        exec_span.record("exit_code", code);
+    }
+    if let Some(signal) = signal {
+        exec_span.record("signal", signal);
+    }
     tracing::info!(status = ?status, exit_code, signal, duration_ms = end - start, "run finished");
-    ctx.ship(pb::RunEvent {
-        run_id: record.run_id.clone(),
-        trace_id,
-        kind: Some(pb::run_event::Kind::Finished(pb::RunFinished {
-            status: status as i32,
-            end_time_ms: end,
-            exit_code,
-            signal,
-            err,
-            output_bytes_dropped: dropped,
-        })),
-    })
+    metrics.run_finished(status_label(status));
+    metrics
+        .run_duration
+        .observe((end - start).max(0) as f64 / 1000.0);
+    ctx.ship(events.event(pb::run_event::Kind::Finished(pb::RunFinished {
+        status: status as i32,
+        end_time_ms: end,
+        exit_code,
+        signal,
+        err,
+        output_bytes_dropped: dropped,
+    })))
     .await;
     ctx.processes.forget(&record.run_id);
     if let Ok(mut runs) = ctx.runs.lock() {

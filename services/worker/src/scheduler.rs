@@ -97,6 +97,16 @@ impl Plan {
         self.entries.remove(name);
     }
 
+    /// How many jobs are scheduled.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no job is scheduled.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Names of the scheduled jobs.
     pub fn names(&self) -> Vec<String> {
         self.entries.keys().cloned().collect()
@@ -160,6 +170,9 @@ pub async fn schedule(
             event = events.recv() => {
                 let Some(event) = event else { return };
                 apply(&ctx, &mut plan, event);
+                distcron_metrics::worker()
+                    .scheduled_jobs
+                    .set(i64::try_from(plan.len()).unwrap_or(i64::MAX));
             }
             () = tokio::time::sleep(sleep) => {
                 for (def, revision, slot) in plan.pop_due(ctx.cluster_now_ms()) {

@@ -82,6 +82,9 @@ fn registration(ctx: &Ctx, started_at_ms: i64, addresses: &[String]) -> WorkerRe
     if let Ok(mut r) = ctx.status_reason.lock() {
         r.clone_from(&reason);
     }
+    let metrics = distcron_metrics::worker();
+    metrics.clock_offset.set(offset as f64 / 1000.0);
+    metrics.claiming.set(i64::from(ctx.is_claiming()));
     WorkerRegistration {
         worker_id: ctx.id.clone(),
         host: distcron_discovery::hostname(),
@@ -115,6 +118,7 @@ async fn register(
 /// Grants the first session and registers; returns once both are done.
 pub async fn open(ctx: &Ctx, started_at_ms: i64) -> Result<(), KvError> {
     let lease = ctx.store.grant_lease(ctx.settings.session_ttl).await?;
+    distcron_metrics::worker().sessions_opened.inc();
     ctx.session.store(lease, Ordering::Relaxed);
     register(ctx, lease, started_at_ms, &addresses()).await
 }
@@ -166,6 +170,7 @@ pub async fn keep(ctx: Arc<Ctx>, started_at_ms: i64, stop: CancellationToken) {
             loop {
                 match ctx.store.grant_lease(ttl).await {
                     Ok(new) => {
+                        distcron_metrics::worker().sessions_opened.inc();
                         ctx.session.store(new, Ordering::Relaxed);
                         last_renewal = tokio::time::Instant::now();
                         break;

@@ -7,10 +7,13 @@
 //! what its spool held. AppendRunEvents is idempotent, so a batch delivered twice (acknowledgement
 //! lost) does no harm. When the spool is full, new batches are dropped, with an error log line and
 //! a counter, never silently.
+//!
+//! Each delivery is a `deliver` span: the child of the run's span when the batch holds one run's
+//! events (so logsvc's handling joins the run's trace), else linked to each run's span.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,13 +22,28 @@ use distcron_proto::logs::v1 as pb;
 use distcron_proto::logs::v1::log_service_client::LogServiceClient;
 use tonic::service::interceptor::InterceptedService;
 
-/// The logsvc client the shipper uses: presents the worker's token.
-pub type LogsClient =
-    LogServiceClient<InterceptedService<Channel, distcron_discovery::BearerToken>>;
 use prost::Message;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+use tracing::Instrument;
+
+/// The logsvc client the shipper uses.
+pub type LogsClient = LogServiceClient<InterceptedService<Channel, CallMetadata>>;
+
+/// What the worker adds to each logsvc call: its token and the current trace context.
+#[derive(Debug, Clone)]
+pub struct CallMetadata(pub distcron_discovery::BearerToken);
+
+impl tonic::service::Interceptor for CallMetadata {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let request = self.0.call(request)?;
+        distcron_telemetry::TracePropagation.call(request)
+    }
+}
+
+/// Most run spans one delivery span links to.
+const MAX_LINKS: usize = 32;
 
 /// How the shipper batches and spools.
 #[derive(Debug, Clone)]
@@ -40,19 +58,6 @@ pub struct ShipperConfig {
     pub batch_delay: Duration,
     /// How long the final flush may try to deliver at shutdown (the rest stays spooled).
     pub flush_timeout: Duration,
-}
-
-/// Counters for metrics and the worker's registration.
-#[derive(Debug, Default)]
-pub struct ShipperStats {
-    /// Events acknowledged by logsvc.
-    pub delivered_events: AtomicU64,
-    /// Events dropped because the spool was full, or rejected by logsvc as invalid.
-    pub dropped_events: AtomicU64,
-    /// Bytes waiting in the spool.
-    pub spooled_bytes: AtomicU64,
-    /// Batches waiting in the spool.
-    pub spooled_batches: AtomicU64,
 }
 
 struct Spool {
@@ -138,34 +143,31 @@ impl Spool {
 pub struct Shipper {
     tx: mpsc::Sender<pb::RunEvent>,
     close: tokio_util::sync::CancellationToken,
-    stats: Arc<ShipperStats>,
     collector: JoinHandle<()>,
     deliverer: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Shipper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shipper")
-            .field("stats", &self.stats)
-            .finish()
+        f.debug_struct("Shipper").finish_non_exhaustive()
     }
 }
 
 struct Shared {
     spool: Mutex<Spool>,
-    stats: Arc<ShipperStats>,
     wake: Notify,
     closing: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
     fn update_gauges(&self, spool: &Spool) {
-        self.stats
-            .spooled_bytes
-            .store(spool.bytes, Ordering::Relaxed);
-        self.stats
-            .spooled_batches
-            .store(spool.files.len() as u64, Ordering::Relaxed);
+        let metrics = distcron_metrics::worker();
+        metrics
+            .spool_bytes
+            .set(i64::try_from(spool.bytes).unwrap_or(i64::MAX));
+        metrics
+            .spool_batches
+            .set(i64::try_from(spool.files.len()).unwrap_or(i64::MAX));
     }
 }
 
@@ -180,10 +182,8 @@ impl Shipper {
                 "delivering events spooled before a restart"
             );
         }
-        let stats = Arc::new(ShipperStats::default());
         let shared = Arc::new(Shared {
             spool: Mutex::new(spool),
-            stats: stats.clone(),
             wake: Notify::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
         });
@@ -197,7 +197,6 @@ impl Shipper {
         Ok(Self {
             tx,
             close,
-            stats,
             collector,
             deliverer,
         })
@@ -206,11 +205,6 @@ impl Shipper {
     /// Where producers send events.
     pub fn sender(&self) -> mpsc::Sender<pb::RunEvent> {
         self.tx.clone()
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> Arc<ShipperStats> {
-        self.stats.clone()
     }
 
     /// Spools what was sent so far and tries to deliver it within the flush timeout; the rest
@@ -239,16 +233,12 @@ async fn spool_batch(shared: &Arc<Shared>, events: Vec<pb::RunEvent>) {
     match stored {
         Ok(Ok(true)) => shared.wake.notify_one(),
         Ok(Ok(false)) => {
-            let total = shared.stats.dropped_events.fetch_add(n, Ordering::Relaxed) + n;
-            tracing::error!(
-                dropped = n,
-                dropped_total = total,
-                "log spool is full: run events DROPPED"
-            );
+            distcron_metrics::worker().dropped("spool_full", n);
+            tracing::error!(dropped = n, "log spool is full: run events DROPPED");
         }
         Ok(Err(e)) => {
-            let total = shared.stats.dropped_events.fetch_add(n, Ordering::Relaxed) + n;
-            tracing::error!(error = %e, dropped = n, dropped_total = total, "cannot write the log spool: run events DROPPED");
+            distcron_metrics::worker().dropped("spool_error", n);
+            tracing::error!(error = %e, dropped = n, "cannot write the log spool: run events DROPPED");
         }
         Err(e) => tracing::error!(error = %e, "spool task failed"),
     }
@@ -336,30 +326,34 @@ async fn deliver(shared: Arc<Shared>, mut client: LogsClient, flush_timeout: Dur
             }
         };
         let n = batch.events.len() as u64;
-        match tokio::time::timeout(Duration::from_secs(10), client.append_run_events(batch)).await {
+        let metrics = distcron_metrics::worker();
+        let span = delivery_span(&batch);
+        let delivered = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.append_run_events(batch).instrument(span),
+        )
+        .await;
+        match delivered {
             Ok(Ok(resp)) => {
                 failures = 0;
                 let resp = resp.into_inner();
                 for r in &resp.rejected {
                     tracing::error!(run_id = %r.run_id, reason = %r.reason, "logsvc rejected a run event");
                 }
-                shared
-                    .stats
-                    .dropped_events
-                    .fetch_add(resp.rejected.len() as u64, Ordering::Relaxed);
-                shared
-                    .stats
-                    .delivered_events
-                    .fetch_add(n - resp.rejected.len() as u64, Ordering::Relaxed);
+                let rejected = resp.rejected.len() as u64;
+                metrics.dropped("rejected", rejected);
+                metrics.delivered_events.inc_by(n.saturating_sub(rejected));
+                metrics.log_batch_events.observe(n as f64);
                 pop(&shared, seq).await;
             }
             Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
                 tracing::error!(error = %status, events = n, "logsvc refused a whole batch; DROPPED");
-                shared.stats.dropped_events.fetch_add(n, Ordering::Relaxed);
+                metrics.dropped("rejected", n);
                 pop(&shared, seq).await;
             }
             failed => {
                 failures += 1;
+                metrics.delivery_failures.inc();
                 let error = match failed {
                     Ok(Err(status)) => status.to_string(),
                     _ => "timed out".to_owned(),
@@ -375,6 +369,31 @@ async fn deliver(shared: Arc<Shared>, mut client: LogsClient, flush_timeout: Dur
             }
         }
     }
+}
+
+/// The span of one delivery: a child of the run's span when the batch holds the events of one
+/// run, else linked to the span of each run in it.
+fn delivery_span(batch: &pb::AppendRunEventsRequest) -> tracing::Span {
+    let mut runs: Vec<String> = batch
+        .events
+        .iter()
+        .map(|e| distcron_telemetry::traceparent_of(&e.trace_id, &e.span_id))
+        .filter(|t| !t.is_empty())
+        .collect();
+    runs.sort_unstable();
+    runs.dedup();
+    let span = tracing::info_span!("deliver", events = batch.events.len(), runs = runs.len());
+    match runs.as_slice() {
+        [one] => {
+            distcron_telemetry::set_parent_from(&span, one);
+        }
+        many => {
+            for run in many.iter().take(MAX_LINKS) {
+                distcron_telemetry::link_to(&span, run);
+            }
+        }
+    }
+    span
 }
 
 async fn pop(shared: &Arc<Shared>, seq: u64) {
@@ -397,6 +416,7 @@ mod tests {
             events: vec![pb::RunEvent {
                 run_id: run.into(),
                 trace_id: String::new(),
+                span_id: String::new(),
                 kind: None,
             }],
         }

@@ -165,6 +165,7 @@ pub async fn follow(
         match event {
             None => return,
             Some(ResilientWatchEvent::Resync { kvs, .. }) => {
+                distcron_metrics::worker().watch_resyncs.inc();
                 tracing::warn!("watch history compacted; resynchronised from a full listing");
                 install(&ctx, kvs, &jobs_tx).await;
             }

@@ -84,6 +84,7 @@ pub fn started(run_id: &str, job: &str, start_ms: i64) -> pb::RunEvent {
     pb::RunEvent {
         run_id: run_id.into(),
         trace_id: String::new(),
+        span_id: String::new(),
         kind: Some(pb::run_event::Kind::Started(pb::RunStarted {
             job_name: job.into(),
             command: "echo hi".into(),
@@ -102,6 +103,7 @@ pub fn chunk(run_id: &str, seq: u64, data: &[u8]) -> pb::RunEvent {
     pb::RunEvent {
         run_id: run_id.into(),
         trace_id: String::new(),
+        span_id: String::new(),
         kind: Some(pb::run_event::Kind::Output(pb::OutputChunk {
             seq,
             data: data.to_vec(),
@@ -113,6 +115,7 @@ pub fn finished(run_id: &str, status: pb::RunStatus, end_ms: i64) -> pb::RunEven
     pb::RunEvent {
         run_id: run_id.into(),
         trace_id: String::new(),
+        span_id: String::new(),
         kind: Some(pb::run_event::Kind::Finished(pb::RunFinished {
             status: status as i32,
             end_time_ms: end_ms,

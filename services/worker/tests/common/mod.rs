@@ -269,6 +269,8 @@ impl Cluster {
             "4096".into(),
             "--log-batch-delay".into(),
             "50ms".into(),
+            "--metrics-listen".into(),
+            "127.0.0.1:0".into(),
         ];
         // A flag given in `extra` replaces the default above.
         for flag in extra.iter().filter(|a| a.starts_with("--")) {
