@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 pub use etcd::Etcd;
 pub use mongo::{MongoKind, MongoServer};
 pub use net::{free_port, http_get, port_open, wait_until};
-pub use process::ChildGuard;
+pub use process::{spawn_guarded, ChildGuard};
 
 /// Why a server could not be started.
 #[derive(Debug, thiserror::Error)]

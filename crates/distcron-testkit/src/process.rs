@@ -59,6 +59,12 @@ pub(crate) fn spawn_tied(mut cmd: Command) -> io::Result<Child> {
         .map_err(|_| io::Error::other("testkit spawner thread is gone"))?
 }
 
+/// Spawns `cmd` tied to this process (see [`spawn_tied`]) and guards it: the child is stopped
+/// when the guard is dropped and killed if this process dies.
+pub fn spawn_guarded(cmd: Command) -> io::Result<ChildGuard> {
+    spawn_tied(cmd).map(ChildGuard::new)
+}
+
 /// A running child process, stopped (SIGTERM, then SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct ChildGuard {

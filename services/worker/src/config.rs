@@ -56,6 +56,10 @@ pub struct WorkerConfig {
     /// How long a non-preferred worker waits before claiming a slot nobody claimed.
     #[arg(long, env = "DISTCRON_CLAIM_STANDBY", default_value = "200ms", value_parser = parse_duration)]
     pub claim_standby: Duration,
+    /// How long before its slot a slot is claimed; the run still starts at the slot. Hides the
+    /// claim's store round trip (and a burst of claims) from the start time.
+    #[arg(long, env = "DISTCRON_CLAIM_LEAD", default_value = "250ms", value_parser = parse_duration)]
+    pub claim_lead: Duration,
     /// Largest clock offset from the cluster at which this worker still claims slots.
     #[arg(long, env = "DISTCRON_CLOCK_SKEW_BOUND", default_value = "500ms", value_parser = parse_duration)]
     pub clock_skew_bound: Duration,

@@ -23,6 +23,8 @@ pub struct Settings {
     pub capacity: u32,
     /// Standby before a non-preferred worker claims.
     pub claim_standby: Duration,
+    /// How long before its slot a slot is claimed.
+    pub claim_lead: Duration,
     /// Largest tolerated clock offset.
     pub clock_skew_bound: Duration,
     /// SIGTERM to SIGKILL.

@@ -104,7 +104,9 @@ fn started_event(f: &Facts<'_>, status: pb::RunStatus, err: &str) -> pb::RunEven
     }
 }
 
-/// Fires slot `slot_ms` of `def` (at store revision `revision`).
+/// Fires slot `slot_ms` of `def` (at store revision `revision`). The scheduler calls this up to
+/// the claim lead before the slot, so the claim's round trip is over by the slot; a won run starts
+/// at the slot.
 ///
 /// A claim that fails because the store is unreachable, or because this worker is between
 /// sessions, is retried (the same run id, so a transaction that did apply is recognised) for up to
@@ -280,6 +282,13 @@ async fn settle_claim(
             let tasks = ctx.run_tasks.clone();
             tasks.spawn(
                 async move {
+                    // A slot claimed ahead of its time (the claim lead) starts at its time, by
+                    // the cluster's clock and by this machine's own: an offset estimate skewed by
+                    // slow heartbeat delivery must not start a run before its slot.
+                    let early = slot_ms - ctx.cluster_now_ms().min(ctx.clock.now_ms());
+                    if early > 0 {
+                        tokio::time::sleep(Duration::from_millis(early.unsigned_abs())).await;
+                    }
                     if def.overlap_policy == OverlapPolicy::Replace {
                         replace_running(&ctx, &record).await;
                     }

@@ -128,6 +128,7 @@ pub async fn run(
         settings: ctx::Settings {
             capacity: config.capacity,
             claim_standby: config.claim_standby,
+            claim_lead: config.claim_lead,
             clock_skew_bound: config.clock_skew_bound,
             kill_grace: config.kill_grace,
             group_leader: std::env::current_exe()

@@ -161,9 +161,11 @@ pub async fn schedule(
 ) {
     let mut plan = Plan::default();
     loop {
+        // Slots are fired `claim_lead` early: claimed ahead, started at their time.
+        let lead = i64::try_from(ctx.settings.claim_lead.as_millis()).unwrap_or(0);
         let now = ctx.cluster_now_ms();
         let sleep = plan.next_due().map_or(Duration::from_secs(3600), |t| {
-            Duration::from_millis(u64::try_from(t - now).unwrap_or(0))
+            Duration::from_millis(u64::try_from(t - lead - now).unwrap_or(0))
         });
         tokio::select! {
             () = stop.cancelled() => return,
@@ -175,7 +177,7 @@ pub async fn schedule(
                     .set(i64::try_from(plan.len()).unwrap_or(i64::MAX));
             }
             () = tokio::time::sleep(sleep) => {
-                for (def, revision, slot) in plan.pop_due(ctx.cluster_now_ms()) {
+                for (def, revision, slot) in plan.pop_due(ctx.cluster_now_ms() + lead) {
                     let ctx = ctx.clone();
                     tokio::spawn(async move {
                         crate::fire::fire(ctx, def, revision, slot, RunTrigger::Schedule).await;

@@ -1,0 +1,165 @@
+//! The benchmark's client of the public HTTP API (`/api/v1`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Requests in flight while loading or removing jobs.
+const LOAD_CONCURRENCY: usize = 32;
+
+/// A job to save.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Its name.
+    pub name: String,
+    /// Its cron expression.
+    pub cron: String,
+    /// Its command.
+    pub command: String,
+}
+
+/// A run as listed by `/api/v1/jobs/{name}/runs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedRun {
+    /// Run id.
+    pub run_id: String,
+    /// Status name.
+    pub status: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct RunPage {
+    runs: Vec<ListedRun>,
+}
+
+/// An HTTP client of one gateway.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Gateway {
+    /// A client of the gateway at `base` (`http://127.0.0.1:<port>`).
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.to_owned(),
+        })
+    }
+
+    /// Waits until the gateway answers `/readyz` (its backends are reachable).
+    pub async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let ok = self
+                .http
+                .get(format!("{}/readyz", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("gateway at {} not ready within {within:?}", self.base);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Saves (creates or replaces) one job; returns how long the request took.
+    pub async fn save(&self, job: &JobSpec) -> anyhow::Result<Duration> {
+        let body = json!({
+            "command": job.command,
+            "cronExpr": job.cron,
+            "timeZone": "UTC",
+            "timeoutSeconds": 60,
+        });
+        let start = Instant::now();
+        let resp = self
+            .http
+            .put(format!("{}/api/v1/jobs/{}", self.base, job.name))
+            .json(&body)
+            .send()
+            .await?;
+        let took = start.elapsed();
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("save {}: {status}: {}", job.name, resp.text().await?);
+        }
+        Ok(took)
+    }
+
+    /// Saves every job, [`LOAD_CONCURRENCY`] at a time.
+    pub async fn save_all(&self, jobs: &[JobSpec]) -> anyhow::Result<()> {
+        stream::iter(jobs)
+            .map(|j| self.save(j))
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes every named job, [`LOAD_CONCURRENCY`] at a time.
+    pub async fn delete_all(&self, names: &[String]) -> anyhow::Result<()> {
+        stream::iter(names)
+            .map(|n| async move {
+                let resp = self
+                    .http
+                    .delete(format!("{}/api/v1/jobs/{n}", self.base))
+                    .send()
+                    .await?;
+                if !resp.status().is_success() && resp.status() != reqwest::StatusCode::NOT_FOUND {
+                    bail!("delete {n}: {}", resp.status());
+                }
+                anyhow::Ok(())
+            })
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(())
+    }
+
+    /// The newest runs of `job`.
+    pub async fn runs(&self, job: &str, limit: u32) -> anyhow::Result<Vec<ListedRun>> {
+        let resp = self
+            .http
+            .get(format!(
+                "{}/api/v1/jobs/{job}/runs?limit={limit}",
+                self.base
+            ))
+            .send()
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("runs of {job}: {status}");
+        }
+        Ok(resp.json::<RunPage>().await.context("runs page")?.runs)
+    }
+
+    /// `GET /api/v1/jobs?limit=<limit>`; returns how long it took.
+    pub async fn list_jobs(&self, limit: u32) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/jobs?limit={limit}", self.base))
+            .send()
+            .await?;
+        let status = resp.status();
+        resp.bytes().await?;
+        let took = start.elapsed();
+        if !status.is_success() {
+            bail!("list jobs: {status}");
+        }
+        Ok(took)
+    }
+}

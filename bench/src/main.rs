@@ -1,0 +1,262 @@
+//! distcron-bench: starts the distributed stack on loopback (etcd cluster, Mongo-wire server,
+//! logsvc, jobsvc, workers, gateway), measures this machine's limits, runs the scenarios of
+//! `BENCHMARKS.md`, prints a table per scenario and writes JSON under `bench/results/`.
+
+mod gateway;
+mod limits;
+mod measure;
+mod report;
+mod scenarios;
+mod stack;
+mod truth;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+
+use crate::report::{publish, Machine};
+use crate::scenarios::{Bench, Faults};
+use crate::stack::{Stack, StackShape};
+
+/// A scenario of the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Worker CPU and memory with the hourly jobs loaded and nothing due.
+    Idle,
+    /// Gateway list and save latency under concurrent clients.
+    Api,
+    /// Every-second jobs for a window: exactly once, lag, etcd writes and CPU per fire,
+    /// visibility of finished runs.
+    Steady,
+    /// Run events per second through logsvc against the raw insert rate.
+    LogPath,
+    /// Many jobs due in the same second.
+    Burst,
+    /// Raises the every-second job count until a slot is missed or p99 lag exceeds 100 ms.
+    Ceiling,
+    /// The steady run with a worker SIGKILLed and an etcd member stopped.
+    Failover,
+}
+
+/// Runs the benchmark suite against a stack it starts and stops itself, on loopback only.
+#[derive(Debug, Parser)]
+#[command(name = "distcron-bench", version, about)]
+struct BenchConfig {
+    /// Scenarios to run (default: all, in the order listed).
+    #[arg(value_enum)]
+    scenarios: Vec<Scenario>,
+    /// Workers to start.
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
+    /// Runs at once per worker.
+    #[arg(long, default_value_t = 64)]
+    worker_capacity: u32,
+    /// etcd members to start.
+    #[arg(long, default_value_t = 3)]
+    etcd_members: usize,
+    /// Hourly jobs loaded (not due) for the whole benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    hourly_jobs: usize,
+    /// Every-second jobs of the steady and failover scenarios.
+    #[arg(long, default_value_t = 500)]
+    jobs: usize,
+    /// Window of the steady, failover and ceiling runs.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    window: Duration,
+    /// Every-second jobs of the first ceiling step.
+    #[arg(long, default_value_t = 800)]
+    ceiling_start: usize,
+    /// Jobs added per ceiling step.
+    #[arg(long, default_value_t = 200)]
+    ceiling_step: usize,
+    /// Most ceiling steps.
+    #[arg(long, default_value_t = 3)]
+    ceiling_steps: usize,
+    /// Jobs of the burst scenario.
+    #[arg(long, default_value_t = 2000)]
+    burst_jobs: usize,
+    /// Concurrent API clients.
+    #[arg(long, default_value_t = 50)]
+    api_clients: usize,
+    /// How long each measurement of the limits, idle, API and log-path scenarios lasts.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    measure_for: Duration,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "bench/results")]
+    results_dir: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DISTCRON_BENCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = BenchConfig::parse();
+    let scenarios = if config.scenarios.is_empty() {
+        Scenario::value_variants().to_vec()
+    } else {
+        config.scenarios.clone()
+    };
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .context("the benchmark binary has no directory")?
+        .to_path_buf();
+    let machine = Machine::this();
+    tracing::info!(?machine, "starting the stack");
+    let stack = Stack::start(
+        &bin_dir,
+        StackShape {
+            etcd_members: config.etcd_members,
+            workers: config.workers,
+            worker_capacity: config.worker_capacity,
+        },
+    )?;
+    tracing::info!(logs = %stack.log_dir().display(), "stack up");
+    let gateway = gateway::Gateway::new(&stack.gateway_url)?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+
+    tracing::info!("measuring the machine's limits");
+    let length = config.measure_for.min(Duration::from_secs(5));
+    let limits = limits::MachineLimits {
+        spawns_per_s: limits::spawn_rate(config.worker_capacity as usize, length).await?,
+        etcd_txns_per_s: limits::etcd_txn_rate(&stack.etcd.endpoints(), "/bench-limits/", length)
+            .await?,
+        insert_docs_per_s: limits::insert_rate(&stack.mongo.uri(), "bench_limits", length).await?,
+    };
+    let mut bench = Bench {
+        stack,
+        gateway,
+        http: reqwest::Client::new(),
+        limits,
+    };
+    publish(
+        &config.results_dir,
+        "limits",
+        &machine,
+        &limits,
+        &[
+            report::Check::info("sh -c true spawns/s", limits.spawns_per_s, ""),
+            report::Check::info("etcd create-if-absent txns/s", limits.etcd_txns_per_s, ""),
+            report::Check::info("insert_many docs/s", limits.insert_docs_per_s, ""),
+        ],
+        &limits,
+    )?;
+
+    tracing::info!(n = config.hourly_jobs, "loading the hourly jobs");
+    scenarios::load_hourly(&bench, config.hourly_jobs).await?;
+    // Let every worker build its schedule before anything is measured.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let dir = config.results_dir.clone();
+    for scenario in scenarios {
+        tracing::info!(?scenario, "running");
+        match scenario {
+            Scenario::Idle => {
+                let r = scenarios::idle(&bench, config.measure_for.max(Duration::from_secs(20)))
+                    .await?;
+                publish(
+                    &dir,
+                    "idle",
+                    &machine,
+                    &limits,
+                    &scenarios::idle_checks(&r),
+                    &r,
+                )?;
+            }
+            Scenario::Api => {
+                let r = scenarios::api(&bench, config.api_clients, config.measure_for).await;
+                publish(
+                    &dir,
+                    "api",
+                    &machine,
+                    &limits,
+                    &scenarios::api_checks(&r),
+                    &r,
+                )?;
+            }
+            Scenario::Steady => {
+                let r = scenarios::steady(&mut bench, "steady", config.jobs, config.window, None)
+                    .await?;
+                publish(
+                    &dir,
+                    "steady",
+                    &machine,
+                    &limits,
+                    &scenarios::steady_checks(&r),
+                    &r,
+                )?;
+            }
+            Scenario::LogPath => {
+                let r = scenarios::log_path(&bench, config.measure_for).await?;
+                publish(
+                    &dir,
+                    "log-path",
+                    &machine,
+                    &limits,
+                    &scenarios::log_path_checks(&r),
+                    &r,
+                )?;
+            }
+            Scenario::Burst => {
+                let r = scenarios::burst(&bench, config.burst_jobs).await?;
+                publish(
+                    &dir,
+                    "burst",
+                    &machine,
+                    &limits,
+                    &scenarios::burst_checks(&r),
+                    &r,
+                )?;
+            }
+            Scenario::Ceiling => {
+                let r = scenarios::ceiling(
+                    &mut bench,
+                    config.ceiling_start,
+                    config.ceiling_step,
+                    config.ceiling_steps,
+                    config.window,
+                )
+                .await?;
+                publish(
+                    &dir,
+                    "ceiling",
+                    &machine,
+                    &limits,
+                    &scenarios::ceiling_checks(&r),
+                    &r,
+                )?;
+            }
+            Scenario::Failover => {
+                let faults = Faults {
+                    kill_worker_at: Duration::from_secs(20),
+                    stop_etcd_member_at: Duration::from_secs(40),
+                };
+                let r = scenarios::steady(
+                    &mut bench,
+                    "failover",
+                    config.jobs,
+                    config.window,
+                    Some(faults),
+                )
+                .await?;
+                publish(
+                    &dir,
+                    "failover",
+                    &machine,
+                    &limits,
+                    &scenarios::failover_checks(&r),
+                    &r,
+                )?;
+            }
+        }
+    }
+    tracing::info!("stopping the stack");
+    drop(bench);
+    Ok(())
+}
