@@ -74,7 +74,7 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
 }
 
 /// etcd write requests as counted by the members themselves.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct EtcdWrites {
     /// `Txn` requests handled (every code: losers and failures included).
     pub txns: f64,
@@ -90,13 +90,11 @@ impl EtcdWrites {
         self.txns + self.puts
     }
 
-    /// What happened between `earlier` and `self`.
-    pub fn since(&self, earlier: &Self) -> Self {
-        Self {
-            txns: self.txns - earlier.txns,
-            puts: self.puts - earlier.puts,
-            deletes: self.deletes - earlier.deletes,
-        }
+    /// Adds what happened between `earlier` and `later`.
+    pub fn add_delta(&mut self, later: &Self, earlier: &Self) {
+        self.txns += later.txns - earlier.txns;
+        self.puts += later.puts - earlier.puts;
+        self.deletes += later.deletes - earlier.deletes;
     }
 
     fn add_exposition(&mut self, text: &str) {
@@ -182,19 +180,20 @@ impl WorkerWindow {
     }
 }
 
-/// Sums the write counters of every reachable member (`http://host:port` client URLs).
-/// A stopped member's counters are gone with it, so a caller comparing snapshots across a
-/// member stop should read the members that stay up.
-pub async fn etcd_writes(http: &reqwest::Client, endpoints: &[String]) -> EtcdWrites {
-    let mut total = EtcdWrites::default();
-    for e in endpoints {
-        if let Ok(resp) = http.get(format!("{e}/metrics")).send().await {
-            if let Ok(text) = resp.text().await {
-                total.add_exposition(&text);
-            }
-        }
-    }
-    total
+/// The write counters of one member (`http://host:port` client URL); `None` when it does not
+/// answer (a stopped member's counters are gone with it).
+pub async fn etcd_writes(http: &reqwest::Client, endpoint: &str) -> Option<EtcdWrites> {
+    let text = http
+        .get(format!("{endpoint}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let mut writes = EtcdWrites::default();
+    writes.add_exposition(&text);
+    Some(writes)
 }
 
 #[cfg(test)]

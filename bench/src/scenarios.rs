@@ -52,22 +52,27 @@ async fn sleep_until_ms(at_ms: i64) {
     }
 }
 
-fn every_second_jobs(tag: &str, n: usize) -> Vec<JobSpec> {
+/// `n` jobs named `<tag>-00000`, … running `true` on schedule `cron`.
+fn jobs_named(tag: &str, n: usize, cron: &str) -> Vec<JobSpec> {
     (0..n)
         .map(|i| JobSpec {
             name: format!("{tag}-{i:05}"),
-            cron: "* * * * * *".into(),
+            cron: cron.to_owned(),
             command: "true".into(),
         })
         .collect()
+}
+
+/// An hourly schedule not due while the benchmark runs: its minute is 50 minutes ahead.
+fn hourly_not_due() -> String {
+    format!("0 {} * * * *", (now_ms() / 60_000 + 50) % 60)
 }
 
 /// Write counters of each etcd member, `None` where a member does not answer.
 async fn etcd_per_member(bench: &Bench) -> Vec<Option<EtcdWrites>> {
     let mut out = Vec::new();
     for e in bench.stack.etcd.endpoints() {
-        let w = etcd_writes(&bench.http, std::slice::from_ref(&e)).await;
-        out.push((w != EtcdWrites::default()).then_some(w));
+        out.push(etcd_writes(&bench.http, &e).await);
     }
     out
 }
@@ -76,10 +81,7 @@ fn etcd_delta(before: &[Option<EtcdWrites>], after: &[Option<EtcdWrites>]) -> Et
     let mut total = EtcdWrites::default();
     for (b, a) in before.iter().zip(after) {
         if let (Some(b), Some(a)) = (b, a) {
-            let d = a.since(b);
-            total.txns += d.txns;
-            total.puts += d.puts;
-            total.deletes += d.deletes;
+            total.add_delta(a, b);
         }
     }
     total
@@ -206,7 +208,7 @@ pub async fn steady(
     window: Duration,
     faults: Option<Faults>,
 ) -> anyhow::Result<SteadyResult> {
-    let specs = every_second_jobs(tag, jobs);
+    let specs = jobs_named(tag, jobs, "* * * * * *");
     let names: Vec<String> = specs.iter().map(|j| j.name.clone()).collect();
     tracing::info!(jobs, tag, "saving every-second jobs");
     bench.gateway.save_all(&specs).await?;
@@ -341,14 +343,7 @@ pub fn failover_checks(r: &SteadyResult) -> Vec<Check> {
 /// Saves `n` hourly jobs that are not due during the benchmark (their minute is 50 minutes
 /// ahead).
 pub async fn load_hourly(bench: &Bench, n: usize) -> anyhow::Result<()> {
-    let minute = (now_ms() / 60_000 + 50) % 60;
-    let specs: Vec<JobSpec> = (0..n)
-        .map(|i| JobSpec {
-            name: format!("hourly-{i:05}"),
-            cron: format!("0 {minute} * * * *"),
-            command: "true".into(),
-        })
-        .collect();
+    let specs = jobs_named("hourly", n, &hourly_not_due());
     let start = Instant::now();
     bench.gateway.save_all(&specs).await?;
     tracing::info!(n, took = ?start.elapsed(), "hourly jobs saved");
@@ -465,12 +460,12 @@ pub async fn api(bench: &Bench, clients: usize, length: Duration) -> Vec<ApiResu
     )
     .await;
     let gw = bench.gateway.clone();
-    let minute = (now_ms() / 60_000 + 50) % 60;
+    let hourly = hourly_not_due();
     let save = api_load("PUT /api/v1/jobs/{name}", clients, length, move |c, n| {
         let gw = gw.clone();
         let job = JobSpec {
             name: format!("api-{c:02}-{:02}", n % 20),
-            cron: format!("0 {minute} * * * *"),
+            cron: hourly.clone(),
             command: format!("echo {n}"),
         };
         async move { gw.save(&job).await }
@@ -516,13 +511,7 @@ pub async fn burst(bench: &Bench, jobs: usize) -> anyhow::Result<BurstResult> {
     let slot_ms = (now_ms() / 1000 + 40) * 1000;
     let secs = slot_ms / 1000;
     let (s, m, h) = (secs % 60, (secs / 60) % 60, (secs / 3600) % 24);
-    let specs: Vec<JobSpec> = (0..jobs)
-        .map(|i| JobSpec {
-            name: format!("burst-{i:05}"),
-            cron: format!("{s} {m} {h} * * *"),
-            command: "true".into(),
-        })
-        .collect();
+    let specs = jobs_named("burst", jobs, &format!("{s} {m} {h} * * *"));
     bench.gateway.save_all(&specs).await?;
     anyhow::ensure!(
         now_ms() < slot_ms - 2000,
