@@ -150,9 +150,10 @@ pub fn apply_event(run: &mut StoredRun, event: &RunEvent, cap: OutputCap) {
     }
 }
 
-/// Stores a batch of events: one read for the whole batch and one write per run, with
-/// compare-and-replace so concurrent writers (several logsvc instances) never lose an update.
-/// Runs whose events change nothing (re-delivery) are not written at all.
+/// Stores a batch of events: one read for the whole batch, then one insert of every new run and
+/// one compare-and-replace of every changed run, so concurrent writers (several logsvc
+/// instances) never lose an update. Runs whose events change nothing (re-delivery) are not
+/// written at all.
 pub async fn append_events(
     store: &dyn RunStore,
     events: &[RunEvent],
@@ -174,15 +175,15 @@ pub async fn append_events(
         if pending.is_empty() {
             return Ok(());
         }
-        let stored: HashMap<String, StoredRun> = store
+        let mut stored: HashMap<String, StoredRun> = store
             .get_many(&pending)
             .await?
             .into_iter()
             .map(|r| (r.run_id.clone(), r))
             .collect();
-        let mut conflicted = Vec::new();
+        let (mut new, mut changed) = (Vec::new(), Vec::new());
         for run_id in pending {
-            let base = stored.get(&run_id).cloned().unwrap_or_else(|| StoredRun {
+            let base = stored.remove(&run_id).unwrap_or_else(|| StoredRun {
                 run_id: run_id.clone(),
                 ..StoredRun::default()
             });
@@ -194,16 +195,20 @@ pub async fn append_events(
                 continue;
             }
             next.version = base.version + 1;
-            let written = if base.version == 0 {
-                store.insert(&next).await?
+            if base.version == 0 {
+                new.push(next);
             } else {
-                store.update(&next).await?
-            };
-            if !written {
-                conflicted.push(run_id);
+                changed.push(next);
             }
         }
-        pending = conflicted;
+        pending = if new.is_empty() {
+            Vec::new()
+        } else {
+            store.insert_many(&new).await?
+        };
+        if !changed.is_empty() {
+            pending.extend(store.update_many(&changed).await?);
+        }
     }
     if pending.is_empty() {
         Ok(())

@@ -18,7 +18,7 @@ pub type Store = Arc<dyn RunStore>;
 macro_rules! run_store_conformance_tests {
     ($factory:path) => {
         $crate::run_store_conformance_tests!(@tests $factory;
-            insert_and_versioned_update, get_many_returns_what_exists,
+            insert_many_and_versioned_update_many, get_many_returns_what_exists,
             list_is_newest_first_with_filters_and_both_pagings, list_can_leave_output_out,
             redelivered_batches_change_nothing, concurrent_writers_lose_no_chunk,
             stats_count_by_status_in_the_window, large_and_small_integers_round_trip);
@@ -50,35 +50,51 @@ fn run(id: &str, job: &str, start: i64, status: RunStatus) -> StoredRun {
     }
 }
 
-pub async fn insert_and_versioned_update(store: Store) {
-    let r = run("r1", "j", 1_000, RunStatus::Running);
-    assert!(store.insert(&r).await.unwrap());
-    assert!(
-        !store.insert(&r).await.unwrap(),
-        "a second insert of the same id is refused"
+pub async fn insert_many_and_versioned_update_many(store: Store) {
+    let r1 = run("r1", "j", 1_000, RunStatus::Running);
+    assert!(store
+        .insert_many(std::slice::from_ref(&r1))
+        .await
+        .unwrap()
+        .is_empty());
+    let mut r1_again = r1.clone();
+    r1_again.status = RunStatus::Failed;
+    let (r2, r3) = (
+        run("r2", "j", 2_000, RunStatus::Running),
+        run("r3", "j", 3_000, RunStatus::Running),
     );
-    let mut v2 = r.clone();
-    v2.status = RunStatus::Succeeded;
-    v2.version = 2;
-    assert!(store.update(&v2).await.unwrap());
-    let mut stale = r.clone();
-    stale.status = RunStatus::Failed;
-    stale.version = 2;
-    assert!(
-        !store.update(&stale).await.unwrap(),
-        "an update from a stale version is refused"
-    );
-    assert_eq!(store.get("r1").await.unwrap(), Some(v2));
+    let existing = store
+        .insert_many(&[r2.clone(), r1_again, r3.clone()])
+        .await
+        .unwrap();
+    assert_eq!(existing, ["r1"], "an existing run is named, not replaced");
+    assert_eq!(store.get("r1").await.unwrap().as_ref(), Some(&r1));
+    assert_eq!(store.get("r2").await.unwrap(), Some(r2.clone()));
+    assert_eq!(store.get("r3").await.unwrap(), Some(r3.clone()));
+
+    let next = |r: &StoredRun, version: i64| {
+        let mut n = r.clone();
+        n.status = RunStatus::Succeeded;
+        n.version = version;
+        n
+    };
+    let (r1_v2, r2_v2, r3_stale) = (next(&r1, 2), next(&r2, 2), next(&r3, 3));
+    let stale = store
+        .update_many(&[r1_v2.clone(), r3_stale, r2_v2.clone()])
+        .await
+        .unwrap();
+    assert_eq!(stale, ["r3"], "an update from a stale version is refused");
+    assert_eq!(store.get("r1").await.unwrap(), Some(r1_v2));
+    assert_eq!(store.get("r2").await.unwrap(), Some(r2_v2));
+    assert_eq!(store.get("r3").await.unwrap(), Some(r3));
     assert_eq!(store.get("nope").await.unwrap(), None);
+    assert!(store.insert_many(&[]).await.unwrap().is_empty());
+    assert!(store.update_many(&[]).await.unwrap().is_empty());
 }
 
 pub async fn get_many_returns_what_exists(store: Store) {
-    for id in ["a", "b", "c"] {
-        store
-            .insert(&run(id, "j", 1, RunStatus::Running))
-            .await
-            .unwrap();
-    }
+    let runs = ["a", "b", "c"].map(|id| run(id, "j", 1, RunStatus::Running));
+    assert!(store.insert_many(&runs).await.unwrap().is_empty());
     let mut got: Vec<String> = store
         .get_many(&["a".into(), "c".into(), "zz".into()])
         .await
@@ -101,17 +117,10 @@ pub async fn list_is_newest_first_with_filters_and_both_pagings(store: Store) {
         ("a5", 400, RunStatus::Succeeded),
         ("a6", 400, RunStatus::Running),
     ];
-    for (id, t, s) in a {
-        store.insert(&run(id, "a", t, s)).await.unwrap();
-    }
-    store
-        .insert(&run("b1", "b", 150, RunStatus::Lost))
-        .await
-        .unwrap();
-    store
-        .insert(&run("b2", "b", 250, RunStatus::Succeeded))
-        .await
-        .unwrap();
+    let mut runs: Vec<StoredRun> = a.iter().map(|&(id, t, s)| run(id, "a", t, s)).collect();
+    runs.push(run("b1", "b", 150, RunStatus::Lost));
+    runs.push(run("b2", "b", 250, RunStatus::Succeeded));
+    assert!(store.insert_many(&runs).await.unwrap().is_empty());
     let ids = |p: &crate::RunPage| p.runs.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>();
     let job_a = RunQuery {
         job_name: Some("a".into()),
@@ -194,7 +203,7 @@ pub async fn list_is_newest_first_with_filters_and_both_pagings(store: Store) {
 
 pub async fn list_can_leave_output_out(store: Store) {
     store
-        .insert(&run("o1", "j", 1, RunStatus::Succeeded))
+        .insert_many(&[run("o1", "j", 1, RunStatus::Succeeded)])
         .await
         .unwrap();
     let q = RunQuery {
@@ -303,19 +312,15 @@ pub async fn concurrent_writers_lose_no_chunk(store: Store) {
 }
 
 pub async fn stats_count_by_status_in_the_window(store: Store) {
-    for (id, t, s) in [
-        ("s1", 100, RunStatus::Succeeded),
-        ("s2", 200, RunStatus::Succeeded),
-        ("s3", 300, RunStatus::Failed),
-        ("s4", 400, RunStatus::Lost),
-        ("s5", 50, RunStatus::Failed),
-    ] {
-        store.insert(&run(id, "st", t, s)).await.unwrap();
-    }
-    store
-        .insert(&run("other", "zz", 1_000, RunStatus::Succeeded))
-        .await
-        .unwrap();
+    let runs = [
+        run("s1", "st", 100, RunStatus::Succeeded),
+        run("s2", "st", 200, RunStatus::Succeeded),
+        run("s3", "st", 300, RunStatus::Failed),
+        run("s4", "st", 400, RunStatus::Lost),
+        run("s5", "st", 50, RunStatus::Failed),
+        run("other", "zz", 1_000, RunStatus::Succeeded),
+    ];
+    assert!(store.insert_many(&runs).await.unwrap().is_empty());
     let stats = store.stats("st", 100).await.unwrap();
     assert_eq!(stats.last_run.unwrap().run_id, "s4");
     let count = |s| {
@@ -347,6 +352,10 @@ pub async fn large_and_small_integers_round_trip(store: Store) {
     r.signal = Some(9);
     r.output_bytes = 5;
     r.next_seq = 3;
-    assert!(store.insert(&r).await.unwrap());
+    assert!(store
+        .insert_many(std::slice::from_ref(&r))
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(store.get("ints").await.unwrap().unwrap(), r);
 }

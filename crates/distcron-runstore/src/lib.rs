@@ -54,11 +54,13 @@ pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
     /// The stored runs among `run_ids` (missing ones are left out).
     async fn get_many(&self, run_ids: &[String]) -> Result<Vec<StoredRun>, RunStoreError>;
 
-    /// Inserts a new run (its `version` is 1). `Ok(false)` if a run with that id exists.
-    async fn insert(&self, run: &StoredRun) -> Result<bool, RunStoreError>;
+    /// Inserts new runs (each with `version` 1) in one round trip. Returns the ids of the runs
+    /// that already existed: those were left as they are, every other run was inserted.
+    async fn insert_many(&self, runs: &[StoredRun]) -> Result<Vec<String>, RunStoreError>;
 
-    /// Replaces a run whose stored version is `run.version - 1`. `Ok(false)` if it is not.
-    async fn update(&self, run: &StoredRun) -> Result<bool, RunStoreError>;
+    /// Replaces each run whose stored version is `run.version - 1`. Returns the ids of the runs
+    /// that were not at that version (not written); every other run was replaced.
+    async fn update_many(&self, runs: &[StoredRun]) -> Result<Vec<String>, RunStoreError>;
 
     /// One run by id.
     async fn get(&self, run_id: &str) -> Result<Option<StoredRun>, RunStoreError>;

@@ -15,7 +15,7 @@ use std::future::IntoFuture;
 use std::time::Duration;
 
 use bson::{doc, Bson, Document};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Collection, IndexModel};
 
@@ -24,6 +24,10 @@ use crate::{
 };
 
 const TTL_INDEX: &str = "storedAt_ttl";
+/// MongoDB's error code for a unique index violation.
+const DUPLICATE_KEY: i32 = 11000;
+/// Compare-and-replace calls of one batch in flight at once: the driver's default pool size.
+const CONCURRENT_REPLACES: usize = 10;
 
 /// Where the run history lives.
 #[derive(Debug, Clone)]
@@ -71,9 +75,20 @@ fn map_err(e: &mongodb::error::Error) -> RunStoreError {
     }
 }
 
-fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
-    use mongodb::error::{ErrorKind, WriteFailure};
-    matches!(e.kind.as_ref(), ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000)
+/// The positions of the documents an unordered `insert_many` refused because their `_id`
+/// exists, when those are its only errors.
+fn duplicate_indexes(e: &mongodb::error::Error) -> Option<Vec<usize>> {
+    use mongodb::error::{ErrorKind, InsertManyError};
+    match e.kind.as_ref() {
+        ErrorKind::InsertMany(InsertManyError {
+            write_errors: Some(errors),
+            write_concern_error: None,
+            ..
+        }) if errors.iter().all(|w| w.code == DUPLICATE_KEY) => {
+            Some(errors.iter().map(|w| w.index).collect())
+        }
+        _ => None,
+    }
 }
 
 fn to_document(run: &StoredRun) -> Result<Document, RunStoreError> {
@@ -172,6 +187,16 @@ impl MongoRunStore {
             }
         })
         .await
+    }
+
+    /// Replaces `run` if its stored version is `run.version - 1`; else returns its id.
+    async fn replace_at_version(&self, run: &StoredRun) -> Result<Option<String>, RunStoreError> {
+        let d = to_document(run)?;
+        let filter = doc! { "_id": run.run_id.clone(), "version": run.version - 1 };
+        let result = self
+            .timed("replace_one", self.coll.replace_one(filter, d))
+            .await?;
+        Ok((result.matched_count != 1).then(|| run.run_id.clone()))
     }
 
     async fn find_all(
@@ -283,30 +308,45 @@ impl RunStore for MongoRunStore {
         .await
     }
 
-    async fn insert(&self, run: &StoredRun) -> Result<bool, RunStoreError> {
-        let d = to_document(run)?;
-        // A duplicate key is an answer (the run exists), not a failure.
-        distcron_metrics::store_call("mongodb", "insert_one", async {
-            match tokio::time::timeout(self.timeout, self.coll.insert_one(d).into_future()).await {
-                Ok(Ok(_)) => Ok(true),
-                Ok(Err(e)) if is_duplicate_key(&e) => Ok(false),
-                Ok(Err(e)) => Err(map_err(&e)),
+    async fn insert_many(&self, runs: &[StoredRun]) -> Result<Vec<String>, RunStoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let docs = runs
+            .iter()
+            .map(to_document)
+            .collect::<Result<Vec<_>, _>>()?;
+        // Unordered: one existing run does not stop the others; existing runs are an answer.
+        let existing = distcron_metrics::store_call("mongodb", "insert_many", async {
+            let insert = self.coll.insert_many(docs).ordered(false).into_future();
+            match tokio::time::timeout(self.timeout, insert).await {
+                Ok(Ok(_)) => Ok(Vec::new()),
+                Ok(Err(e)) => duplicate_indexes(&e).ok_or_else(|| map_err(&e)),
                 Err(_) => Err(RunStoreError::Unavailable(format!(
-                    "insert timed out after {:?}",
+                    "insert_many timed out after {:?}",
                     self.timeout
                 ))),
             }
         })
-        .await
+        .await?;
+        Ok(existing
+            .into_iter()
+            .filter_map(|i| runs.get(i).map(|r| r.run_id.clone()))
+            .collect())
     }
 
-    async fn update(&self, run: &StoredRun) -> Result<bool, RunStoreError> {
-        let d = to_document(run)?;
-        let filter = doc! { "_id": run.run_id.clone(), "version": run.version - 1 };
-        let result = self
-            .timed("replace_one", self.coll.replace_one(filter, d))
+    async fn update_many(&self, runs: &[StoredRun]) -> Result<Vec<String>, RunStoreError> {
+        // MongoDB has no multi-document compare-and-replace before 8.0's bulkWrite; the replaces
+        // go out concurrently over the connection pool instead of one round trip after another.
+        let replaces: Vec<_> = runs
+            .iter()
+            .map(|run| self.replace_at_version(run))
+            .collect();
+        let stale: Vec<Option<String>> = futures::stream::iter(replaces)
+            .buffer_unordered(CONCURRENT_REPLACES)
+            .try_collect()
             .await?;
-        Ok(result.matched_count == 1)
+        Ok(stale.into_iter().flatten().collect())
     }
 
     async fn get(&self, run_id: &str) -> Result<Option<StoredRun>, RunStoreError> {

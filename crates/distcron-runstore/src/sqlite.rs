@@ -44,6 +44,54 @@ fn encode(run: &StoredRun) -> Result<String, RunStoreError> {
     serde_json::to_string(run).map_err(other)
 }
 
+fn encode_all(runs: &[StoredRun]) -> Result<Vec<(StoredRun, String)>, RunStoreError> {
+    runs.iter()
+        .map(|run| Ok((run.clone(), encode(run)?)))
+        .collect()
+}
+
+/// Runs `sql` once per run, all in one transaction, binding run id, job name, status, start time,
+/// duration, version, `now` and the document (then `version - 1` when `expects_version`).
+/// Returns the ids of the runs for which it changed no row.
+fn write_each(
+    inner: &mut Inner,
+    sql: &str,
+    rows: Vec<(StoredRun, String)>,
+    now: i64,
+    expects_version: bool,
+) -> Result<Vec<String>, RunStoreError> {
+    let tx = inner.conn.transaction().map_err(other)?;
+    let mut unchanged = Vec::new();
+    {
+        let mut statement = tx.prepare_cached(sql).map_err(other)?;
+        for (run, doc) in rows {
+            let (id, job, status) = (&run.run_id, &run.job_name, run.status.as_str());
+            let (start, duration, version) = (run.start_time, run.duration_ms, run.version);
+            let n = if expects_version {
+                statement.execute(params![
+                    id,
+                    job,
+                    status,
+                    start,
+                    duration,
+                    version,
+                    now,
+                    doc,
+                    version - 1
+                ])
+            } else {
+                statement.execute(params![id, job, status, start, duration, version, now, doc])
+            }
+            .map_err(other)?;
+            if n == 0 {
+                unchanged.push(run.run_id);
+            }
+        }
+    }
+    tx.commit().map_err(other)?;
+    Ok(unchanged)
+}
+
 impl SqliteRunStore {
     /// Opens (or creates) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self, RunStoreError> {
@@ -207,51 +255,37 @@ impl RunStore for SqliteRunStore {
         .await
     }
 
-    async fn insert(&self, run: &StoredRun) -> Result<bool, RunStoreError> {
-        let run = run.clone();
-        let doc = encode(&run)?;
-        self.with("insert", move |inner| {
+    async fn insert_many(&self, runs: &[StoredRun]) -> Result<Vec<String>, RunStoreError> {
+        let rows = encode_all(runs)?;
+        self.with("insert_many", move |inner| {
             let now = distcron_core::now_ms();
             if now - inner.pruned_at_ms > HOUR_MS {
                 prune(inner, now)?;
             }
-            let n = inner
-                .conn
-                .execute(
-                    "INSERT OR IGNORE INTO runs (run_id, job_name, status, start_time, duration_ms, version, stored_at, doc)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![run.run_id, run.job_name, run.status.as_str(), run.start_time, run.duration_ms, run.version, now, doc],
-                )
-                .map_err(other)?;
-            Ok(n == 1)
+            write_each(
+                inner,
+                "INSERT OR IGNORE INTO runs (run_id, job_name, status, start_time, duration_ms, version, stored_at, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                rows,
+                now,
+                false,
+            )
         })
         .await
     }
 
-    async fn update(&self, run: &StoredRun) -> Result<bool, RunStoreError> {
-        let run = run.clone();
-        let doc = encode(&run)?;
-        self.with("update", move |inner| {
-            let n = inner
-                .conn
-                .execute(
-                    "UPDATE runs SET job_name = ?2, status = ?3, start_time = ?4, duration_ms = ?5,
-                         version = ?6, stored_at = ?7, doc = ?8
-                     WHERE run_id = ?1 AND version = ?9",
-                    params![
-                        run.run_id,
-                        run.job_name,
-                        run.status.as_str(),
-                        run.start_time,
-                        run.duration_ms,
-                        run.version,
-                        distcron_core::now_ms(),
-                        doc,
-                        run.version - 1
-                    ],
-                )
-                .map_err(other)?;
-            Ok(n == 1)
+    async fn update_many(&self, runs: &[StoredRun]) -> Result<Vec<String>, RunStoreError> {
+        let rows = encode_all(runs)?;
+        self.with("update_many", move |inner| {
+            write_each(
+                inner,
+                "UPDATE runs SET job_name = ?2, status = ?3, start_time = ?4, duration_ms = ?5,
+                     version = ?6, stored_at = ?7, doc = ?8
+                 WHERE run_id = ?1 AND version = ?9",
+                rows,
+                distcron_core::now_ms(),
+                true,
+            )
         })
         .await
     }

@@ -30,7 +30,11 @@ async fn runs_survive_a_reopen() {
     {
         let store = SqliteRunStore::open(&path).unwrap();
         store.init(0).await.unwrap();
-        assert!(store.insert(&run).await.unwrap());
+        assert!(store
+            .insert_many(std::slice::from_ref(&run))
+            .await
+            .unwrap()
+            .is_empty());
     }
     let store = SqliteRunStore::open(&path).unwrap();
     store.init(0).await.unwrap();

@@ -21,19 +21,28 @@ impl Clock {
 }
 
 /// Estimates this worker's clock offset from the heartbeat timestamps of its peers: each peer
-/// sample is `peer_time - my_time` at arrival (so it includes the delivery delay, a few ms). The
-/// estimate is minus the median of the samples, this worker's own zero included, so with three or
-/// more workers one skewed worker is outvoted. With fewer than two peers nobody can tell which
-/// clock is wrong, and [`OffsetEstimator::judgeable`] is false.
+/// sample is `peer_time - my_time` at arrival plus the delivery delay, which this worker measures
+/// on its own heartbeats (written and read back through the same etcd and the same watch, so under
+/// load the backlog that delays a peer's heartbeat delays its own alike). The estimate is minus the
+/// median of the samples, this worker's own zero included, so with three or more workers one
+/// skewed worker is outvoted. With fewer than two peers nobody can tell which clock is wrong, and
+/// [`OffsetEstimator::judgeable`] is false.
 #[derive(Debug, Default)]
 pub struct OffsetEstimator {
     samples: HashMap<String, i64>,
+    delivery_delay_ms: i64,
 }
 
 impl OffsetEstimator {
+    /// Records this worker's own heartbeat time `sent_ms`, seen back at local time `local_ms`.
+    pub fn observe_own(&mut self, sent_ms: i64, local_ms: i64) {
+        self.delivery_delay_ms = (local_ms - sent_ms).max(0);
+    }
+
     /// Records a peer's heartbeat time `peer_ms`, seen at local time `local_ms`.
     pub fn observe(&mut self, peer: &str, peer_ms: i64, local_ms: i64) {
-        self.samples.insert(peer.to_owned(), peer_ms - local_ms);
+        self.samples
+            .insert(peer.to_owned(), peer_ms - local_ms + self.delivery_delay_ms);
     }
 
     /// Forgets a peer that left.
@@ -82,6 +91,13 @@ mod tests {
         ok.observe("skewed", 10_800, 10_001);
         ok.observe("b", 10_000, 10_001);
         assert!(ok.offset_ms().abs() <= 1, "{}", ok.offset_ms());
+        // Under load every heartbeat arrives ~900 ms late, this worker's own alike: that is
+        // delivery delay, not skew.
+        let mut loaded = OffsetEstimator::default();
+        loaded.observe_own(10_000, 10_905);
+        loaded.observe("a", 10_100, 11_002);
+        loaded.observe("b", 10_200, 11_098);
+        assert!(loaded.offset_ms().abs() <= 5, "{}", loaded.offset_ms());
         let mut alone = OffsetEstimator::default();
         alone.observe("x", 0, 5_000);
         assert!(!alone.judgeable());

@@ -238,8 +238,10 @@ pub async fn follow(
                                     if let Ok(w) =
                                         serde_json::from_slice::<WorkerRegistration>(&e.kv.value)
                                     {
-                                        if id != ctx.id {
-                                            if let Ok(mut o) = ctx.offset.lock() {
+                                        if let Ok(mut o) = ctx.offset.lock() {
+                                            if id == ctx.id {
+                                                o.observe_own(w.heartbeat_at_ms, now);
+                                            } else {
                                                 o.observe(id, w.heartbeat_at_ms, now);
                                             }
                                         }
