@@ -66,13 +66,13 @@ struct BenchConfig {
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     window: Duration,
     /// Every-second jobs of the first ceiling step.
-    #[arg(long, default_value_t = 800)]
+    #[arg(long, default_value_t = 200)]
     ceiling_start: usize,
     /// Jobs added per ceiling step.
     #[arg(long, default_value_t = 200)]
     ceiling_step: usize,
-    /// Most ceiling steps.
-    #[arg(long, default_value_t = 3)]
+    /// Most ceiling steps (the defaults go up to the 800 fires/s goal).
+    #[arg(long, default_value_t = 4)]
     ceiling_steps: usize,
     /// Jobs of the burst scenario.
     #[arg(long, default_value_t = 2000)]
@@ -153,62 +153,80 @@ async fn main() -> anyhow::Result<()> {
     // Let every worker build its schedule before anything is measured.
     tokio::time::sleep(Duration::from_secs(5)).await;
 
+    let outcome = run_scenarios(&mut bench, &config, scenarios, &machine).await;
+    if outcome.is_err() {
+        bench.stack.keep_logs();
+        tracing::error!(logs = %bench.stack.log_dir().display(), "a scenario failed; the services' logs are kept");
+    }
+    tracing::info!("stopping the stack");
+    drop(bench);
+    outcome
+}
+
+/// Runs `scenarios` in order, publishing each one's results.
+async fn run_scenarios(
+    bench: &mut Bench,
+    config: &BenchConfig,
+    scenarios: Vec<Scenario>,
+    machine: &Machine,
+) -> anyhow::Result<()> {
+    let limits = bench.limits;
     let dir = config.results_dir.clone();
     for scenario in scenarios {
         tracing::info!(?scenario, "running");
         match scenario {
             Scenario::Idle => {
-                let r = scenarios::idle(&bench, config.measure_for.max(Duration::from_secs(20)))
-                    .await?;
+                let r =
+                    scenarios::idle(bench, config.measure_for.max(Duration::from_secs(20))).await?;
                 publish(
                     &dir,
                     "idle",
-                    &machine,
+                    machine,
                     &limits,
                     &scenarios::idle_checks(&r),
                     &r,
                 )?;
             }
             Scenario::Api => {
-                let r = scenarios::api(&bench, config.api_clients, config.measure_for).await;
+                let r = scenarios::api(bench, config.api_clients, config.measure_for).await;
                 publish(
                     &dir,
                     "api",
-                    &machine,
+                    machine,
                     &limits,
                     &scenarios::api_checks(&r),
                     &r,
                 )?;
             }
             Scenario::Steady => {
-                let r = scenarios::steady(&mut bench, "steady", config.jobs, config.window, None)
-                    .await?;
+                let r =
+                    scenarios::steady(bench, "steady", config.jobs, config.window, None).await?;
                 publish(
                     &dir,
                     "steady",
-                    &machine,
+                    machine,
                     &limits,
                     &scenarios::steady_checks(&r),
                     &r,
                 )?;
             }
             Scenario::LogPath => {
-                let r = scenarios::log_path(&bench, config.measure_for).await?;
+                let r = scenarios::log_path(bench, config.measure_for).await?;
                 publish(
                     &dir,
                     "log-path",
-                    &machine,
+                    machine,
                     &limits,
                     &scenarios::log_path_checks(&r),
                     &r,
                 )?;
             }
             Scenario::Burst => {
-                let r = scenarios::burst(&bench, config.burst_jobs).await?;
+                let r = scenarios::burst(bench, config.burst_jobs).await?;
                 publish(
                     &dir,
                     "burst",
-                    &machine,
+                    machine,
                     &limits,
                     &scenarios::burst_checks(&r),
                     &r,
@@ -216,7 +234,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Scenario::Ceiling => {
                 let r = scenarios::ceiling(
-                    &mut bench,
+                    bench,
                     config.ceiling_start,
                     config.ceiling_step,
                     config.ceiling_steps,
@@ -226,7 +244,7 @@ async fn main() -> anyhow::Result<()> {
                 publish(
                     &dir,
                     "ceiling",
-                    &machine,
+                    machine,
                     &limits,
                     &scenarios::ceiling_checks(&r),
                     &r,
@@ -237,18 +255,13 @@ async fn main() -> anyhow::Result<()> {
                     kill_worker_at: Duration::from_secs(20),
                     stop_etcd_member_at: Duration::from_secs(40),
                 };
-                let r = scenarios::steady(
-                    &mut bench,
-                    "failover",
-                    config.jobs,
-                    config.window,
-                    Some(faults),
-                )
-                .await?;
+                let r =
+                    scenarios::steady(bench, "failover", config.jobs, config.window, Some(faults))
+                        .await?;
                 publish(
                     &dir,
                     "failover",
-                    &machine,
+                    machine,
                     &limits,
                     &scenarios::failover_checks(&r),
                     &r,
@@ -256,7 +269,5 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    tracing::info!("stopping the stack");
-    drop(bench);
     Ok(())
 }

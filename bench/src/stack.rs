@@ -177,6 +177,11 @@ impl Stack {
     pub fn log_dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Leaves the log directory in place when the stack stops (for a failed run's post-mortem).
+    pub fn keep_logs(&mut self) {
+        self.dir.disable_cleanup(true);
+    }
 }
 
 impl Drop for Stack {

@@ -39,6 +39,11 @@ impl OffsetEstimator {
         self.delivery_delay_ms = (local_ms - sent_ms).max(0);
     }
 
+    /// How late this worker's own last heartbeat came back through the watch, ms.
+    pub fn delivery_delay_ms(&self) -> i64 {
+        self.delivery_delay_ms
+    }
+
     /// Records a peer's heartbeat time `peer_ms`, seen at local time `local_ms`.
     pub fn observe(&mut self, peer: &str, peer_ms: i64, local_ms: i64) {
         self.samples

@@ -53,7 +53,8 @@ pub struct WorkerConfig {
     /// Session lease TTL: how soon after a crash this worker's runs are recorded as lost.
     #[arg(long, env = "DISTCRON_SESSION_TTL", default_value = "5s", value_parser = parse_duration)]
     pub session_ttl: Duration,
-    /// How long a non-preferred worker waits before claiming a slot nobody claimed.
+    /// How long a non-preferred worker waits before claiming a slot nobody claimed, per rank, on
+    /// top of the claim duration and watch delay it currently measures.
     #[arg(long, env = "DISTCRON_CLAIM_STANDBY", default_value = "200ms", value_parser = parse_duration)]
     pub claim_standby: Duration,
     /// How long before its slot a slot is claimed; the run still starts at the slot. Hides the

@@ -1,7 +1,7 @@
 //! State shared by the worker's tasks.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -39,6 +39,33 @@ pub struct Settings {
     pub session_ttl: Duration,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+}
+
+/// A moving average (weight 1/8 per sample) of how long claim transactions take on this worker.
+#[derive(Debug, Default)]
+pub struct ClaimLatency {
+    micros: AtomicU64,
+}
+
+impl ClaimLatency {
+    /// Adds one claim's duration.
+    pub fn observe(&self, took: Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let _ = self
+            .micros
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |avg| {
+                Some(if avg == 0 {
+                    sample
+                } else {
+                    avg - avg / 8 + sample / 8
+                })
+            });
+    }
+
+    /// The current average.
+    pub fn average(&self) -> Duration {
+        Duration::from_micros(self.micros.load(Ordering::Relaxed))
+    }
 }
 
 /// A run in progress on this worker.
@@ -97,6 +124,8 @@ pub struct Ctx {
     pub status_reason: Mutex<String>,
     /// The clock offset estimate.
     pub offset: Mutex<OffsetEstimator>,
+    /// How long this worker's claim transactions take lately.
+    pub claim_latency: ClaimLatency,
     /// Process-group records.
     pub processes: ProcessRecords,
     /// Cancelled when the worker stops taking work.
@@ -152,6 +181,22 @@ impl Ctx {
             .filter(|o| o.judgeable())
             .map_or(0, |o| o.offset_ms());
         self.clock.now_ms() - offset
+    }
+
+    /// How long a worker of `rank` (0 = preferred) for a slot waits before claiming it: per rank
+    /// (at most 2), `--claim-standby` plus what the preferred worker's claim takes to show up
+    /// here under the current load (a claim's duration and the watch's delivery delay), so
+    /// stand-by workers do not pile onto a slot that a busy cluster is still claiming.
+    pub fn standby(&self, rank: usize) -> Duration {
+        let delivery = self
+            .offset
+            .lock()
+            .map_or(0, |o| o.delivery_delay_ms())
+            .clamp(0, 10_000);
+        let per_rank = self.settings.claim_standby
+            + self.claim_latency.average().min(Duration::from_secs(10))
+            + Duration::from_millis(u64::try_from(delivery).unwrap_or(0));
+        per_rank * u32::try_from(rank.min(2)).unwrap_or(2)
     }
 
     /// Whether this worker claims slots now.
@@ -236,5 +281,28 @@ impl Ctx {
         if self.events.send(event).await.is_err() {
             tracing::error!("log shipper is gone; run event lost");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClaimLatency;
+    use std::time::Duration;
+
+    #[test]
+    fn claim_latency_follows_the_recent_claims() {
+        let latency = ClaimLatency::default();
+        assert_eq!(latency.average(), Duration::ZERO);
+        latency.observe(Duration::from_millis(8));
+        assert_eq!(latency.average(), Duration::from_millis(8));
+        for _ in 0..40 {
+            latency.observe(Duration::from_millis(600));
+        }
+        let loaded = latency.average();
+        assert!(loaded > Duration::from_millis(590), "{loaded:?}");
+        for _ in 0..40 {
+            latency.observe(Duration::from_millis(4));
+        }
+        assert!(latency.average() < Duration::from_millis(10));
     }
 }

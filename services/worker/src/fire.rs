@@ -28,10 +28,6 @@ pub const CLAIM_RETRY_WINDOW: Duration = Duration::from_secs(30);
 /// How long a catch-up waits for this worker to be claiming (its clock offset judged).
 const CATCH_UP_CLAIMING_WAIT: Duration = Duration::from_secs(15);
 
-fn standby(ctx: &Ctx, rank: usize) -> Duration {
-    ctx.settings.claim_standby * u32::try_from(rank.min(2)).unwrap_or(2)
-}
-
 pub(crate) fn trigger_to_proto(t: RunTrigger) -> i32 {
     (match t {
         RunTrigger::Schedule => pb::RunTrigger::Schedule,
@@ -121,7 +117,7 @@ pub async fn fire(
     let rank = ctx.rank(&format!("{}/{slot_ms}", def.name));
     tracing::debug!(job = %def.name, slot_ms, rank, "slot due");
     if rank > 0 {
-        tokio::time::sleep(standby(&ctx, rank)).await;
+        tokio::time::sleep(ctx.standby(rank)).await;
         if ctx.ledger_of(&def.name).is_some_and(|l| l >= slot_ms) {
             return;
         }
@@ -204,9 +200,11 @@ async fn claim_until_settled(ctx: &Ctx, mut claim: SlotClaim) -> Option<(SlotCla
         )
         .instrument(tracing::info_span!("claim", attempt))
         .await;
+        let took = started.elapsed();
+        ctx.claim_latency.observe(took);
         distcron_metrics::worker()
             .claim_duration
-            .observe(started.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
         match attempt_result {
             Ok(SlotOutcome::Overlap { running })
                 if !released_own && finished_here(ctx, &running) =>
@@ -380,7 +378,7 @@ pub fn spawn_trigger(ctx: Arc<Ctx>, job: String, run_id: String, request: Trigge
     tokio::spawn(async move {
         let rank = ctx.rank(&format!("trigger/{run_id}"));
         if rank > 0 {
-            tokio::time::sleep(standby(&ctx, rank)).await;
+            tokio::time::sleep(ctx.standby(rank)).await;
         }
         let pending = ctx
             .view

@@ -146,6 +146,7 @@ pub async fn run(
         clock_ok: AtomicBool::new(false),
         status_reason: Mutex::new(String::new()),
         offset: Mutex::new(OffsetEstimator::default()),
+        claim_latency: ctx::ClaimLatency::default(),
         processes,
         stop_claiming: CancellationToken::new(),
         run_tasks: TaskTracker::new(),
