@@ -99,29 +99,32 @@ impl Gateway {
         Ok(took)
     }
 
-    /// Saves every job, [`LOAD_CONCURRENCY`] at a time.
+    /// Saves every job, [`LOAD_CONCURRENCY`] at a time, each retried like [`retried`].
     pub async fn save_all(&self, jobs: &[JobSpec]) -> anyhow::Result<()> {
         stream::iter(jobs)
-            .map(|j| self.save(j))
+            .map(|j| retried(&j.name, || self.save(j)))
             .buffer_unordered(LOAD_CONCURRENCY)
             .try_collect::<Vec<_>>()
             .await?;
         Ok(())
     }
 
-    /// Deletes every named job, [`LOAD_CONCURRENCY`] at a time.
+    /// Deletes every named job, [`LOAD_CONCURRENCY`] at a time, each retried like [`retried`].
     pub async fn delete_all(&self, names: &[String]) -> anyhow::Result<()> {
         stream::iter(names)
-            .map(|n| async move {
-                let resp = self
-                    .http
-                    .delete(format!("{}/api/v1/jobs/{n}", self.base))
-                    .send()
-                    .await?;
-                if !resp.status().is_success() && resp.status() != reqwest::StatusCode::NOT_FOUND {
-                    bail!("delete {n}: {}", resp.status());
-                }
-                anyhow::Ok(())
+            .map(|n| {
+                retried(n, move || async move {
+                    let resp = self
+                        .http
+                        .delete(format!("{}/api/v1/jobs/{n}", self.base))
+                        .send()
+                        .await?;
+                    let status = resp.status();
+                    if !status.is_success() && status != reqwest::StatusCode::NOT_FOUND {
+                        bail!("delete {n}: {status}");
+                    }
+                    anyhow::Ok(())
+                })
             })
             .buffer_unordered(LOAD_CONCURRENCY)
             .try_collect::<Vec<_>>()
@@ -161,5 +164,29 @@ impl Gateway {
             bail!("list jobs: {status}");
         }
         Ok(took)
+    }
+}
+
+/// Tries of one job's save or delete while loading or unloading the stack.
+const LOAD_ATTEMPTS: u32 = 6;
+
+/// Runs `op` until it succeeds, at most [`LOAD_ATTEMPTS`] times with 2 s between tries: an
+/// overloaded stack answers 503 or times out, and a client (like these load steps) tries again.
+async fn retried<T, F, Fut>(what: &str, mut op: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < LOAD_ATTEMPTS => {
+                tracing::warn!(%what, attempt, error = %e, "retrying");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }

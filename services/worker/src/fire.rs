@@ -21,8 +21,19 @@ use crate::ctx::Ctx;
 
 /// Most missed slots one catch-up looks at.
 const MAX_CATCH_UP_SCAN: usize = 100_000;
-/// How long one claim transaction may take before it is retried.
+/// How long one claim transaction may take before it is retried, at least; see
+/// [`claim_attempt_timeout`].
 const CLAIM_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(700);
+/// The longest a claim attempt is given however slow claims have become.
+const CLAIM_ATTEMPT_TIMEOUT_CAP: Duration = Duration::from_secs(3);
+
+/// How long one claim attempt may take: [`CLAIM_ATTEMPT_TIMEOUT`], or twice what answered claims
+/// take lately when the store is that slow (capped), so an overloaded store is not sent the same
+/// transaction again while the first is still queued. Attempts that timed out do not count
+/// towards the average, so a dying member does not stretch the timeout.
+fn claim_attempt_timeout(ctx: &Ctx) -> Duration {
+    (ctx.claim_latency.average() * 2).clamp(CLAIM_ATTEMPT_TIMEOUT, CLAIM_ATTEMPT_TIMEOUT_CAP)
+}
 /// How long after its time a slot whose claim keeps failing is retried.
 pub const CLAIM_RETRY_WINDOW: Duration = Duration::from_secs(30);
 /// How long a catch-up waits for this worker to be claiming (its clock offset judged).
@@ -194,14 +205,16 @@ async fn claim_until_settled(ctx: &Ctx, mut claim: SlotClaim) -> Option<(SlotCla
         // run id, so the slot is still claimed before the next one of an every-second job.
         let started = std::time::Instant::now();
         let attempt_result = bounded(
-            CLAIM_ATTEMPT_TIMEOUT,
+            claim_attempt_timeout(ctx),
             "claim",
             claim_slot(ctx.store.as_ref(), &ctx.keys, &claim, exists),
         )
         .instrument(tracing::info_span!("claim", attempt))
         .await;
         let took = started.elapsed();
-        ctx.claim_latency.observe(took);
+        if attempt_result.is_ok() {
+            ctx.claim_latency.observe(took);
+        }
         distcron_metrics::worker()
             .claim_duration
             .observe(took.as_secs_f64());
@@ -217,7 +230,7 @@ async fn claim_until_settled(ctx: &Ctx, mut claim: SlotClaim) -> Option<(SlotCla
                     .map(|r| (r.job_name, r.run_id))
                     .collect();
                 let released = bounded(
-                    CLAIM_ATTEMPT_TIMEOUT,
+                    claim_attempt_timeout(ctx),
                     "release",
                     distcron_ledger::release(ctx.store.as_ref(), &ctx.keys, &done),
                 )
