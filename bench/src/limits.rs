@@ -23,7 +23,9 @@ pub struct MachineLimits {
 }
 
 /// Runs `op` from `concurrency` tasks for `length`; returns completed operations per second.
-async fn rate<F, Fut>(concurrency: usize, length: Duration, op: F) -> anyhow::Result<f64>
+/// `op` gets the number of the call (0, 1, … across all tasks) and returns how many operations it
+/// completed.
+pub async fn rate<F, Fut>(concurrency: usize, length: Duration, op: F) -> anyhow::Result<f64>
 where
     F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<u64>> + Send,

@@ -170,67 +170,30 @@ async fn run_scenarios(
     scenarios: Vec<Scenario>,
     machine: &Machine,
 ) -> anyhow::Result<()> {
-    let limits = bench.limits;
-    let dir = config.results_dir.clone();
     for scenario in scenarios {
         tracing::info!(?scenario, "running");
-        match scenario {
+        let (checks, measured) = match scenario {
             Scenario::Idle => {
                 let r =
                     scenarios::idle(bench, config.measure_for.max(Duration::from_secs(20))).await?;
-                publish(
-                    &dir,
-                    "idle",
-                    machine,
-                    &limits,
-                    &scenarios::idle_checks(&r),
-                    &r,
-                )?;
+                (scenarios::idle_checks(&r), serde_json::to_value(&r)?)
             }
             Scenario::Api => {
                 let r = scenarios::api(bench, config.api_clients, config.measure_for).await;
-                publish(
-                    &dir,
-                    "api",
-                    machine,
-                    &limits,
-                    &scenarios::api_checks(&r),
-                    &r,
-                )?;
+                (scenarios::api_checks(&r), serde_json::to_value(&r)?)
             }
             Scenario::Steady => {
                 let r =
                     scenarios::steady(bench, "steady", config.jobs, config.window, None).await?;
-                publish(
-                    &dir,
-                    "steady",
-                    machine,
-                    &limits,
-                    &scenarios::steady_checks(&r),
-                    &r,
-                )?;
+                (scenarios::steady_checks(&r), serde_json::to_value(&r)?)
             }
             Scenario::LogPath => {
                 let r = scenarios::log_path(bench, config.measure_for).await?;
-                publish(
-                    &dir,
-                    "log-path",
-                    machine,
-                    &limits,
-                    &scenarios::log_path_checks(&r),
-                    &r,
-                )?;
+                (scenarios::log_path_checks(&r), serde_json::to_value(&r)?)
             }
             Scenario::Burst => {
                 let r = scenarios::burst(bench, config.burst_jobs).await?;
-                publish(
-                    &dir,
-                    "burst",
-                    machine,
-                    &limits,
-                    &scenarios::burst_checks(&r),
-                    &r,
-                )?;
+                (scenarios::burst_checks(&r), serde_json::to_value(&r)?)
             }
             Scenario::Ceiling => {
                 let r = scenarios::ceiling(
@@ -241,14 +204,7 @@ async fn run_scenarios(
                     config.window,
                 )
                 .await?;
-                publish(
-                    &dir,
-                    "ceiling",
-                    machine,
-                    &limits,
-                    &scenarios::ceiling_checks(&r),
-                    &r,
-                )?;
+                (scenarios::ceiling_checks(&r), serde_json::to_value(&r)?)
             }
             Scenario::Failover => {
                 let faults = Faults {
@@ -258,16 +214,21 @@ async fn run_scenarios(
                 let r =
                     scenarios::steady(bench, "failover", config.jobs, config.window, Some(faults))
                         .await?;
-                publish(
-                    &dir,
-                    "failover",
-                    machine,
-                    &limits,
-                    &scenarios::failover_checks(&r),
-                    &r,
-                )?;
+                (scenarios::failover_checks(&r), serde_json::to_value(&r)?)
             }
-        }
+        };
+        let name = scenario
+            .to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_else(|| format!("{scenario:?}"));
+        publish(
+            &config.results_dir,
+            &name,
+            machine,
+            &bench.limits,
+            &checks,
+            &measured,
+        )?;
     }
     Ok(())
 }

@@ -605,37 +605,19 @@ pub async fn log_path(bench: &Bench, length: Duration) -> anyhow::Result<LogPath
     let channel = tonic::transport::Endpoint::from_shared(bench.stack.logsvc_url.clone())?
         .connect()
         .await?;
-    let accepted = Arc::new(Mutex::new(0u64));
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + length;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..3 {
+    let events_per_s = crate::limits::rate(3, length, move |batch| {
         let mut client = pb::log_service_client::LogServiceClient::new(channel.clone());
-        let (accepted, next) = (accepted.clone(), next.clone());
-        tasks.spawn(async move {
-            while Instant::now() < deadline {
-                let batch = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let events = run_events(batch, 250, now_ms());
-                let resp = client
-                    .append_run_events(pb::AppendRunEventsRequest { events })
-                    .await?
-                    .into_inner();
-                anyhow::ensure!(resp.rejected.is_empty(), "rejected: {:?}", resp.rejected);
-                accepted
-                    .lock()
-                    .map(|mut a| *a += u64::from(resp.accepted))
-                    .unwrap_or(());
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r??;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let events = accepted.lock().map(|a| *a).unwrap_or(0) as f64;
-    let events_per_s = events / elapsed;
+        async move {
+            let events = run_events(batch, 250, now_ms());
+            let resp = client
+                .append_run_events(pb::AppendRunEventsRequest { events })
+                .await?
+                .into_inner();
+            anyhow::ensure!(resp.rejected.is_empty(), "rejected: {:?}", resp.rejected);
+            Ok(u64::from(resp.accepted))
+        }
+    })
+    .await?;
     Ok(LogPathResult {
         events_per_s,
         runs_per_s: events_per_s / 2.0,

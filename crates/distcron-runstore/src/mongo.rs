@@ -316,19 +316,17 @@ impl RunStore for MongoRunStore {
             .iter()
             .map(to_document)
             .collect::<Result<Vec<_>, _>>()?;
-        // Unordered: one existing run does not stop the others; existing runs are an answer.
-        let existing = distcron_metrics::store_call("mongodb", "insert_many", async {
-            let insert = self.coll.insert_many(docs).ordered(false).into_future();
-            match tokio::time::timeout(self.timeout, insert).await {
-                Ok(Ok(_)) => Ok(Vec::new()),
-                Ok(Err(e)) => duplicate_indexes(&e).ok_or_else(|| map_err(&e)),
-                Err(_) => Err(RunStoreError::Unavailable(format!(
-                    "insert_many timed out after {:?}",
-                    self.timeout
-                ))),
-            }
-        })
-        .await?;
+        // Unordered: one existing run does not stop the others; existing runs are an answer,
+        // not a failure.
+        let insert = self.coll.insert_many(docs).ordered(false);
+        let existing = self
+            .timed("insert_many", async {
+                match insert.await {
+                    Ok(_) => Ok(Vec::new()),
+                    Err(e) => duplicate_indexes(&e).ok_or(e),
+                }
+            })
+            .await?;
         Ok(existing
             .into_iter()
             .filter_map(|i| runs.get(i).map(|r| r.run_id.clone()))

@@ -44,19 +44,57 @@ fn encode(run: &StoredRun) -> Result<String, RunStoreError> {
     serde_json::to_string(run).map_err(other)
 }
 
-fn encode_all(runs: &[StoredRun]) -> Result<Vec<(StoredRun, String)>, RunStoreError> {
+/// A run as the `runs` table holds it: the indexed columns and the whole run as JSON.
+struct Row {
+    run_id: String,
+    job_name: String,
+    status: &'static str,
+    start_time: i64,
+    duration_ms: i64,
+    version: i64,
+    doc: String,
+}
+
+impl Row {
+    /// The values every statement binds first, in order, with `stored_at` as the run's
+    /// storage time.
+    fn columns<'a>(&'a self, stored_at: &'a i64) -> [&'a dyn rusqlite::ToSql; 8] {
+        [
+            &self.run_id,
+            &self.job_name,
+            &self.status,
+            &self.start_time,
+            &self.duration_ms,
+            &self.version,
+            stored_at,
+            &self.doc,
+        ]
+    }
+}
+
+fn rows_of(runs: &[StoredRun]) -> Result<Vec<Row>, RunStoreError> {
     runs.iter()
-        .map(|run| Ok((run.clone(), encode(run)?)))
+        .map(|run| {
+            Ok(Row {
+                run_id: run.run_id.clone(),
+                job_name: run.job_name.clone(),
+                status: run.status.as_str(),
+                start_time: run.start_time,
+                duration_ms: run.duration_ms,
+                version: run.version,
+                doc: encode(run)?,
+            })
+        })
         .collect()
 }
 
-/// Runs `sql` once per run, all in one transaction, binding run id, job name, status, start time,
+/// Runs `sql` once per row, all in one transaction, binding run id, job name, status, start time,
 /// duration, version, `now` and the document (then `version - 1` when `expects_version`).
 /// Returns the ids of the runs for which it changed no row.
 fn write_each(
     inner: &mut Inner,
     sql: &str,
-    rows: Vec<(StoredRun, String)>,
+    rows: Vec<Row>,
     now: i64,
     expects_version: bool,
 ) -> Result<Vec<String>, RunStoreError> {
@@ -64,27 +102,19 @@ fn write_each(
     let mut unchanged = Vec::new();
     {
         let mut statement = tx.prepare_cached(sql).map_err(other)?;
-        for (run, doc) in rows {
-            let (id, job, status) = (&run.run_id, &run.job_name, run.status.as_str());
-            let (start, duration, version) = (run.start_time, run.duration_ms, run.version);
+        for row in rows {
+            let columns = row.columns(&now);
             let n = if expects_version {
-                statement.execute(params![
-                    id,
-                    job,
-                    status,
-                    start,
-                    duration,
-                    version,
-                    now,
-                    doc,
-                    version - 1
-                ])
+                let mut with_expected = columns.to_vec();
+                let expected = row.version - 1;
+                with_expected.push(&expected);
+                statement.execute(with_expected.as_slice())
             } else {
-                statement.execute(params![id, job, status, start, duration, version, now, doc])
+                statement.execute(columns)
             }
             .map_err(other)?;
             if n == 0 {
-                unchanged.push(run.run_id);
+                unchanged.push(row.run_id);
             }
         }
     }
@@ -256,7 +286,7 @@ impl RunStore for SqliteRunStore {
     }
 
     async fn insert_many(&self, runs: &[StoredRun]) -> Result<Vec<String>, RunStoreError> {
-        let rows = encode_all(runs)?;
+        let rows = rows_of(runs)?;
         self.with("insert_many", move |inner| {
             let now = distcron_core::now_ms();
             if now - inner.pruned_at_ms > HOUR_MS {
@@ -275,7 +305,7 @@ impl RunStore for SqliteRunStore {
     }
 
     async fn update_many(&self, runs: &[StoredRun]) -> Result<Vec<String>, RunStoreError> {
-        let rows = encode_all(runs)?;
+        let rows = rows_of(runs)?;
         self.with("update_many", move |inner| {
             write_each(
                 inner,

@@ -39,9 +39,9 @@ impl OffsetEstimator {
         self.delivery_delay_ms = (local_ms - sent_ms).max(0);
     }
 
-    /// How late this worker's own last heartbeat came back through the watch, ms.
-    pub fn delivery_delay_ms(&self) -> i64 {
-        self.delivery_delay_ms
+    /// How late this worker's own last heartbeat came back through the watch.
+    pub fn delivery_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.delivery_delay_ms.unsigned_abs())
     }
 
     /// Records a peer's heartbeat time `peer_ms`, seen at local time `local_ms`.

@@ -41,6 +41,9 @@ pub struct Settings {
     pub labels: BTreeMap<String, String>,
 }
 
+/// The most a measured delay (claim duration, watch delivery) adds to a standby.
+const MAX_MEASURED_DELAY: Duration = Duration::from_secs(10);
+
 /// A moving average (weight 1/8 per sample) of how long claim transactions take on this worker.
 #[derive(Debug, Default)]
 pub struct ClaimLatency {
@@ -191,11 +194,10 @@ impl Ctx {
         let delivery = self
             .offset
             .lock()
-            .map_or(0, |o| o.delivery_delay_ms())
-            .clamp(0, 10_000);
+            .map_or(Duration::ZERO, |o| o.delivery_delay());
         let per_rank = self.settings.claim_standby
-            + self.claim_latency.average().min(Duration::from_secs(10))
-            + Duration::from_millis(u64::try_from(delivery).unwrap_or(0));
+            + self.claim_latency.average().min(MAX_MEASURED_DELAY)
+            + delivery.min(MAX_MEASURED_DELAY);
         per_rank * u32::try_from(rank.min(2)).unwrap_or(2)
     }
 

@@ -26,6 +26,10 @@ const MAX_CATCH_UP_SCAN: usize = 100_000;
 const CLAIM_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(700);
 /// The longest a claim attempt is given however slow claims have become.
 const CLAIM_ATTEMPT_TIMEOUT_CAP: Duration = Duration::from_secs(3);
+/// How long after its time a slot whose claim keeps failing is retried.
+pub const CLAIM_RETRY_WINDOW: Duration = Duration::from_secs(30);
+/// How long a catch-up waits for this worker to be claiming (its clock offset judged).
+const CATCH_UP_CLAIMING_WAIT: Duration = Duration::from_secs(15);
 
 /// How long one claim attempt may take: [`CLAIM_ATTEMPT_TIMEOUT`], or twice what answered claims
 /// take lately when the store is that slow (capped), so an overloaded store is not sent the same
@@ -34,10 +38,6 @@ const CLAIM_ATTEMPT_TIMEOUT_CAP: Duration = Duration::from_secs(3);
 fn claim_attempt_timeout(ctx: &Ctx) -> Duration {
     (ctx.claim_latency.average() * 2).clamp(CLAIM_ATTEMPT_TIMEOUT, CLAIM_ATTEMPT_TIMEOUT_CAP)
 }
-/// How long after its time a slot whose claim keeps failing is retried.
-pub const CLAIM_RETRY_WINDOW: Duration = Duration::from_secs(30);
-/// How long a catch-up waits for this worker to be claiming (its clock offset judged).
-const CATCH_UP_CLAIMING_WAIT: Duration = Duration::from_secs(15);
 
 pub(crate) fn trigger_to_proto(t: RunTrigger) -> i32 {
     (match t {
