@@ -94,6 +94,11 @@ pub struct WorkerConfig {
     /// Longest an event waits for its batch.
     #[arg(long, env = "DISTCRON_LOG_BATCH_DELAY", default_value = "100ms", value_parser = parse_duration)]
     pub log_batch_delay: Duration,
+    /// How long a run's start is held back before it is shipped: a run that ends within it is
+    /// stored with one write (start, output and end together); a longer run shows as running
+    /// this much later. 0 ships each start at once.
+    #[arg(long, env = "DISTCRON_LOG_START_HOLD", default_value = "1s", value_parser = parse_duration)]
+    pub log_start_hold: Duration,
     /// Shell that runs commands (`<shell> -c <command>`).
     #[arg(long, env = "DISTCRON_SHELL", default_value = "/bin/sh")]
     pub shell: PathBuf,

@@ -35,6 +35,8 @@ pub struct Settings {
     pub shell: std::path::PathBuf,
     /// Output shipped per run at most.
     pub output_cap_bytes: usize,
+    /// How long a run's start (and output) waits to be shipped with its end.
+    pub start_hold: Duration,
     /// Session lease TTL.
     pub session_ttl: Duration,
     /// Labels.

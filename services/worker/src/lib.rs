@@ -135,6 +135,7 @@ pub async fn run(
                 .map_err(|e| WorkerError::Executable(e.to_string()))?,
             shell: config.shell.clone(),
             output_cap_bytes: config.output_cap_bytes,
+            start_hold: config.log_start_hold,
             session_ttl: config.session_ttl,
             labels: config.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         },

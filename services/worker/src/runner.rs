@@ -1,5 +1,5 @@
-//! One claimed run: ship `started`, execute, ship output as it comes (capped), ship `finished`,
-//! then release the running record.
+//! One claimed run: execute, ship `started` and the output as it comes (capped; held back with
+//! the start for up to the start hold), ship `finished`, then release the running record.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -141,6 +141,13 @@ fn status_label(status: pb::RunStatus) -> &'static str {
     }
 }
 
+/// Ships the held start event, if it is still held.
+async fn ship_held(ctx: &Ctx, held: &mut Option<pb::RunEvent>) {
+    if let Some(event) = held.take() {
+        ctx.ship(event).await;
+    }
+}
+
 /// Runs a claimed run to its end, in the span of its fire (see `fire::run_span`).
 pub async fn run(ctx: Arc<Ctx>, record: RunningRecord, def: Arc<JobDefinition>) {
     let metrics = distcron_metrics::worker();
@@ -176,7 +183,9 @@ async fn run_inner(ctx: Arc<Ctx>, record: RunningRecord, def: Arc<JobDefinition>
         let lag_ms = (ctx.cluster_now_ms() - record.slot_ms).max(0);
         metrics.trigger_lag.observe(lag_ms as f64 / 1000.0);
     }
-    ctx.ship(events.event(pb::run_event::Kind::Started(pb::RunStarted {
+    // The start waits (with the output) for the end, up to the start hold: a short run is then
+    // stored with one write.
+    let mut held_start = Some(events.event(pb::run_event::Kind::Started(pb::RunStarted {
         job_name: record.job_name.clone(),
         command: def.command.clone(),
         plan_time_ms: record.slot_ms,
@@ -186,8 +195,9 @@ async fn run_inner(ctx: Arc<Ctx>, record: RunningRecord, def: Arc<JobDefinition>
         trigger: crate::fire::trigger_to_proto(record.trigger),
         status: pb::RunStatus::Running as i32,
         err: String::new(),
-    })))
-    .await;
+    })));
+    let start_hold = tokio::time::sleep(ctx.settings.start_hold);
+    tokio::pin!(start_hold);
     let mut env: Vec<(String, String)> = def
         .env
         .iter()
@@ -227,12 +237,16 @@ async fn run_inner(ctx: Arc<Ctx>, record: RunningRecord, def: Arc<JobDefinition>
                 data = out_rx.recv() => match data {
                     Some(data) => {
                         if let Some((seq, chunk)) = chunker.push(&data) {
+                            ship_held(&ctx, &mut held_start).await;
                             ctx.ship(events.chunk(seq, chunk)).await;
                         }
                     }
                     None => break,
                 },
-                _ = flush_tick.tick() => {
+                () = &mut start_hold, if held_start.is_some() => {
+                    ship_held(&ctx, &mut held_start).await;
+                }
+                _ = flush_tick.tick(), if held_start.is_none() => {
                     if let Some((seq, chunk)) = chunker.flush(false) {
                         ctx.ship(events.chunk(seq, chunk)).await;
                     }
@@ -246,6 +260,7 @@ async fn run_inner(ctx: Arc<Ctx>, record: RunningRecord, def: Arc<JobDefinition>
     }
     .instrument(exec_span.clone())
     .await;
+    ship_held(&ctx, &mut held_start).await;
     let (rest, dropped) = chunker.finish();
     for (seq, chunk) in rest {
         ctx.ship(events.chunk(seq, chunk)).await;

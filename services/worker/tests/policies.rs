@@ -12,10 +12,7 @@ use distcron_proto::logs::v1 as logs;
 #[tokio::test]
 async fn forbid_records_skipped_slots_and_never_overlaps() {
     let _guard = exclusive().await;
-    let mut cluster = Cluster::shared().await;
-    cluster.start_worker("forbid-1", &[]);
-    cluster.start_worker("forbid-2", &[]);
-    cluster.wait_for_workers(2).await;
+    let mut cluster = Cluster::shared_with_workers(&["forbid-1", "forbid-2"]).await;
     let names = vec!["forbidden".to_owned()];
     // Forbid is the default: a 2.5 s run every second skips the slots in between.
     cluster
@@ -54,10 +51,7 @@ async fn forbid_records_skipped_slots_and_never_overlaps() {
 #[tokio::test]
 async fn replace_kills_the_running_run_then_starts_the_new_one() {
     let _guard = exclusive().await;
-    let mut cluster = Cluster::shared().await;
-    cluster.start_worker("replace-1", &[]);
-    cluster.start_worker("replace-2", &[]);
-    cluster.wait_for_workers(2).await;
+    let mut cluster = Cluster::shared_with_workers(&["replace-1", "replace-2"]).await;
     let names = vec!["replaced".to_owned()];
     let mut replaced = job("replaced", "sleep 3041", "*/3 * * * * *");
     replaced.overlap_policy = jobs::OverlapPolicy::Replace as i32;
@@ -108,10 +102,7 @@ async fn replace_kills_the_running_run_then_starts_the_new_one() {
 #[tokio::test]
 async fn latest_catch_up_runs_one_missed_slot_after_every_worker_was_down() {
     let _guard = exclusive().await;
-    let mut cluster = Cluster::shared().await;
-    cluster.start_worker("catchup-1", &[]);
-    cluster.start_worker("catchup-2", &[]);
-    cluster.wait_for_workers(2).await;
+    let mut cluster = Cluster::shared_with_workers(&["catchup-1", "catchup-2"]).await;
     let names = vec!["caught-up".to_owned(), "not-caught-up".to_owned()];
     let mut latest = job("caught-up", "true", "* * * * * *");
     latest.missed_policy = jobs::MissedPolicy::Latest as i32;

@@ -152,6 +152,16 @@ impl Cluster {
         Self::on(shared_etcd().endpoints(), shared_mongo().uri()).await
     }
 
+    /// On the shared servers, with a worker (default flags) per id, all registered.
+    pub async fn shared_with_workers(ids: &[&str]) -> Self {
+        let mut cluster = Self::shared().await;
+        for id in ids {
+            cluster.start_worker(id, &[]);
+        }
+        cluster.wait_for_workers(ids.len()).await;
+        cluster
+    }
+
     pub async fn on(endpoints: Vec<String>, mongo_uri: String) -> Self {
         let store: Arc<dyn KvStore> = Arc::new(
             EtcdKv::connect(EtcdConfig::new(endpoints.clone()))
@@ -432,9 +442,25 @@ pub fn process_running(marker: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Checks that every slot of `job` in the run history ran once and that there is no gap between
-/// the first and the last; returns the number of slots.
+/// Checks that every slot of `job` in the run history ran once, that there is no gap between
+/// the first and the last, and that every run succeeded; returns the number of slots.
 pub async fn assert_exactly_once(cluster: &mut Cluster, job: &str) -> usize {
+    let runs = assert_each_slot_once(cluster, job).await;
+    let failed: Vec<_> = runs
+        .iter()
+        .filter(|r| status(r) != logs::RunStatus::Succeeded)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{job}: runs that did not succeed: {:#?}",
+        summary(&runs)
+    );
+    per_slot(&runs).len()
+}
+
+/// Checks that every slot of `job` in the run history has one record and that there is no gap
+/// between the first and the last; returns the runs.
+pub async fn assert_each_slot_once(cluster: &mut Cluster, job: &str) -> Vec<logs::Run> {
     let runs = cluster.runs(job).await;
     let slots = per_slot(&runs);
     let dups: Vec<_> = slots.iter().filter(|(_, n)| **n > 1).collect();
@@ -451,16 +477,7 @@ pub async fn assert_exactly_once(cluster: &mut Cluster, job: &str) -> usize {
         "{job}: missing slots between {gaps:?}\n{:#?}",
         summary(&runs)
     );
-    let failed: Vec<_> = runs
-        .iter()
-        .filter(|r| status(r) != logs::RunStatus::Succeeded)
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{job}: runs that did not succeed: {:#?}",
-        summary(&runs)
-    );
-    times.len()
+    runs
 }
 
 pub async fn disable(cluster: &mut Cluster, names: &[String]) {
