@@ -1,10 +1,11 @@
 //! Shipping run events to logsvc without losing them.
 //!
-//! Events are batched (by count or delay), and every batch is first written to an on-disk spool
-//! (one file per batch, written to a temporary name, fsynced, then renamed), then delivered to
-//! logsvc oldest first and deleted once acknowledged. While logsvc is unreachable batches pile up
-//! on disk and are delivered in order when it returns; a worker restarted after a crash delivers
-//! what its spool held. AppendRunEvents is idempotent, so a batch delivered twice (acknowledgement
+//! Events are batched (by count, size or delay), and every batch is first written to an on-disk
+//! spool (one file per batch, written to a temporary name, fsynced, then renamed), then delivered
+//! to logsvc oldest first (several batches merged into one request when a backlog has built up)
+//! and deleted once acknowledged. While logsvc is unreachable batches pile up on disk and are
+//! delivered in order when it returns; a worker restarted after a crash delivers what its spool
+//! held. AppendRunEvents is idempotent, so a batch delivered twice (acknowledgement
 //! lost) does no harm. When the spool is full, new batches are dropped, with an error log line and
 //! a counter, never silently.
 //!
@@ -44,6 +45,14 @@ impl tonic::service::Interceptor for CallMetadata {
 
 /// Most run spans one delivery span links to.
 const MAX_LINKS: usize = 32;
+
+/// Largest encoded size of one batch and of one delivery, well under gRPC's 4 MiB message
+/// limit.
+const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+
+/// Most events in one delivery (logsvc takes up to 10,000): large enough to catch up on a
+/// backlog in few requests, small enough that logsvc stores one well within its store timeout.
+const MAX_DELIVERY_EVENTS: usize = 1_000;
 
 /// How the shipper batches and spools.
 #[derive(Debug, Clone)]
@@ -121,8 +130,18 @@ impl Spool {
         Ok(true)
     }
 
-    fn front(&self) -> Option<u64> {
-        self.files.front().map(|(s, _)| *s)
+    /// The oldest batches, oldest first, as many as fit in `max_bytes` (at least one).
+    fn oldest(&self, max_bytes: u64) -> Vec<u64> {
+        let mut total = 0;
+        let mut seqs = Vec::new();
+        for (seq, len) in &self.files {
+            total += len;
+            if total > max_bytes && !seqs.is_empty() {
+                break;
+            }
+            seqs.push(*seq);
+        }
+        seqs
     }
 
     fn read(&self, seq: u64) -> std::io::Result<Vec<u8>> {
@@ -256,12 +275,16 @@ async fn collect(
             () = close.cancelled() => None,
         };
         let Some(first) = first else { break };
+        let mut bytes = first.encoded_len();
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + config.batch_delay;
-        while batch.len() < config.batch_events {
+        while batch.len() < config.batch_events && bytes < MAX_REQUEST_BYTES {
             tokio::select! {
                 e = rx.recv() => match e {
-                    Some(e) => batch.push(e),
+                    Some(e) => {
+                        bytes += e.encoded_len();
+                        batch.push(e);
+                    }
                     None => break,
                 },
                 () = tokio::time::sleep_until(deadline) => break,
@@ -282,49 +305,86 @@ async fn collect(
     shared.wake.notify_one();
 }
 
+/// Reads the spooled batches `seqs` (oldest first) and merges them into one request of at most
+/// [`MAX_DELIVERY_EVENTS`] events. Returns the request and the batches it holds; a batch that
+/// cannot be read is dropped (logged) when it is the oldest, else left for the next delivery.
+async fn read_merged(
+    shared: &Arc<Shared>,
+    seqs: Vec<u64>,
+) -> (pb::AppendRunEventsRequest, Vec<u64>) {
+    let shared2 = shared.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let spool = shared2.spool.lock().map_err(|_| "spool lock poisoned")?;
+        Ok::<_, &str>(
+            seqs.into_iter()
+                .map(|seq| (seq, spool.read(seq)))
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await;
+    let batches = match read {
+        Ok(Ok(batches)) => batches,
+        other => {
+            tracing::error!(result = ?other.err(), "cannot read the log spool");
+            return (pb::AppendRunEventsRequest::default(), Vec::new());
+        }
+    };
+    let mut merged = pb::AppendRunEventsRequest::default();
+    let mut taken = Vec::new();
+    for (seq, bytes) in batches {
+        let decoded = bytes.map_err(|e| e.to_string()).and_then(|b| {
+            pb::AppendRunEventsRequest::decode(b.as_slice()).map_err(|e| e.to_string())
+        });
+        match decoded {
+            Ok(batch) => {
+                if !taken.is_empty()
+                    && merged.events.len() + batch.events.len() > MAX_DELIVERY_EVENTS
+                {
+                    break;
+                }
+                merged.events.extend(batch.events);
+                taken.push(seq);
+            }
+            Err(error) if taken.is_empty() => {
+                tracing::error!(seq, %error, "unreadable spooled batch DROPPED");
+                pop(shared, &[seq]).await;
+            }
+            Err(_) => break,
+        }
+    }
+    (merged, taken)
+}
+
 async fn deliver(shared: Arc<Shared>, mut client: LogsClient, flush_timeout: Duration) {
     let mut failures = 0u32;
     let mut flush_deadline: Option<tokio::time::Instant> = None;
     loop {
-        let front = shared.spool.lock().ok().and_then(|s| s.front());
+        let oldest = shared
+            .spool
+            .lock()
+            .map(|s| s.oldest(MAX_REQUEST_BYTES as u64))
+            .unwrap_or_default();
         let closing = shared.closing.load(Ordering::Relaxed);
         if closing && flush_deadline.is_none() {
             flush_deadline = Some(tokio::time::Instant::now() + flush_timeout);
         }
-        let Some(seq) = front else {
+        if oldest.is_empty() {
             if closing {
                 return;
             }
             shared.wake.notified().await;
             continue;
-        };
+        }
         if flush_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             tracing::warn!(
                 "log shipping stopped at shutdown; the rest stays spooled for the next start"
             );
             return;
         }
-        let shared2 = shared.clone();
-        let bytes = tokio::task::spawn_blocking(move || {
-            shared2
-                .spool
-                .lock()
-                .map_err(|_| std::io::Error::other("poisoned"))?
-                .read(seq)
-        })
-        .await;
-        let batch = match bytes
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
-            .map(|b| pb::AppendRunEventsRequest::decode(b.as_slice()))
-        {
-            Ok(Ok(batch)) => batch,
-            other => {
-                tracing::error!(seq, result = ?other.err(), "unreadable spooled batch DROPPED");
-                pop(&shared, seq).await;
-                continue;
-            }
-        };
+        let (batch, seqs) = read_merged(&shared, oldest).await;
+        if seqs.is_empty() {
+            continue;
+        }
         let n = batch.events.len() as u64;
         let metrics = distcron_metrics::worker();
         let span = delivery_span(&batch);
@@ -344,12 +404,12 @@ async fn deliver(shared: Arc<Shared>, mut client: LogsClient, flush_timeout: Dur
                 metrics.dropped("rejected", rejected);
                 metrics.delivered_events.inc_by(n.saturating_sub(rejected));
                 metrics.log_batch_events.observe(n as f64);
-                pop(&shared, seq).await;
+                pop(&shared, &seqs).await;
             }
             Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
                 tracing::error!(error = %status, events = n, "logsvc refused a whole batch; DROPPED");
                 metrics.dropped("rejected", n);
-                pop(&shared, seq).await;
+                pop(&shared, &seqs).await;
             }
             failed => {
                 failures += 1;
@@ -396,11 +456,15 @@ fn delivery_span(batch: &pb::AppendRunEventsRequest) -> tracing::Span {
     span
 }
 
-async fn pop(shared: &Arc<Shared>, seq: u64) {
+/// Deletes delivered (or dropped) batches, oldest first.
+async fn pop(shared: &Arc<Shared>, seqs: &[u64]) {
     let shared = shared.clone();
+    let seqs = seqs.to_vec();
     let _ = tokio::task::spawn_blocking(move || {
         if let Ok(mut s) = shared.spool.lock() {
-            s.pop(seq);
+            for seq in seqs {
+                s.pop(seq);
+            }
             shared.update_gauges(&s);
         }
     })
@@ -430,7 +494,7 @@ mod tests {
         assert!(s.push(&batch("b")).expect("push"));
         drop(s);
         let mut s = Spool::open(dir.path(), 1_000).expect("reopen");
-        let first = s.front().expect("front");
+        let first = s.oldest(u64::MAX)[0];
         let got = pb::AppendRunEventsRequest::decode(s.read(first).expect("read").as_slice())
             .expect("decode");
         assert_eq!(got.events[0].run_id, "a");
@@ -438,6 +502,11 @@ mod tests {
         assert!(s.push(&batch("c")).expect("push"));
         let order: Vec<u64> = s.files.iter().map(|(q, _)| *q).collect();
         assert_eq!(order, [1, 2]);
+        // Deliveries take the oldest batches that fit the byte budget, at least one.
+        let one = s.files[0].1;
+        assert_eq!(s.oldest(2 * one), [1, 2]);
+        assert_eq!(s.oldest(2 * one - 1), [1]);
+        assert_eq!(s.oldest(1), [1]);
         let mut tiny = Spool::open(&dir.path().join("tiny"), 5).expect("open");
         assert!(
             !tiny.push(&batch("too-big")).expect("push"),
