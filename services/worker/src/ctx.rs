@@ -217,9 +217,15 @@ impl Ctx {
 
     /// This worker's rank for `key` among the live workers that claim (0 = preferred).
     pub fn rank(&self, key: &str) -> usize {
+        self.place(key).0
+    }
+
+    /// This worker's rank for `key` among the live workers that claim, and how many they are
+    /// (this one included when it claims).
+    pub fn place(&self, key: &str) -> (usize, usize) {
         let view = match self.view.read() {
             Ok(v) => v,
-            Err(_) => return 0,
+            Err(_) => return (0, 1),
         };
         let mut ids: Vec<&str> = view
             .workers
@@ -230,7 +236,8 @@ impl Ctx {
         if self.is_claiming() && !ids.contains(&self.id.as_str()) {
             ids.push(&self.id);
         }
-        crate::rendezvous::rank(&self.id, ids, key)
+        let of = ids.len();
+        (crate::rendezvous::rank(&self.id, ids, key), of)
     }
 
     /// Waits until no earlier claim of `job` is in progress on this worker, and holds off later

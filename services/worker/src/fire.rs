@@ -125,7 +125,7 @@ pub async fn fire(
     slot_ms: i64,
     trigger: RunTrigger,
 ) {
-    let rank = ctx.rank(&format!("{}/{slot_ms}", def.name));
+    let (rank, of) = ctx.place(&format!("{}/{slot_ms}", def.name));
     tracing::debug!(job = %def.name, slot_ms, rank, "slot due");
     if rank > 0 {
         tokio::time::sleep(ctx.standby(rank)).await;
@@ -157,6 +157,16 @@ pub async fn fire(
         trigger,
         forbid_overlap: def.overlap_policy == OverlapPolicy::Forbid,
     };
+    // The last worker in line finds no room either: every worker was full when its turn came.
+    let running = ctx.running_count();
+    if ctx.is_claiming() && rank + 1 >= of && running >= ctx.settings.capacity as usize {
+        let err = format!(
+            "skipped: every worker was at capacity ({running} runs on {}, the last in line)",
+            ctx.id
+        );
+        record_skipped(&ctx, &def, revision, &claim, err, &span).await;
+        return;
+    }
     let outcome = claim_until_settled(&ctx, claim)
         .instrument(span.clone())
         .await;
@@ -309,39 +319,12 @@ async fn settle_claim(
             );
         }
         SlotOutcome::Overlap { running } => {
-            let recorded = record_skip(ctx.store.as_ref(), &ctx.keys, &def.name, revision, slot_ms)
-                .instrument(span.clone())
-                .await;
-            match recorded {
-                Ok(true) => {
-                    settled(&span, FireOutcome::Skipped);
-                    distcron_metrics::worker().run_finished("skipped");
-                    let ids: Vec<&str> = running.iter().map(|r| r.run_id.as_str()).collect();
-                    let err = format!(
-                        "skipped: run {} still running (overlap policy forbid)",
-                        ids.join(", ")
-                    );
-                    span.in_scope(|| tracing::info!(%err, "slot skipped"));
-                    let now = ctx.clock.now_ms();
-                    let facts = Facts {
-                        run_id: &claim.run_id,
-                        job: &def.name,
-                        command: &def.command,
-                        plan_ms: slot_ms,
-                        start_ms: now,
-                        worker: &ctx.id,
-                        trigger: claim.trigger,
-                        trace: distcron_telemetry::ids_of(&span),
-                    };
-                    ctx.ship(started_event(&facts, pb::RunStatus::Skipped, &err))
-                        .await;
-                }
-                // Another worker recorded the skip first.
-                Ok(false) => settled(&span, FireOutcome::LostRace),
-                Err(e) => {
-                    span.in_scope(|| tracing::warn!(error = %e, "cannot record a skipped slot"))
-                }
-            }
+            let ids: Vec<&str> = running.iter().map(|r| r.run_id.as_str()).collect();
+            let err = format!(
+                "skipped: run {} still running (overlap policy forbid)",
+                ids.join(", ")
+            );
+            record_skipped(&ctx, &def, revision, &claim, err, &span).await;
         }
         SlotOutcome::AlreadyClaimed { ledger_ms } => {
             settled(&span, FireOutcome::LostRace);
@@ -351,6 +334,49 @@ async fn settle_claim(
             settled(&span, FireOutcome::Superseded);
             span.in_scope(|| tracing::debug!(revision, "job changed since the slot was planned"));
         }
+    }
+}
+
+/// Advances the ledger past `claim`'s slot without running it and records the run as skipped
+/// with `err`, unless another worker recorded the skip (or claimed the slot) first.
+async fn record_skipped(
+    ctx: &Ctx,
+    def: &JobDefinition,
+    revision: i64,
+    claim: &SlotClaim,
+    err: String,
+    span: &tracing::Span,
+) {
+    let recorded = record_skip(
+        ctx.store.as_ref(),
+        &ctx.keys,
+        &def.name,
+        revision,
+        claim.slot_ms,
+    )
+    .instrument(span.clone())
+    .await;
+    match recorded {
+        Ok(true) => {
+            settled(span, FireOutcome::Skipped);
+            distcron_metrics::worker().run_finished("skipped");
+            span.in_scope(|| tracing::info!(%err, "slot skipped"));
+            let facts = Facts {
+                run_id: &claim.run_id,
+                job: &def.name,
+                command: &def.command,
+                plan_ms: claim.slot_ms,
+                start_ms: ctx.clock.now_ms(),
+                worker: &ctx.id,
+                trigger: claim.trigger,
+                trace: distcron_telemetry::ids_of(span),
+            };
+            ctx.ship(started_event(&facts, pb::RunStatus::Skipped, &err))
+                .await;
+        }
+        // Another worker recorded the skip, or claimed the slot, first.
+        Ok(false) => settled(span, FireOutcome::LostRace),
+        Err(e) => span.in_scope(|| tracing::warn!(error = %e, "cannot record a skipped slot")),
     }
 }
 

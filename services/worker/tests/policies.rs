@@ -5,7 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{disable, exclusive, job, per_slot, settle, status, summary, Cluster};
+use common::{
+    assert_each_slot_once, disable, exclusive, job, per_slot, settle, status, summary, with_status,
+    Cluster,
+};
 use distcron_proto::jobs::v1 as jobs;
 use distcron_proto::logs::v1 as logs;
 
@@ -24,14 +27,8 @@ async fn forbid_records_skipped_slots_and_never_overlaps() {
     let runs = cluster.runs("forbidden").await;
     let slots = per_slot(&runs);
     assert!(slots.values().all(|n| *n == 1), "{:#?}", summary(&runs));
-    let ran: Vec<&logs::Run> = runs
-        .iter()
-        .filter(|r| status(r) == logs::RunStatus::Succeeded)
-        .collect();
-    let skipped: Vec<&logs::Run> = runs
-        .iter()
-        .filter(|r| status(r) == logs::RunStatus::Skipped)
-        .collect();
+    let ran = with_status(&runs, logs::RunStatus::Succeeded);
+    let skipped = with_status(&runs, logs::RunStatus::Skipped);
     assert!(ran.len() >= 2, "{:#?}", summary(&runs));
     assert!(skipped.len() >= 4, "{:#?}", summary(&runs));
     assert!(skipped
@@ -58,10 +55,7 @@ async fn replace_kills_the_running_run_then_starts_the_new_one() {
     cluster.save(replaced).await;
     cluster
         .wait_runs("replaced", Duration::from_secs(20), |runs| {
-            runs.iter()
-                .filter(|r| status(r) == logs::RunStatus::Killed)
-                .count()
-                >= 2
+            with_status(runs, logs::RunStatus::Killed).len() >= 2
         })
         .await;
     disable(&mut cluster, &names).await;
@@ -154,5 +148,42 @@ async fn latest_catch_up_runs_one_missed_slot_after_every_worker_was_down() {
     assert!(skipped_job
         .iter()
         .all(|r| r.trigger == logs::RunTrigger::Schedule as i32));
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slot_no_worker_has_room_for_is_recorded_skipped() {
+    let _guard = exclusive().await;
+    let mut cluster = Cluster::shared().await;
+    cluster.start_worker("full-1", &["--capacity", "1"]);
+    cluster.start_worker("full-2", &["--capacity", "1"]);
+    cluster.wait_for_workers(2).await;
+    let names = vec!["crowded".to_owned()];
+    // Runs of 2.5 s every second need three places; the two workers have one each.
+    let mut crowded = job("crowded", "sleep 2.5", "* * * * * *");
+    crowded.overlap_policy = jobs::OverlapPolicy::Allow as i32;
+    cluster.save(crowded).await;
+    cluster
+        .wait_runs("crowded", Duration::from_secs(20), |runs| {
+            with_status(runs, logs::RunStatus::Succeeded).len() >= 2
+        })
+        .await;
+    disable(&mut cluster, &names).await;
+    settle(&mut cluster, &names).await;
+    // Every slot has its record: a run, or a skip saying why.
+    let runs = assert_each_slot_once(&mut cluster, "crowded").await;
+    let skipped = with_status(&runs, logs::RunStatus::Skipped);
+    assert!(!skipped.is_empty(), "{:#?}", summary(&runs));
+    assert!(
+        skipped
+            .iter()
+            .all(|r| r.err.contains("every worker was at capacity")),
+        "{:#?}",
+        summary(&runs)
+    );
+    assert!(runs.iter().all(|r| matches!(
+        status(r),
+        logs::RunStatus::Succeeded | logs::RunStatus::Skipped
+    )));
     cluster.shutdown().await;
 }

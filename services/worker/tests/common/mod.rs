@@ -405,6 +405,11 @@ pub fn status(run: &logs::Run) -> logs::RunStatus {
     logs::RunStatus::try_from(run.status).unwrap_or(logs::RunStatus::Unspecified)
 }
 
+/// The runs with status `want`.
+pub fn with_status(runs: &[logs::Run], want: logs::RunStatus) -> Vec<&logs::Run> {
+    runs.iter().filter(|r| status(r) == want).collect()
+}
+
 pub fn summary(runs: &[logs::Run]) -> Vec<String> {
     runs.iter()
         .map(|r| {
