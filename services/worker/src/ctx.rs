@@ -139,6 +139,8 @@ pub struct Ctx {
     pub run_tasks: TaskTracker,
     /// Per job, held while a slot of the job is being claimed (see [`Ctx::claim_gate`]).
     pub claim_gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// A permit per claim transaction in flight (`--max-claims-in-flight`).
+    pub claims_in_flight: tokio::sync::Semaphore,
 }
 
 /// Held while this worker claims a slot of one job; see [`Ctx::claim_gate`].

@@ -208,6 +208,12 @@ async fn claim_until_settled(ctx: &Ctx, mut claim: SlotClaim) -> Option<(SlotCla
             );
             return None;
         }
+        // Claims beyond the in-flight limit wait here, not in etcd's queue: there they would
+        // time out, be sent again, and starve the session's keep-alives.
+        let permit = tokio::select! {
+            permit = ctx.claims_in_flight.acquire() => permit,
+            () = ctx.stop_claiming.cancelled() => return None,
+        };
         claim.session = ctx.session();
         claim.now_ms = ctx.clock.now_ms();
         let exists = ctx.ledger_of(&job).is_some();
@@ -221,6 +227,7 @@ async fn claim_until_settled(ctx: &Ctx, mut claim: SlotClaim) -> Option<(SlotCla
         )
         .instrument(tracing::info_span!("claim", attempt))
         .await;
+        drop(permit);
         let took = started.elapsed();
         if attempt_result.is_ok() {
             ctx.claim_latency.observe(took);

@@ -152,6 +152,7 @@ pub async fn run(
         stop_claiming: CancellationToken::new(),
         run_tasks: TaskTracker::new(),
         claim_gates: Mutex::new(Default::default()),
+        claims_in_flight: tokio::sync::Semaphore::new(config.max_claims_in_flight as usize),
     });
     let started_at = ctx.clock.now_ms();
     // Load the cluster state first, so the first registration knows its peers.
