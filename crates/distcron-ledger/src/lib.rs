@@ -130,6 +130,10 @@ fn ledger_condition(key: &str, exists: bool, slot_ms: i64) -> Condition {
     }
 }
 
+/// Most slot claims in one transaction: each adds up to three compares, two puts and three reads,
+/// and etcd allows [`MAX_TXN_OPS`] of each.
+pub const MAX_CLAIMS_PER_TXN: usize = 40;
+
 /// Claims slot `claim.slot_ms` of `claim.job` in one transaction: it succeeds only if the ledger's
 /// last slot is before this one, the job is still at `claim.job_revision`, and (under `forbid`) no
 /// run of the job is running; it then advances the ledger and records the run as running under the
@@ -139,75 +143,207 @@ pub async fn claim_slot(
     store: &dyn KvStore,
     keys: &Keys,
     claim: &SlotClaim,
-    mut ledger_exists: bool,
+    ledger_exists: bool,
 ) -> Result<SlotOutcome, KvError> {
-    let ledger_key = keys.ledger(&claim.job);
-    let running_key = keys.running(&claim.job, &claim.run_id);
-    let record = RunningRecord {
-        run_id: claim.run_id.clone(),
-        job_name: claim.job.clone(),
-        worker_id: claim.worker_id.clone(),
-        slot_ms: claim.slot_ms,
-        claimed_at_ms: claim.now_ms,
-        trigger: claim.trigger,
-    };
-    let value = serde_json::to_vec(&record).map_err(|e| KvError::Other(e.to_string()))?;
-    for _ in 0..2 {
-        let mut when = vec![
-            ledger_condition(&ledger_key, ledger_exists, claim.slot_ms),
-            Condition::unchanged(keys.job(&claim.job), claim.job_revision),
-        ];
-        if claim.forbid_overlap {
-            when.push(Condition::no_keys_under(keys.running_of(&claim.job)));
+    let mut outcomes = claim_slots(store, keys, &[(claim.clone(), ledger_exists)]).await?;
+    outcomes.pop().ok_or_else(|| {
+        KvError::Other(format!(
+            "claim of {} slot {} got no outcome",
+            claim.job, claim.slot_ms
+        ))
+    })
+}
+
+/// Claims several slots, of distinct jobs, each as [`claim_slot`] would, in as few transactions
+/// as the answers allow: all of them in one transaction when every condition holds (the usual
+/// case); when one does not, the failed transaction's reads say which claims cannot win and why,
+/// and the rest are sent again. Outcomes come in the order of `claims`. At most
+/// [`MAX_CLAIMS_PER_TXN`] claims, each job once.
+pub async fn claim_slots(
+    store: &dyn KvStore,
+    keys: &Keys,
+    claims: &[(SlotClaim, bool)],
+) -> Result<Vec<SlotOutcome>, KvError> {
+    if claims.len() > MAX_CLAIMS_PER_TXN {
+        return Err(KvError::Other(format!(
+            "{} claims in one transaction; at most {MAX_CLAIMS_PER_TXN}",
+            claims.len()
+        )));
+    }
+    let mut jobs = std::collections::HashSet::new();
+    if let Some((dup, _)) = claims.iter().find(|(c, _)| !jobs.insert(c.job.as_str())) {
+        return Err(KvError::Other(format!(
+            "job {} claimed twice in one transaction",
+            dup.job
+        )));
+    }
+    let mut pending: Vec<PendingClaim> = claims
+        .iter()
+        .enumerate()
+        .map(|(index, (claim, ledger_exists))| {
+            PendingClaim::new(keys, index, claim, *ledger_exists)
+        })
+        .collect::<Result<_, _>>()?;
+    let mut outcomes: Vec<Option<SlotOutcome>> = vec![None; claims.len()];
+    // Each failed round settles at least one claim or corrects an existence guess, so two rounds
+    // per claim is enough unless other writers keep changing the keys.
+    for _ in 0..2 * claims.len().max(1) {
+        if pending.is_empty() {
+            break;
         }
         let txn = Txn {
-            when,
-            then: vec![
-                Op::put(
-                    &ledger_key,
-                    distcron_core::records::ledger::encode(claim.slot_ms),
-                ),
-                Op::Put {
-                    key: running_key.clone(),
-                    value: value.clone(),
-                    lease: Some(claim.session),
-                },
-            ],
-            otherwise: vec![
-                Op::get(&ledger_key),
-                Op::get(keys.job(&claim.job)),
-                Op::get_prefix(keys.running_of(&claim.job)),
-            ],
+            when: pending.iter().flat_map(|p| p.conditions(keys)).collect(),
+            then: pending.iter().flat_map(|p| p.writes()).collect(),
+            otherwise: pending.iter().flat_map(|p| p.reads(keys)).collect(),
         };
         let resp = store.txn(txn).await?;
         if resp.succeeded {
-            return Ok(SlotOutcome::Won(record));
+            for p in pending.drain(..) {
+                outcomes[p.index] = Some(SlotOutcome::Won(p.record));
+            }
+            break;
         }
-        let running = parse_running(resp.got(2));
-        if running.iter().any(|r| r.run_id == claim.run_id) {
+        let before = pending.len();
+        let mut corrected = false;
+        let mut still = Vec::with_capacity(before);
+        for (i, mut p) in pending.into_iter().enumerate() {
+            let base = 3 * i;
+            let guess = p.ledger_exists;
+            match p.judge(resp.got(base), resp.got(base + 1), resp.got(base + 2)) {
+                Some(outcome) => outcomes[p.index] = Some(outcome),
+                None => {
+                    corrected |= p.ledger_exists != guess;
+                    still.push(p);
+                }
+            }
+        }
+        pending = still;
+        if pending.len() == before && !corrected {
+            // Nothing the reads show explains the failure; sending it again would fail again.
+            break;
+        }
+    }
+    if let Some(p) = pending.first() {
+        return Err(KvError::Other(format!(
+            "claim of {} slot {} did not settle",
+            p.claim.job, p.claim.slot_ms
+        )));
+    }
+    outcomes
+        .into_iter()
+        .zip(claims)
+        .map(|(o, (c, _))| {
+            o.ok_or_else(|| {
+                KvError::Other(format!(
+                    "claim of {} slot {} got no outcome",
+                    c.job, c.slot_ms
+                ))
+            })
+        })
+        .collect()
+}
+
+/// One claim of [`claim_slots`] not settled yet.
+struct PendingClaim {
+    index: usize,
+    claim: SlotClaim,
+    ledger_exists: bool,
+    ledger_key: String,
+    running_key: String,
+    record: RunningRecord,
+    value: Vec<u8>,
+}
+
+impl PendingClaim {
+    fn new(
+        keys: &Keys,
+        index: usize,
+        claim: &SlotClaim,
+        ledger_exists: bool,
+    ) -> Result<Self, KvError> {
+        let record = RunningRecord {
+            run_id: claim.run_id.clone(),
+            job_name: claim.job.clone(),
+            worker_id: claim.worker_id.clone(),
+            slot_ms: claim.slot_ms,
+            claimed_at_ms: claim.now_ms,
+            trigger: claim.trigger,
+        };
+        let value = serde_json::to_vec(&record).map_err(|e| KvError::Other(e.to_string()))?;
+        Ok(Self {
+            index,
+            ledger_key: keys.ledger(&claim.job),
+            running_key: keys.running(&claim.job, &claim.run_id),
+            claim: claim.clone(),
+            ledger_exists,
+            record,
+            value,
+        })
+    }
+
+    fn conditions(&self, keys: &Keys) -> Vec<Condition> {
+        let mut when = vec![
+            ledger_condition(&self.ledger_key, self.ledger_exists, self.claim.slot_ms),
+            Condition::unchanged(keys.job(&self.claim.job), self.claim.job_revision),
+        ];
+        if self.claim.forbid_overlap {
+            when.push(Condition::no_keys_under(keys.running_of(&self.claim.job)));
+        }
+        when
+    }
+
+    fn writes(&self) -> [Op; 2] {
+        [
+            Op::put(
+                &self.ledger_key,
+                distcron_core::records::ledger::encode(self.claim.slot_ms),
+            ),
+            Op::Put {
+                key: self.running_key.clone(),
+                value: self.value.clone(),
+                lease: Some(self.claim.session),
+            },
+        ]
+    }
+
+    /// What a failed transaction reads for this claim, three results: the ledger, the job, the
+    /// job's running records.
+    fn reads(&self, keys: &Keys) -> [Op; 3] {
+        [
+            Op::get(&self.ledger_key),
+            Op::get(keys.job(&self.claim.job)),
+            Op::get_prefix(keys.running_of(&self.claim.job)),
+        ]
+    }
+
+    /// The outcome the reads of a failed transaction imply, or `None` when this claim's
+    /// conditions would all hold once its guess about the ledger's existence is corrected.
+    fn judge(
+        &mut self,
+        ledger: &[distcron_kv::KeyValue],
+        job: &[distcron_kv::KeyValue],
+        running: &[distcron_kv::KeyValue],
+    ) -> Option<SlotOutcome> {
+        let running = parse_running(running);
+        if running.iter().any(|r| r.run_id == self.claim.run_id) {
             // A retried transaction whose first attempt applied.
-            return Ok(SlotOutcome::Won(record));
+            return Some(SlotOutcome::Won(self.record.clone()));
         }
-        let ledger = resp
-            .got(0)
+        let ledger = ledger
             .first()
             .and_then(|kv| distcron_core::records::ledger::decode(&kv.value));
-        if let Some(ledger_ms) = ledger.filter(|l| *l >= claim.slot_ms) {
-            return Ok(SlotOutcome::AlreadyClaimed { ledger_ms });
+        if let Some(ledger_ms) = ledger.filter(|l| *l >= self.claim.slot_ms) {
+            return Some(SlotOutcome::AlreadyClaimed { ledger_ms });
         }
-        if resp.got(1).first().map(|kv| kv.mod_revision) != Some(claim.job_revision) {
-            return Ok(SlotOutcome::JobChanged);
+        if job.first().map(|kv| kv.mod_revision) != Some(self.claim.job_revision) {
+            return Some(SlotOutcome::JobChanged);
         }
-        if claim.forbid_overlap && !running.is_empty() {
-            return Ok(SlotOutcome::Overlap { running });
+        if self.claim.forbid_overlap && !running.is_empty() {
+            return Some(SlotOutcome::Overlap { running });
         }
-        // The only failed condition is our guess about the ledger's existence.
-        ledger_exists = ledger.is_some();
+        self.ledger_exists = ledger.is_some();
+        None
     }
-    Err(KvError::Other(format!(
-        "claim of {} slot {} did not settle",
-        claim.job, claim.slot_ms
-    )))
 }
 
 /// Advances the ledger to `slot_ms` without running it (a skipped slot). Returns whether this

@@ -7,7 +7,9 @@ use std::time::Duration;
 use distcron_core::records::RunTrigger;
 use distcron_core::Keys;
 use distcron_kv::{EmbeddedKv, EtcdConfig, EtcdKv, KvStore};
-use distcron_ledger::{claim_slot, record_skip, release, SlotClaim, SlotOutcome};
+use distcron_ledger::{
+    claim_slot, claim_slots, record_skip, release, SlotClaim, SlotOutcome, MAX_CLAIMS_PER_TXN,
+};
 use distcron_testkit::{shared_etcd, unique_name};
 
 async fn etcd_store() -> Arc<dyn KvStore> {
@@ -37,7 +39,9 @@ macro_rules! on_both_stores {
 on_both_stores!(
     one_winner_per_slot_and_slots_only_move_forward,
     forbid_reports_overlap_and_the_skip_is_recorded_once,
-    a_changed_job_is_not_claimed_from_its_old_revision
+    a_changed_job_is_not_claimed_from_its_old_revision,
+    a_full_batch_settles_each_claim_by_its_own_conditions,
+    concurrent_batches_give_each_slot_one_winner
 );
 
 async fn setup(store: Arc<dyn KvStore>) -> (Arc<dyn KvStore>, Keys, i64) {
@@ -219,4 +223,175 @@ async fn a_changed_job_is_not_claimed_from_its_old_revision(store: Arc<dyn KvSto
     .await
     .unwrap();
     assert_eq!(outcome, SlotOutcome::JobChanged);
+}
+
+/// Saves jobs `j0..jn` and returns their revisions.
+async fn jobs(store: &dyn KvStore, keys: &Keys, n: usize) -> Vec<i64> {
+    let mut revs = Vec::new();
+    for i in 0..n {
+        let key = keys.job(&format!("j{i}"));
+        store.put(&key, b"{}".to_vec(), None).await.unwrap();
+        revs.push(store.get(&key).await.unwrap().unwrap().mod_revision);
+    }
+    revs
+}
+
+fn claim_of(job: usize, rev: i64, slot: i64, worker: &str, session: i64) -> SlotClaim {
+    SlotClaim {
+        job: format!("j{job}"),
+        run_id: format!("{worker}-j{job}-{slot}"),
+        ..claim(rev, slot, worker, session, true)
+    }
+}
+
+async fn a_full_batch_settles_each_claim_by_its_own_conditions(store: Arc<dyn KvStore>) {
+    let keys = Keys::new(&format!("/{}/", unique_name("batch")));
+    let revs = jobs(store.as_ref(), &keys, MAX_CLAIMS_PER_TXN).await;
+    let session = store.grant_lease(Duration::from_secs(30)).await.unwrap();
+    // j0: another worker already has this slot.
+    let taken = claim_of(0, revs[0], 5_000, "other", session);
+    assert!(matches!(
+        claim_slot(store.as_ref(), &keys, &taken, false)
+            .await
+            .unwrap(),
+        SlotOutcome::Won(_)
+    ));
+    // j1: changed since the slot was computed.
+    store
+        .put(&keys.job("j1"), b"{\"changed\":1}".to_vec(), None)
+        .await
+        .unwrap();
+    // j2: a run of it is in progress (forbid).
+    let earlier = claim_of(2, revs[2], 1_000, "other", session);
+    assert!(matches!(
+        claim_slot(store.as_ref(), &keys, &earlier, false)
+            .await
+            .unwrap(),
+        SlotOutcome::Won(_)
+    ));
+    // j3: its ledger exists but the claim guesses it does not; released so forbid passes.
+    let old = claim_of(3, revs[3], 1_000, "other", session);
+    claim_slot(store.as_ref(), &keys, &old, false)
+        .await
+        .unwrap();
+    release(store.as_ref(), &keys, &[("j3".into(), old.run_id.clone())])
+        .await
+        .unwrap();
+    // j4: this very claim was applied by an earlier attempt whose answer was lost.
+    let retried = claim_of(4, revs[4], 5_000, "me", session);
+    claim_slot(store.as_ref(), &keys, &retried, false)
+        .await
+        .unwrap();
+
+    let batch: Vec<(SlotClaim, bool)> = (0..MAX_CLAIMS_PER_TXN)
+        .map(|i| (claim_of(i, revs[i], 5_000, "me", session), false))
+        .collect();
+    let outcomes = claim_slots(store.as_ref(), &keys, &batch).await.unwrap();
+    assert_eq!(outcomes.len(), MAX_CLAIMS_PER_TXN);
+    assert_eq!(
+        outcomes[0],
+        SlotOutcome::AlreadyClaimed { ledger_ms: 5_000 }
+    );
+    assert_eq!(outcomes[1], SlotOutcome::JobChanged);
+    match &outcomes[2] {
+        SlotOutcome::Overlap { running } => assert_eq!(running[0].run_id, earlier.run_id),
+        other => panic!("unexpected {other:?}"),
+    }
+    for (i, outcome) in outcomes.iter().enumerate().skip(3) {
+        match outcome {
+            SlotOutcome::Won(r) => {
+                assert_eq!(r.run_id, format!("me-j{i}-5000"));
+                assert!(store
+                    .get(&keys.running(&format!("j{i}"), &r.run_id))
+                    .await
+                    .unwrap()
+                    .is_some());
+            }
+            other => panic!("j{i}: unexpected {other:?}"),
+        }
+    }
+    // Nothing was written for the claims that did not win.
+    assert!(store
+        .get(&keys.running("j1", "me-j1-5000"))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .get(&keys.running("j2", "me-j2-5000"))
+        .await
+        .unwrap()
+        .is_none());
+
+    // Malformed batches are refused before anything is sent.
+    let too_many: Vec<(SlotClaim, bool)> = (0..=MAX_CLAIMS_PER_TXN)
+        .map(|i| (claim_of(i, 1, 9_000, "me", session), true))
+        .collect();
+    assert!(claim_slots(store.as_ref(), &keys, &too_many).await.is_err());
+    let twice = vec![
+        (claim_of(5, revs[5], 9_000, "me", session), true),
+        (claim_of(5, revs[5], 10_000, "me", session), true),
+    ];
+    assert!(claim_slots(store.as_ref(), &keys, &twice).await.is_err());
+    assert_eq!(
+        claim_slot(
+            store.as_ref(),
+            &keys,
+            &claim_of(5, revs[5], 5_000, "late", session),
+            true
+        )
+        .await
+        .unwrap(),
+        SlotOutcome::AlreadyClaimed { ledger_ms: 5_000 },
+        "the refused batches changed nothing"
+    );
+}
+
+async fn concurrent_batches_give_each_slot_one_winner(store: Arc<dyn KvStore>) {
+    let keys = Keys::new(&format!("/{}/", unique_name("batches")));
+    let n = 30;
+    let revs = jobs(store.as_ref(), &keys, n).await;
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (store, keys, revs) = (store.clone(), keys.clone(), revs.clone());
+        tasks.push(tokio::spawn(async move {
+            let session = store.grant_lease(Duration::from_secs(30)).await.unwrap();
+            // Each worker claims an overlapping window of the jobs, in its own order.
+            let batch: Vec<(SlotClaim, bool)> = (0..20)
+                .map(|k| (k * 7 + w * 5) % n)
+                .map(|i| {
+                    let mut c = claim_of(i, revs[i], 1_000, &format!("w{w}"), session);
+                    c.forbid_overlap = false;
+                    (c, w % 2 == 0)
+                })
+                .collect();
+            let outcomes = claim_slots(store.as_ref(), &keys, &batch).await.unwrap();
+            batch
+                .into_iter()
+                .zip(outcomes)
+                .map(|((c, _), o)| (c.job, o))
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut winners = std::collections::HashMap::new();
+    for t in tasks {
+        for (job, outcome) in t.await.unwrap() {
+            match outcome {
+                SlotOutcome::Won(r) => {
+                    assert!(
+                        winners.insert(job.clone(), r.worker_id).is_none(),
+                        "{job} won twice"
+                    );
+                }
+                SlotOutcome::AlreadyClaimed { ledger_ms } => assert_eq!(ledger_ms, 1_000),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    for (job, worker) in &winners {
+        let (running, _) = distcron_kv::list_prefix(store.as_ref(), &keys.running_of(job))
+            .await
+            .unwrap();
+        assert_eq!(running.len(), 1, "{job}: one running record");
+        assert!(String::from_utf8_lossy(&running[0].value).contains(worker.as_str()));
+    }
 }

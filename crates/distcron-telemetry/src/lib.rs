@@ -176,6 +176,28 @@ pub fn link_to(span: &tracing::Span, traceparent: &str) {
     }
 }
 
+/// Most spans [`join_or_link`] links one span to.
+pub const MAX_LINKS: usize = 32;
+
+/// Places `span`, the work done on behalf of several others (a batch), in their traces: a child
+/// of the one span when `traceparents` name one (after removing duplicates and empty ones), else
+/// linked to each of them, up to [`MAX_LINKS`].
+pub fn join_or_link(span: &tracing::Span, mut traceparents: Vec<String>) {
+    traceparents.retain(|t| !t.is_empty());
+    traceparents.sort_unstable();
+    traceparents.dedup();
+    match traceparents.as_slice() {
+        [one] => {
+            set_parent_from(span, one);
+        }
+        many => {
+            for t in many.iter().take(MAX_LINKS) {
+                link_to(span, t);
+            }
+        }
+    }
+}
+
 /// The trace id and span id (hex) of `span`, or empty strings if it has none.
 pub fn ids_of(span: &tracing::Span) -> (String, String) {
     let cx = span.context();

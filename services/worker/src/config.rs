@@ -61,10 +61,12 @@ pub struct WorkerConfig {
     /// claim's store round trip (and a burst of claims) from the start time.
     #[arg(long, env = "DISTCRON_CLAIM_LEAD", default_value = "250ms", value_parser = parse_duration)]
     pub claim_lead: Duration,
-    /// Most claim transactions in flight at once; more wait on the worker, not in etcd's queue,
-    /// where they would time out, be sent again and starve the session's keep-alives.
-    #[arg(long, env = "DISTCRON_MAX_CLAIMS_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_claims_in_flight: u32,
+    /// Most claim transactions in flight at once. Claims due meanwhile wait on the worker and
+    /// go out together in the next transaction (up to 40 a transaction), not one each into
+    /// etcd's queue, where they would time out, be sent again and starve the session's
+    /// keep-alives.
+    #[arg(long, env = "DISTCRON_MAX_CLAIM_TXNS_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_claim_txns_in_flight: u32,
     /// Largest clock offset from the cluster at which this worker still claims slots.
     #[arg(long, env = "DISTCRON_CLOCK_SKEW_BOUND", default_value = "500ms", value_parser = parse_duration)]
     pub clock_skew_bound: Duration,

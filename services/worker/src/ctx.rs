@@ -41,6 +41,8 @@ pub struct Settings {
     pub session_ttl: Duration,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Most claim transactions in flight at once.
+    pub max_claim_txns_in_flight: usize,
 }
 
 /// The most a measured delay (claim duration, watch delivery) adds to a standby.
@@ -139,8 +141,8 @@ pub struct Ctx {
     pub run_tasks: TaskTracker,
     /// Per job, held while a slot of the job is being claimed (see [`Ctx::claim_gate`]).
     pub claim_gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// A permit per claim transaction in flight (`--max-claims-in-flight`).
-    pub claims_in_flight: tokio::sync::Semaphore,
+    /// Slot claims to send, batched ([`crate::claims`]).
+    pub claims: mpsc::Sender<crate::claims::ClaimRequest>,
 }
 
 /// Held while this worker claims a slot of one job; see [`Ctx::claim_gate`].

@@ -12,7 +12,7 @@ use chrono::{TimeZone, Utc};
 use distcron_core::records::{KillRequest, RunTrigger, RunningRecord, TriggerRequest};
 use distcron_core::{JobDefinition, MissedPolicy, OverlapPolicy};
 use distcron_kv::{bounded, KvError};
-use distcron_ledger::{claim_slot, claim_trigger, record_skip, Claim, SlotClaim, SlotOutcome};
+use distcron_ledger::{claim_trigger, record_skip, Claim, SlotClaim, SlotOutcome};
 use distcron_metrics::FireOutcome;
 use distcron_proto::logs::v1 as pb;
 use tracing::Instrument;
@@ -21,23 +21,10 @@ use crate::ctx::Ctx;
 
 /// Most missed slots one catch-up looks at.
 const MAX_CATCH_UP_SCAN: usize = 100_000;
-/// How long one claim transaction may take before it is retried, at least; see
-/// [`claim_attempt_timeout`].
-const CLAIM_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(700);
-/// The longest a claim attempt is given however slow claims have become.
-const CLAIM_ATTEMPT_TIMEOUT_CAP: Duration = Duration::from_secs(3);
 /// How long after its time a slot whose claim keeps failing is retried.
 pub const CLAIM_RETRY_WINDOW: Duration = Duration::from_secs(30);
 /// How long a catch-up waits for this worker to be claiming (its clock offset judged).
 const CATCH_UP_CLAIMING_WAIT: Duration = Duration::from_secs(15);
-
-/// How long one claim attempt may take: [`CLAIM_ATTEMPT_TIMEOUT`], or twice what answered claims
-/// take lately when the store is that slow (capped), so an overloaded store is not sent the same
-/// transaction again while the first is still queued. Attempts that timed out do not count
-/// towards the average, so a dying member does not stretch the timeout.
-fn claim_attempt_timeout(ctx: &Ctx) -> Duration {
-    (ctx.claim_latency.average() * 2).clamp(CLAIM_ATTEMPT_TIMEOUT, CLAIM_ATTEMPT_TIMEOUT_CAP)
-}
 
 pub(crate) fn trigger_to_proto(t: RunTrigger) -> i32 {
     (match t {
@@ -208,33 +195,18 @@ async fn claim_until_settled(ctx: &Ctx, mut claim: SlotClaim) -> Option<(SlotCla
             );
             return None;
         }
-        // Claims beyond the in-flight limit wait here, not in etcd's queue: there they would
-        // time out, be sent again, and starve the session's keep-alives.
-        let permit = tokio::select! {
-            permit = ctx.claims_in_flight.acquire() => permit,
-            () = ctx.stop_claiming.cancelled() => return None,
-        };
         claim.session = ctx.session();
         claim.now_ms = ctx.clock.now_ms();
         let exists = ctx.ledger_of(&job).is_some();
-        // An attempt stuck on a dying etcd member is abandoned quickly and retried with the same
-        // run id, so the slot is still claimed before the next one of an every-second job.
-        let started = std::time::Instant::now();
-        let attempt_result = bounded(
-            claim_attempt_timeout(ctx),
-            "claim",
-            claim_slot(ctx.store.as_ref(), &ctx.keys, &claim, exists),
-        )
-        .instrument(tracing::info_span!("claim", attempt))
-        .await;
-        drop(permit);
-        let took = started.elapsed();
-        if attempt_result.is_ok() {
-            ctx.claim_latency.observe(took);
-        }
-        distcron_metrics::worker()
-            .claim_duration
-            .observe(took.as_secs_f64());
+        // The batcher sends it with the other claims due now. A transaction stuck on a dying
+        // etcd member is abandoned quickly and the claim retried with the same run id, so the
+        // slot is still claimed before the next one of an every-second job.
+        let attempt_result = tokio::select! {
+            result = ctx
+                .claim_slot(claim.clone(), exists)
+                .instrument(tracing::info_span!("claim", attempt)) => result,
+            () = ctx.stop_claiming.cancelled() => return None,
+        };
         match attempt_result {
             Ok(SlotOutcome::Overlap { running })
                 if !released_own && finished_here(ctx, &running) =>
@@ -247,7 +219,7 @@ async fn claim_until_settled(ctx: &Ctx, mut claim: SlotClaim) -> Option<(SlotCla
                     .map(|r| (r.job_name, r.run_id))
                     .collect();
                 let released = bounded(
-                    claim_attempt_timeout(ctx),
+                    crate::claims::attempt_timeout(ctx),
                     "release",
                     distcron_ledger::release(ctx.store.as_ref(), &ctx.keys, &done),
                 )

@@ -3,9 +3,10 @@
 //! slot ledger, runs the command in its own process group, and ships the run's events to logsvc.
 //!
 //! Tasks (all stopped on shutdown): the cluster follower ([`view`]), the scheduler
-//! ([`scheduler`]), the session keeper and the releaser ([`session`]), the log shipper
+//! ([`scheduler`]), the claim batcher ([`claims`]), the session keeper and the releaser ([`session`]), the log shipper
 //! ([`shipper`]), and one task per run ([`runner`]).
 
+mod claims;
 mod clock;
 mod config;
 mod ctx;
@@ -116,6 +117,7 @@ pub async fn run(
     })?;
     let (release_tx, release_rx) = mpsc::channel(4096);
     let (jobs_tx, jobs_rx) = mpsc::channel(1024);
+    let (claims_tx, claims_rx) = mpsc::channel(4096);
     let id = config
         .worker_id
         .clone()
@@ -138,6 +140,7 @@ pub async fn run(
             start_hold: config.log_start_hold,
             session_ttl: config.session_ttl,
             labels: config.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+            max_claim_txns_in_flight: config.max_claim_txns_in_flight as usize,
         },
         session: AtomicI64::new(0),
         view: RwLock::new(ctx::View::default()),
@@ -152,7 +155,7 @@ pub async fn run(
         stop_claiming: CancellationToken::new(),
         run_tasks: TaskTracker::new(),
         claim_gates: Mutex::new(Default::default()),
-        claims_in_flight: tokio::sync::Semaphore::new(config.max_claims_in_flight as usize),
+        claims: claims_tx,
     });
     let started_at = ctx.clock.now_ms();
     // Load the cluster state first, so the first registration knows its peers.
@@ -189,6 +192,11 @@ pub async fn run(
         jobs_rx,
         ctx.stop_claiming.clone(),
     ));
+    let claimer = tokio::spawn(claims::batch(
+        ctx.clone(),
+        claims_rx,
+        ctx.stop_claiming.clone(),
+    ));
     let keeper = tokio::spawn(session::keep(ctx.clone(), started_at, session_stop.clone()));
     let releaser = tokio::spawn(session::release(
         ctx.clone(),
@@ -204,6 +212,7 @@ pub async fn run(
     ctx.stop_claiming.cancel();
     let _ = follower.await;
     let _ = scheduler.await;
+    let _ = claimer.await;
     ctx.run_tasks.close();
     if tokio::time::timeout(config.drain_timeout, ctx.run_tasks.wait())
         .await

@@ -43,9 +43,6 @@ impl tonic::service::Interceptor for CallMetadata {
     }
 }
 
-/// Most run spans one delivery span links to.
-const MAX_LINKS: usize = 32;
-
 /// Largest encoded size of one batch and of one delivery, well under gRPC's 4 MiB message
 /// limit.
 const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
@@ -434,25 +431,13 @@ async fn deliver(shared: Arc<Shared>, mut client: LogsClient, flush_timeout: Dur
 /// The span of one delivery: a child of the run's span when the batch holds the events of one
 /// run, else linked to the span of each run in it.
 fn delivery_span(batch: &pb::AppendRunEventsRequest) -> tracing::Span {
-    let mut runs: Vec<String> = batch
+    let runs: Vec<String> = batch
         .events
         .iter()
         .map(|e| distcron_telemetry::traceparent_of(&e.trace_id, &e.span_id))
-        .filter(|t| !t.is_empty())
         .collect();
-    runs.sort_unstable();
-    runs.dedup();
-    let span = tracing::info_span!("deliver", events = batch.events.len(), runs = runs.len());
-    match runs.as_slice() {
-        [one] => {
-            distcron_telemetry::set_parent_from(&span, one);
-        }
-        many => {
-            for run in many.iter().take(MAX_LINKS) {
-                distcron_telemetry::link_to(&span, run);
-            }
-        }
-    }
+    let span = tracing::info_span!("deliver", events = batch.events.len());
+    distcron_telemetry::join_or_link(&span, runs);
     span
 }
 
