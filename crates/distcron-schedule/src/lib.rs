@@ -81,7 +81,10 @@ const FIELD_NAMES_7: [&str; 7] = [
 
 #[derive(Clone)]
 enum Rule {
-    Cron(Box<Cron>),
+    /// The text croner parses, validated; parsed again for each evaluation
+    /// ([`Schedule::times_after`]), because a parsed `Cron` holds about 5 KB (a byte for every
+    /// possible year), which for a worker scheduling 10,000 jobs would be most of its memory.
+    Cron(String),
     Every(Duration),
 }
 
@@ -160,7 +163,14 @@ fn blame_field(fields: &[&str]) -> Option<&'static str> {
     })
 }
 
-fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
+/// Parses text that [`cron_text`] accepted.
+fn compile(text: &str) -> Option<Cron> {
+    parser().parse(text).ok()
+}
+
+/// The text croner parses for `expr` (macros resolved, fields separated by one space), once
+/// croner has accepted it.
+fn cron_text(expr: &str) -> Result<String, ScheduleError> {
     let trimmed = expr.trim();
     let lowered = trimmed.to_ascii_lowercase();
     let text = match lowered.as_str() {
@@ -173,7 +183,7 @@ fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
         _ => trimmed,
     };
     if text.starts_with('@') {
-        return parser().parse(text).map_err(|_| {
+        return parser().parse(text).map(|_| text.to_owned()).map_err(|_| {
             ScheduleError::expr(format!(
                 "unknown macro {text:?}; use @yearly, @annually, @monthly, @weekly, @daily, \
                  @midnight, @hourly or @every <duration>"
@@ -188,7 +198,8 @@ fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
             fields.len()
         )));
     }
-    parser().parse(&fields.join(" ")).map_err(|e| {
+    let text = fields.join(" ");
+    parser().parse(&text).map(|_| text).map_err(|e| {
         let detail = e.to_string();
         match blame_field(&fields) {
             Some(name) => ScheduleError {
@@ -234,7 +245,7 @@ impl Schedule {
             Some(head) if head.eq_ignore_ascii_case("@every") => {
                 Rule::Every(parse_every(&trimmed[6..])?)
             }
-            _ => Rule::Cron(Box::new(parse_cron(trimmed)?)),
+            _ => Rule::Cron(cron_text(trimmed)?),
         };
         let schedule = Self {
             expr: trimmed.to_owned(),
@@ -267,6 +278,25 @@ impl Schedule {
 
     /// The first fire time strictly after `t`, or `None` if there is none.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.times_after(t).next()
+    }
+
+    /// The fire times strictly after `t`, in order (the expression is parsed once per call).
+    pub fn times_after(&self, t: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        let cron = match &self.rule {
+            Rule::Cron(text) => compile(text),
+            Rule::Every(_) => None,
+        };
+        let mut cursor = Some(t);
+        std::iter::from_fn(move || {
+            let next = self.step(cron.as_ref(), cursor?);
+            cursor = next;
+            next
+        })
+    }
+
+    /// The first fire time strictly after `t`; `cron` is the parsed expression of a cron rule.
+    fn step(&self, cron: Option<&Cron>, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match &self.rule {
             Rule::Every(d) => {
                 let step = i64::try_from(d.as_millis()).ok()?;
@@ -274,9 +304,10 @@ impl Schedule {
                 let next = ms.div_euclid(step).checked_add(1)?.checked_mul(step)?;
                 Utc.timestamp_millis_opt(next).single()
             }
-            Rule::Cron(cron) => {
+            Rule::Cron(_) => {
                 let local = t.with_timezone(&self.tz);
-                cron.find_next_occurrence(&local, false)
+                cron?
+                    .find_next_occurrence(&local, false)
                     .ok()
                     .map(|n| n.with_timezone(&Utc))
             }
@@ -286,25 +317,17 @@ impl Schedule {
     /// The next `count` fire times (at most [`MAX_PREVIEW`]) strictly after `after`, in the
     /// schedule's time zone.
     pub fn upcoming(&self, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Tz>> {
-        let mut out = Vec::with_capacity(count.min(MAX_PREVIEW));
-        let mut cursor = after;
-        while out.len() < count.min(MAX_PREVIEW) {
-            match self.next_after(cursor) {
-                Some(next) => {
-                    out.push(next.with_timezone(&self.tz));
-                    cursor = next;
-                }
-                None => break,
-            }
-        }
-        out
+        self.times_after(after)
+            .take(count.min(MAX_PREVIEW))
+            .map(|t| t.with_timezone(&self.tz))
+            .collect()
     }
 
     /// The schedule in plain words.
     pub fn describe(&self) -> String {
         match &self.rule {
             Rule::Every(d) => format!("Every {}", humantime::format_duration(*d)),
-            Rule::Cron(cron) => cron.describe(),
+            Rule::Cron(text) => compile(text).map_or_else(|| text.clone(), |c| c.describe()),
         }
     }
 }

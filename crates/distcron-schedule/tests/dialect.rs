@@ -274,3 +274,26 @@ fn preview_is_capped_and_described() {
     };
     assert_eq!(once.upcoming(start(), 5).len(), 1);
 }
+
+#[test]
+fn times_after_walks_the_same_slots_as_next_after() {
+    for (expr, tz) in [
+        ("*/7 * * * * *", "UTC"),
+        ("0 30 1 * * * 2026-2027", "Europe/Berlin"),
+        ("@every 90s", ""),
+        ("@midnight", "America/New_York"),
+    ] {
+        let schedule = Schedule::parse_at(expr, tz, start())
+            .unwrap_or_else(|e| panic!("{expr:?} should parse: {e}"));
+        let walked: Vec<_> = schedule.times_after(start()).take(50).collect();
+        let mut stepped = Vec::new();
+        let mut cursor = start();
+        while let Some(next) = schedule.next_after(cursor).filter(|_| stepped.len() < 50) {
+            stepped.push(next);
+            cursor = next;
+        }
+        assert_eq!(walked, stepped, "{expr}");
+        assert_eq!(walked.len(), 50, "{expr}");
+        assert!(walked.windows(2).all(|w| w[0] < w[1]), "{expr}");
+    }
+}

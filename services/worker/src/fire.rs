@@ -568,21 +568,17 @@ pub async fn catch_up(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64) {
     if def.missed_policy == MissedPolicy::All {
         from = from.max(now - i64::from(def.missed_window_seconds) * 1000);
     }
-    let mut missed = Vec::new();
-    let mut cursor = Utc
+    let from = Utc
         .timestamp_millis_opt(from)
         .single()
         .unwrap_or_else(Utc::now);
-    while missed.len() < MAX_CATCH_UP_SCAN {
-        match schedule.next_after(cursor) {
-            // Slots at or after now belong to the regular schedule.
-            Some(t) if t.timestamp_millis() < now => {
-                missed.push(t.timestamp_millis());
-                cursor = t;
-            }
-            _ => break,
-        }
-    }
+    // Slots at or after now belong to the regular schedule.
+    let missed: Vec<i64> = schedule
+        .times_after(from)
+        .map(|t| t.timestamp_millis())
+        .take_while(|t| *t < now)
+        .take(MAX_CATCH_UP_SCAN)
+        .collect();
     let slots: Vec<i64> = match def.missed_policy {
         MissedPolicy::Latest => missed.last().copied().into_iter().collect(),
         MissedPolicy::All => missed,
