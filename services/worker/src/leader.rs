@@ -56,6 +56,18 @@ pub fn block_on_unless_leader<F: std::future::Future>(serve: F) -> std::io::Resu
         .block_on(serve))
 }
 
+/// The name of the small leader program installed next to the worker.
+pub const LEADER_PROGRAM: &str = "distcron-group-leader";
+
+/// The leader program to start runs with: [`LEADER_PROGRAM`] next to the running executable if
+/// it is there, else the running executable itself (every binary that runs a worker starts in
+/// leader mode when asked to; see [`block_on_unless_leader`]).
+pub fn default_program() -> std::io::Result<std::path::PathBuf> {
+    let me = std::env::current_exe()?;
+    let small = me.with_file_name(LEADER_PROGRAM);
+    Ok(if small.is_file() { small } else { me })
+}
+
 /// The arguments the worker passes to start a leader for `shell -c command`.
 pub fn leader_args(shell: &std::path::Path, command: &str) -> Vec<OsString> {
     vec![

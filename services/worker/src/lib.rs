@@ -133,8 +133,12 @@ pub async fn run(
             claim_lead: config.claim_lead,
             clock_skew_bound: config.clock_skew_bound,
             kill_grace: config.kill_grace,
-            group_leader: std::env::current_exe()
-                .map_err(|e| WorkerError::Executable(e.to_string()))?,
+            group_leader: match &config.group_leader {
+                Some(path) => path.clone(),
+                None => {
+                    leader::default_program().map_err(|e| WorkerError::Executable(e.to_string()))?
+                }
+            },
             shell: config.shell.clone(),
             output_cap_bytes: config.output_cap_bytes,
             start_hold: config.log_start_hold,

@@ -166,6 +166,10 @@ async fn kill_through_jobsvc_ends_the_whole_process_group() {
         .await;
     let run = trigger_and_wait(&mut cluster, "tree", logs::RunStatus::Running).await;
     wait_running("sleep 3022").await;
+    assert!(
+        process_running("distcron-group-leader __group-leader [0-9]+ /bin/sh sleep 3021"),
+        "the run is led by the small leader program installed next to the worker"
+    );
     let killed = cluster
         .jobs
         .kill_job(jobs::KillJobRequest {
