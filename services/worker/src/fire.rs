@@ -112,6 +112,18 @@ pub async fn fire(
     slot_ms: i64,
     trigger: RunTrigger,
 ) {
+    fire_slot(ctx, def, revision, slot_ms, trigger, false).await;
+}
+
+/// [`fire`], by a caller that holds the job's claim gate already (`gate_held`) or not.
+async fn fire_slot(
+    ctx: Arc<Ctx>,
+    def: Arc<JobDefinition>,
+    revision: i64,
+    slot_ms: i64,
+    trigger: RunTrigger,
+    gate_held: bool,
+) {
     let (rank, of) = ctx.place(&format!("{}/{slot_ms}", def.name));
     tracing::debug!(job = %def.name, slot_ms, rank, "slot due");
     if rank > 0 {
@@ -120,7 +132,11 @@ pub async fn fire(
             return;
         }
     }
-    let gate = ctx.claim_gate(&def.name).await;
+    let gate = if gate_held {
+        None
+    } else {
+        Some(ctx.claim_gate(&def.name).await)
+    };
     if ctx.ledger_of(&def.name).is_some_and(|l| l >= slot_ms) {
         return;
     }
@@ -550,7 +566,11 @@ pub async fn record_invalid(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i6
 /// Evaluates the missed-slot policy of a job from its ledger (at start-up and after a resync):
 /// `latest` runs the most recent missed slot once, `all` every missed slot in the window.
 /// Every worker that starts or resyncs does this; [`fire`] then picks one claimant per slot.
+/// The job's claim gate is held throughout, so this worker's regular slots of the job wait
+/// until the catch-up is settled: a regular slot claimed first would move the ledger past the
+/// missed ones, and they could no longer be claimed.
 pub async fn catch_up(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64) {
+    let _gate = ctx.claim_gate(&def.name).await;
     // A worker that just joined claims only once its clock offset has been judged.
     let deadline = tokio::time::Instant::now() + CATCH_UP_CLAIMING_WAIT;
     while !ctx.is_claiming() {
@@ -588,12 +608,13 @@ pub async fn catch_up(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64) {
         tracing::info!(job = %def.name, slots = slots.len(), policy = ?def.missed_policy, "catching up missed slots");
     }
     for slot in slots {
-        fire(
+        fire_slot(
             ctx.clone(),
             def.clone(),
             revision,
             slot,
             RunTrigger::CatchUp,
+            true,
         )
         .await;
     }
