@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -100,7 +100,7 @@ fn signal_group(pgid: i32, signal: Signal) {
 fn build_command(spec: &ExecSpec) -> Result<tokio::process::Command, String> {
     let mut cmd = tokio::process::Command::new(&spec.leader);
     cmd.args(crate::leader::leader_args(&spec.shell, &spec.command))
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -127,23 +127,51 @@ fn build_command(spec: &ExecSpec) -> Result<tokio::process::Command, String> {
     Ok(cmd)
 }
 
-/// Runs `spec`. `on_spawn` gets the process group id; output goes to `output` in pieces of at
-/// most 16 KiB. Cancelling `stop` ends the run (SIGTERM, then SIGKILL after the grace period).
+/// A run's group leader, started ahead of the slot and waiting for the go (one byte on its
+/// stdin) before it starts the shell; dropped without the go, it is killed and nothing runs.
+#[derive(Debug)]
+pub struct Armed {
+    child: tokio::process::Child,
+    go: tokio::process::ChildStdin,
+    /// The run's process group id.
+    pub pgid: i32,
+}
+
+/// Starts the group leader for `spec`, waiting for [`execute`]'s go. Started during the claim
+/// lead, so that at the slot only the leader's start of the shell remains.
+pub fn arm(spec: &ExecSpec) -> Result<Armed, String> {
+    let mut child = build_command(spec)?.spawn().map_err(|e| e.to_string())?;
+    let go = child
+        .stdin
+        .take()
+        .ok_or("the leader's stdin was not piped")?;
+    let pgid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .ok_or("the process exited before it could be tracked")?;
+    Ok(Armed { child, go, pgid })
+}
+
+/// Runs the armed leader of `spec`: gives it the go, then follows it to the end. Output goes to
+/// `output` in pieces of at most 16 KiB. Cancelling `stop` ends the run (SIGTERM, then SIGKILL
+/// after the grace period).
 pub async fn execute(
+    armed: Result<Armed, String>,
     spec: &ExecSpec,
     stop: &CancellationToken,
-    on_spawn: impl FnOnce(i32),
     output: mpsc::Sender<Vec<u8>>,
 ) -> Ending {
-    let mut child = match build_command(spec).and_then(|mut c| c.spawn().map_err(|e| e.to_string()))
-    {
-        Ok(c) => c,
+    let Armed {
+        mut child,
+        mut go,
+        pgid,
+    } = match armed {
+        Ok(a) => a,
         Err(e) => return Ending::SpawnFailed(e),
     };
-    let Some(pgid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
-        return Ending::SpawnFailed("the process exited before it could be tracked".into());
-    };
-    on_spawn(pgid);
+    // A leader that died meanwhile cannot read it; its exit status below says why.
+    let _ = go.write_all(b"g").await;
+    drop(go);
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let mut out_buf = vec![0u8; READ_CHUNK];

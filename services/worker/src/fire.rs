@@ -296,6 +296,7 @@ async fn settle_claim(
                 },
             );
             let tasks = ctx.run_tasks.clone();
+            let prepared = span.in_scope(|| crate::runner::prepare(&ctx, &record, &def));
             tasks.spawn(
                 async move {
                     // A slot claimed ahead of its time (the claim lead) starts at its time, by
@@ -308,7 +309,7 @@ async fn settle_claim(
                     if def.overlap_policy == OverlapPolicy::Replace {
                         replace_running(&ctx, &record).await;
                     }
-                    crate::runner::run(ctx, record, def).await;
+                    crate::runner::run(ctx, record, def, prepared).await;
                 }
                 .instrument(span),
             );
@@ -448,7 +449,8 @@ pub fn spawn_trigger(ctx: Arc<Ctx>, job: String, run_id: String, request: Trigge
             Ok(Claim::Won(record)) => {
                 settled(&span, FireOutcome::Triggered);
                 let tasks = ctx.run_tasks.clone();
-                tasks.spawn(crate::runner::run(ctx, record, def).instrument(span));
+                let prepared = span.in_scope(|| crate::runner::prepare(&ctx, &record, &def));
+                tasks.spawn(crate::runner::run(ctx, record, def, prepared).instrument(span));
             }
             Ok(Claim::Lost) => settled(&span, FireOutcome::LostRace),
             Err(e) => span.in_scope(|| tracing::warn!(error = %e, "trigger claim failed")),

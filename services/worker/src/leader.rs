@@ -4,8 +4,9 @@
 //! `PR_SET_PDEATHSIG` only reaches the worker's direct child, so with `sh -c 'sleep 300 & wait'`
 //! the background `sleep` would survive a crashed worker. The worker therefore starts its own
 //! executable in leader mode (`worker __group-leader <worker-pid> <shell> <command>`) as the
-//! leader of the run's process group. The leader asks for SIGTERM when the worker dies, starts
-//! the shell in the same group, and:
+//! leader of the run's process group, ahead of the slot. The leader asks for SIGTERM when the
+//! worker dies, waits for the worker's go (one byte on stdin; end of input calls the run off),
+//! starts the shell in the same group, with stdin from `/dev/null`, and:
 //! - when the shell ends, ends the same way (the exit code, or the same signal), so the worker
 //!   sees the shell's status;
 //! - when its parent is no longer the worker (the worker died), SIGKILLs the whole group;
@@ -97,8 +98,17 @@ fn lead(args: &[OsString]) -> Result<i32, String> {
         // The worker died before the request above took effect.
         return Ok(LEADER_FAILED);
     }
+    // Started ahead of the slot: the worker's go is one byte on stdin. The end of input
+    // instead means the run was called off (or the worker died): nothing starts.
+    let mut go = [0u8; 1];
+    if !matches!(std::io::Read::read(&mut std::io::stdin(), &mut go), Ok(1)) {
+        return Ok(LEADER_FAILED);
+    }
     let mut shell_cmd = std::process::Command::new(shell);
-    shell_cmd.arg("-c").arg(command);
+    shell_cmd
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null());
     #[allow(unsafe_code)]
     // SAFETY: sigprocmask is async-signal-safe, as pre_exec requires.
     unsafe {

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::ctx::{Ctx, LocalRun};
-use crate::exec::{execute, Ending, ExecSpec, StopReason};
+use crate::exec::{arm, execute, Armed, Ending, ExecSpec, StopReason};
 
 /// Largest output chunk shipped.
 const CHUNK_BYTES: usize = 32 * 1024;
@@ -148,15 +148,62 @@ async fn ship_held(ctx: &Ctx, held: &mut Option<pb::RunEvent>) {
     }
 }
 
+/// A claimed run whose group leader is started and waits for the slot.
+#[derive(Debug)]
+pub struct Prepared {
+    spec: ExecSpec,
+    armed: Result<Armed, String>,
+}
+
+/// Starts the group leader of a claimed run ahead of its slot (during the claim lead), so the
+/// start at the slot is only the leader's start of the shell; the process group is recorded at
+/// once, so a worker that dies before the slot leaves nothing behind.
+pub fn prepare(ctx: &Ctx, record: &RunningRecord, def: &JobDefinition) -> Prepared {
+    let mut env: Vec<(String, String)> = def
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.push(("DISTCRON_JOB".into(), record.job_name.clone()));
+    env.push(("DISTCRON_RUN_ID".into(), record.run_id.clone()));
+    env.push(("DISTCRON_SLOT_MS".into(), record.slot_ms.to_string()));
+    let spec = ExecSpec {
+        leader: ctx.settings.group_leader.clone(),
+        shell: ctx.settings.shell.clone(),
+        command: def.command.clone(),
+        working_dir: (!def.working_dir.is_empty()).then(|| def.working_dir.clone().into()),
+        env,
+        user: (!def.user.is_empty()).then(|| def.user.clone()),
+        timeout: (def.timeout_seconds > 0)
+            .then(|| Duration::from_secs(u64::from(def.timeout_seconds))),
+        kill_grace: ctx.settings.kill_grace,
+    };
+    let armed = arm(&spec);
+    if let Ok(a) = &armed {
+        ctx.processes.record(&record.run_id, a.pgid);
+    }
+    Prepared { spec, armed }
+}
+
 /// Runs a claimed run to its end, in the span of its fire (see `fire::run_span`).
-pub async fn run(ctx: Arc<Ctx>, record: RunningRecord, def: Arc<JobDefinition>) {
+pub async fn run(
+    ctx: Arc<Ctx>,
+    record: RunningRecord,
+    def: Arc<JobDefinition>,
+    prepared: Prepared,
+) {
     let metrics = distcron_metrics::worker();
     metrics.running.inc();
-    run_inner(ctx, record, def).await;
+    run_inner(ctx, record, def, prepared).await;
     metrics.running.dec();
 }
 
-async fn run_inner(ctx: Arc<Ctx>, record: RunningRecord, def: Arc<JobDefinition>) {
+async fn run_inner(
+    ctx: Arc<Ctx>,
+    record: RunningRecord,
+    def: Arc<JobDefinition>,
+    prepared: Prepared,
+) {
     let (trace_id, span_id) = distcron_telemetry::ids_of(&tracing::Span::current());
     let events = RunEvents {
         run_id: record.run_id.clone(),
@@ -198,29 +245,9 @@ async fn run_inner(ctx: Arc<Ctx>, record: RunningRecord, def: Arc<JobDefinition>
     })));
     let start_hold = tokio::time::sleep(ctx.settings.start_hold);
     tokio::pin!(start_hold);
-    let mut env: Vec<(String, String)> = def
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    env.push(("DISTCRON_JOB".into(), record.job_name.clone()));
-    env.push(("DISTCRON_RUN_ID".into(), record.run_id.clone()));
-    env.push(("DISTCRON_SLOT_MS".into(), record.slot_ms.to_string()));
-    let spec = ExecSpec {
-        leader: ctx.settings.group_leader.clone(),
-        shell: ctx.settings.shell.clone(),
-        command: def.command.clone(),
-        working_dir: (!def.working_dir.is_empty()).then(|| def.working_dir.clone().into()),
-        env,
-        user: (!def.user.is_empty()).then(|| def.user.clone()),
-        timeout: (def.timeout_seconds > 0)
-            .then(|| Duration::from_secs(u64::from(def.timeout_seconds))),
-        kill_grace: ctx.settings.kill_grace,
-    };
+    let Prepared { spec, armed } = prepared;
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
-    let processes = ctx.processes.clone();
-    let run_id = record.run_id.clone();
-    let exec = execute(&spec, &stop, |pgid| processes.record(&run_id, pgid), out_tx);
+    let exec = execute(armed, &spec, &stop, out_tx);
     tokio::pin!(exec);
     let mut chunker = OutputChunker::new(ctx.settings.output_cap_bytes);
     let exec_span = tracing::info_span!(
