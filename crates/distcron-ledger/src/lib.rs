@@ -192,9 +192,9 @@ pub async fn claim_slots(
             break;
         }
         let txn = Txn {
-            when: pending.iter().flat_map(|p| p.conditions(keys)).collect(),
-            then: pending.iter().flat_map(|p| p.writes()).collect(),
-            otherwise: pending.iter().flat_map(|p| p.reads(keys)).collect(),
+            when: pending.iter().flat_map(PendingClaim::conditions).collect(),
+            then: pending.iter().flat_map(PendingClaim::writes).collect(),
+            otherwise: pending.iter().flat_map(PendingClaim::reads).collect(),
         };
         let resp = store.txn(txn).await?;
         if resp.succeeded {
@@ -249,6 +249,8 @@ struct PendingClaim {
     claim: SlotClaim,
     ledger_exists: bool,
     ledger_key: String,
+    job_key: String,
+    running_prefix: String,
     running_key: String,
     record: RunningRecord,
     value: Vec<u8>,
@@ -273,6 +275,8 @@ impl PendingClaim {
         Ok(Self {
             index,
             ledger_key: keys.ledger(&claim.job),
+            job_key: keys.job(&claim.job),
+            running_prefix: keys.running_of(&claim.job),
             running_key: keys.running(&claim.job, &claim.run_id),
             claim: claim.clone(),
             ledger_exists,
@@ -281,13 +285,13 @@ impl PendingClaim {
         })
     }
 
-    fn conditions(&self, keys: &Keys) -> Vec<Condition> {
+    fn conditions(&self) -> Vec<Condition> {
         let mut when = vec![
             ledger_condition(&self.ledger_key, self.ledger_exists, self.claim.slot_ms),
-            Condition::unchanged(keys.job(&self.claim.job), self.claim.job_revision),
+            Condition::unchanged(&self.job_key, self.claim.job_revision),
         ];
         if self.claim.forbid_overlap {
-            when.push(Condition::no_keys_under(keys.running_of(&self.claim.job)));
+            when.push(Condition::no_keys_under(&self.running_prefix));
         }
         when
     }
@@ -308,11 +312,11 @@ impl PendingClaim {
 
     /// What a failed transaction reads for this claim, three results: the ledger, the job, the
     /// job's running records.
-    fn reads(&self, keys: &Keys) -> [Op; 3] {
+    fn reads(&self) -> [Op; 3] {
         [
             Op::get(&self.ledger_key),
-            Op::get(keys.job(&self.claim.job)),
-            Op::get_prefix(keys.running_of(&self.claim.job)),
+            Op::get(&self.job_key),
+            Op::get_prefix(&self.running_prefix),
         ]
     }
 

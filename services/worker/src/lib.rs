@@ -3,8 +3,8 @@
 //! slot ledger, runs the command in its own process group, and ships the run's events to logsvc.
 //!
 //! Tasks (all stopped on shutdown): the cluster follower ([`view`]), the scheduler
-//! ([`scheduler`]), the claim batcher ([`claims`]), the session keeper and the releaser ([`session`]), the log shipper
-//! ([`shipper`]), and one task per run ([`runner`]).
+//! ([`scheduler`]), the claim batcher ([`claims`]), the session keeper and the releaser
+//! ([`session`]), the log shipper ([`shipper`]), and one task per run ([`runner`]).
 
 mod claims;
 mod clock;
