@@ -26,7 +26,7 @@ macro_rules! kv_conformance_tests {
         $crate::kv_conformance_tests!(@tests $factory;
             put_get_delete, range_pages_in_key_order, txn_create_if_absent,
             txn_value_compare_orders_padded_numbers, txn_prefix_compare, lease_revoke_deletes_keys,
-            lease_expires_without_keep_alive, watch_replays_in_order_with_prev_values,
+            lease_expires_without_keep_alive, watch_replays_in_order,
             watch_sees_lease_expiry_in_one_batch, range_at_revision_is_a_snapshot);
     };
     (@tests $factory:path; $($name:ident),*) => {
@@ -289,7 +289,7 @@ pub async fn lease_expires_without_keep_alive(store: Store, p: String) {
     assert!(gone, "leased key outlived its lease by more than 8 s");
 }
 
-pub async fn watch_replays_in_order_with_prev_values(store: Store, p: String) {
+pub async fn watch_replays_in_order(store: Store, p: String) {
     let prefix = format!("{p}/w/");
     let start = store
         .range(RangeRequest {
@@ -322,23 +322,23 @@ pub async fn watch_replays_in_order_with_prev_values(store: Store, p: String) {
             .unwrap();
         events.extend(batch.events);
     }
-    let summary: Vec<(WatchEventKind, String, Option<Vec<u8>>)> = events
+    let summary: Vec<(WatchEventKind, String, Vec<u8>)> = events
         .iter()
         .map(|e| {
             (
                 e.kind,
                 e.kv.key.trim_start_matches(&prefix).to_owned(),
-                e.prev.as_ref().map(|p| p.value.clone()),
+                e.kv.value.clone(),
             )
         })
         .collect();
     assert_eq!(
         summary,
         vec![
-            (WatchEventKind::Put, "a".into(), None),
-            (WatchEventKind::Put, "a".into(), Some(b"1".to_vec())),
-            (WatchEventKind::Put, "b".into(), None),
-            (WatchEventKind::Delete, "a".into(), Some(b"2".to_vec())),
+            (WatchEventKind::Put, "a".into(), b"1".to_vec()),
+            (WatchEventKind::Put, "a".into(), b"2".to_vec()),
+            (WatchEventKind::Put, "b".into(), b"3".to_vec()),
+            (WatchEventKind::Delete, "a".into(), Vec::new()),
         ]
     );
     assert!(events
@@ -389,7 +389,7 @@ pub async fn watch_sees_lease_expiry_in_one_batch(store: Store, p: String) {
     assert!(batch
         .events
         .iter()
-        .all(|e| e.kind == WatchEventKind::Delete && e.prev.is_some()));
+        .all(|e| e.kind == WatchEventKind::Delete));
     let rev = batch.events[0].kv.mod_revision;
     assert!(
         batch.events.iter().all(|e| e.kv.mod_revision == rev),

@@ -38,11 +38,35 @@ struct Lease {
     keys: BTreeSet<String>,
 }
 
+/// One change of a committed revision, with the key as it was before (for snapshot reads at older
+/// revisions; watchers get the event only).
+#[derive(Debug, Clone)]
+struct Change {
+    event: WatchEvent,
+    prev: Option<KeyValue>,
+}
+
+/// The changes of one revision, as the history keeps them.
+#[derive(Debug)]
+struct Committed {
+    revision: Revision,
+    changes: Vec<Change>,
+}
+
+impl Committed {
+    fn batch(&self) -> WatchBatch {
+        WatchBatch {
+            revision: self.revision,
+            events: self.changes.iter().map(|c| c.event.clone()).collect(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct State {
     revision: Revision,
     kvs: BTreeMap<String, KeyValue>,
-    history: VecDeque<WatchBatch>,
+    history: VecDeque<Committed>,
     /// Revisions up to this one are no longer in `history`.
     compacted: Revision,
     leases: HashMap<LeaseId, Lease>,
@@ -77,14 +101,14 @@ fn under(key: &str, prefix: &str) -> bool {
 }
 
 impl State {
-    /// Applies `events` (all at `revision`) to SQLite, the history and the broadcast.
+    /// Applies `changes` (all at `revision`) to SQLite, the history and the broadcast.
     fn commit(
         &mut self,
-        events: Vec<WatchEvent>,
+        changes: Vec<Change>,
         sender: &broadcast::Sender<WatchBatch>,
     ) -> Result<(), KvError> {
         let tx = self.db.transaction().map_err(db_err)?;
-        for e in &events {
+        for e in changes.iter().map(|c| &c.event) {
             match e.kind {
                 WatchEventKind::Put => {
                     tx.execute(
@@ -106,11 +130,12 @@ impl State {
         )
         .map_err(db_err)?;
         tx.commit().map_err(db_err)?;
-        let batch = WatchBatch {
+        let committed = Committed {
             revision: self.revision,
-            events,
+            changes,
         };
-        self.history.push_back(batch.clone());
+        let batch = committed.batch();
+        self.history.push_back(committed);
         while self.history.len() > HISTORY {
             if let Some(old) = self.history.pop_front() {
                 self.compacted = old.revision;
@@ -121,7 +146,7 @@ impl State {
         Ok(())
     }
 
-    fn put(&mut self, key: &str, value: Vec<u8>, lease: LeaseId, rev: Revision) -> WatchEvent {
+    fn put(&mut self, key: &str, value: Vec<u8>, lease: LeaseId, rev: Revision) -> Change {
         let prev = self.kvs.get(key).cloned();
         if let Some(p) = &prev {
             if p.lease != 0 && p.lease != lease {
@@ -144,29 +169,33 @@ impl State {
             lease,
         };
         self.kvs.insert(key.to_owned(), kv.clone());
-        WatchEvent {
-            kind: WatchEventKind::Put,
-            kv,
+        Change {
+            event: WatchEvent {
+                kind: WatchEventKind::Put,
+                kv,
+            },
             prev,
         }
     }
 
-    fn delete(&mut self, key: &str, rev: Revision) -> Option<WatchEvent> {
+    fn delete(&mut self, key: &str, rev: Revision) -> Option<Change> {
         let prev = self.kvs.remove(key)?;
         if prev.lease != 0 {
             if let Some(l) = self.leases.get_mut(&prev.lease) {
                 l.keys.remove(key);
             }
         }
-        Some(WatchEvent {
-            kind: WatchEventKind::Delete,
-            kv: KeyValue {
-                key: key.to_owned(),
-                value: Vec::new(),
-                create_revision: 0,
-                mod_revision: rev,
-                version: 0,
-                lease: 0,
+        Some(Change {
+            event: WatchEvent {
+                kind: WatchEventKind::Delete,
+                kv: KeyValue {
+                    key: key.to_owned(),
+                    value: Vec::new(),
+                    create_revision: 0,
+                    mod_revision: rev,
+                    version: 0,
+                    lease: 0,
+                },
             },
             prev: Some(prev),
         })
@@ -234,15 +263,15 @@ impl State {
             .rev()
             .take_while(|b| b.revision > revision)
         {
-            for e in batch
-                .events
+            for c in batch
+                .changes
                 .iter()
                 .rev()
-                .filter(|e| under(&e.kv.key, prefix))
+                .filter(|c| under(&c.event.kv.key, prefix))
             {
-                match &e.prev {
+                match &c.prev {
                     Some(p) => view.insert(p.key.clone(), p.clone()),
-                    None => view.remove(&e.kv.key),
+                    None => view.remove(&c.event.kv.key),
                 };
             }
         }
@@ -262,8 +291,59 @@ impl State {
         }
         self.revision += 1;
         let rev = self.revision;
-        let events: Vec<WatchEvent> = l.keys.iter().filter_map(|k| self.delete(k, rev)).collect();
-        self.commit(events, sender)
+        let changes: Vec<Change> = l.keys.iter().filter_map(|k| self.delete(k, rev)).collect();
+        self.commit(changes, sender)
+    }
+
+    /// Applies `ops` at the next revision (if any of them writes); a put on a missing lease fails
+    /// the whole list before anything is applied.
+    fn apply(
+        &mut self,
+        ops: Vec<Op>,
+        sender: &broadcast::Sender<WatchBatch>,
+    ) -> Result<Vec<OpResult>, KvError> {
+        for op in &ops {
+            if let Op::Put { lease: Some(l), .. } = op {
+                if *l != 0 && !self.leases.contains_key(l) {
+                    return Err(KvError::LeaseNotFound(*l));
+                }
+            }
+        }
+        let rev = self.revision + 1;
+        let mut changes = Vec::new();
+        let mut results = Vec::new();
+        for op in ops {
+            match op {
+                Op::Put { key, value, lease } => {
+                    changes.push(self.put(&key, value, lease.unwrap_or(0), rev));
+                    results.push(OpResult::Put);
+                }
+                Op::Delete { key, prefix } => {
+                    let gone: Vec<Change> = self
+                        .keys_in(&key, prefix)
+                        .iter()
+                        .filter_map(|k| self.delete(k, rev))
+                        .collect();
+                    results.push(OpResult::Delete(
+                        gone.iter().filter_map(|c| c.prev.clone()).collect(),
+                    ));
+                    changes.extend(gone);
+                }
+                Op::Get { key, prefix } => {
+                    let kvs = self
+                        .keys_in(&key, prefix)
+                        .iter()
+                        .filter_map(|k| self.kvs.get(k).cloned())
+                        .collect();
+                    results.push(OpResult::Get(kvs));
+                }
+            }
+        }
+        if !changes.is_empty() {
+            self.revision = rev;
+            self.commit(changes, sender)?;
+        }
+        Ok(results)
     }
 }
 
@@ -338,8 +418,7 @@ impl EmbeddedKv {
         if !leased.is_empty() {
             state.revision += 1;
             let rev = state.revision;
-            let gone: Vec<WatchEvent> =
-                leased.iter().filter_map(|k| state.delete(k, rev)).collect();
+            let gone: Vec<Change> = leased.iter().filter_map(|k| state.delete(k, rev)).collect();
             state.commit(gone, &events)?;
         }
         let state = Arc::new(Mutex::new(state));
@@ -463,21 +542,14 @@ impl KvStore for EmbeddedKv {
         value: Vec<u8>,
         lease: Option<LeaseId>,
     ) -> Result<Option<KeyValue>, KvError> {
-        let resp = self
-            .txn(Txn {
-                when: Vec::new(),
-                then: vec![Op::Put {
-                    key: key.to_owned(),
-                    value,
-                    lease,
-                }],
-                otherwise: Vec::new(),
-            })
-            .await?;
-        Ok(match resp.results.into_iter().next() {
-            Some(OpResult::Put(prev)) => prev,
-            _ => None,
+        self.count_write();
+        let key = key.to_owned();
+        self.with("put", move |s, sender| {
+            let prev = s.kvs.get(&key).cloned();
+            s.apply(vec![Op::Put { key, value, lease }], sender)?;
+            Ok(prev)
         })
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<Option<KeyValue>, KvError> {
@@ -505,50 +577,7 @@ impl KvStore for EmbeddedKv {
         }
         self.with("txn", move |s, sender| {
             let succeeded = txn.when.iter().all(|c| s.holds(c));
-            let ops = if succeeded { txn.then } else { txn.otherwise };
-            // Check leases first: a failing op must leave nothing half-applied.
-            for op in &ops {
-                if let Op::Put { lease: Some(l), .. } = op {
-                    if *l != 0 && !s.leases.contains_key(l) {
-                        return Err(KvError::LeaseNotFound(*l));
-                    }
-                }
-            }
-            let rev = s.revision + 1;
-            let mut events = Vec::new();
-            let mut results = Vec::new();
-            for op in ops {
-                match op {
-                    Op::Put { key, value, lease } => {
-                        let e = s.put(&key, value, lease.unwrap_or(0), rev);
-                        results.push(OpResult::Put(e.prev.clone()));
-                        events.push(e);
-                    }
-                    Op::Delete { key, prefix } => {
-                        let gone: Vec<WatchEvent> = s
-                            .keys_in(&key, prefix)
-                            .iter()
-                            .filter_map(|k| s.delete(k, rev))
-                            .collect();
-                        results.push(OpResult::Delete(
-                            gone.iter().filter_map(|e| e.prev.clone()).collect(),
-                        ));
-                        events.extend(gone);
-                    }
-                    Op::Get { key, prefix } => {
-                        let kvs = s
-                            .keys_in(&key, prefix)
-                            .iter()
-                            .filter_map(|k| s.kvs.get(k).cloned())
-                            .collect();
-                        results.push(OpResult::Get(kvs));
-                    }
-                }
-            }
-            if !events.is_empty() {
-                s.revision = rev;
-                s.commit(events, sender)?;
-            }
+            let results = s.apply(if succeeded { txn.then } else { txn.otherwise }, sender)?;
             Ok(TxnResponse {
                 succeeded,
                 revision: s.revision,
@@ -606,7 +635,7 @@ impl KvStore for EmbeddedKv {
                     s.history
                         .iter()
                         .filter(|b| b.revision >= start_revision)
-                        .cloned()
+                        .map(Committed::batch)
                         .collect()
                 } else {
                     Vec::new()

@@ -135,11 +135,8 @@ fn convert_condition(c: &Condition) -> Compare {
 fn convert_op(op: &Op) -> TxnOp {
     match op {
         Op::Put { key, value, lease } => {
-            let mut opts = PutOptions::new().with_prev_key();
-            if let Some(l) = lease {
-                opts = opts.with_lease(*l);
-            }
-            TxnOp::put(key.as_bytes(), value.clone(), Some(opts))
+            let opts = lease.map(|l| PutOptions::new().with_lease(l));
+            TxnOp::put(key.as_bytes(), value.clone(), opts)
         }
         Op::Delete { key, prefix } => {
             let mut opts = DeleteOptions::new().with_prev_key();
@@ -374,7 +371,7 @@ impl KvStore for EtcdKv {
         let mut results = Vec::new();
         for r in resp.op_responses() {
             results.push(match r {
-                TxnOpResponse::Put(p) => OpResult::Put(p.prev_key().map(convert_kv).transpose()?),
+                TxnOpResponse::Put(_) => OpResult::Put,
                 TxnOpResponse::Delete(d) => OpResult::Delete(convert_kvs(d.prev_kvs())?),
                 TxnOpResponse::Get(g) => OpResult::Get(convert_kvs(g.kvs())?),
                 TxnOpResponse::Txn(_) => {
@@ -438,7 +435,7 @@ impl KvStore for EtcdKv {
         let end = prefix_end(prefix);
         let mut stream = self
             .call("watch", |mut c| {
-                let mut opts = WatchOptions::new().with_range(end.clone()).with_prev_key();
+                let mut opts = WatchOptions::new().with_range(end.clone());
                 if start_revision > 0 {
                     opts = opts.with_start_revision(start_revision);
                 }
@@ -476,15 +473,12 @@ impl KvStore for EtcdKv {
                 let mut events = Vec::with_capacity(msg.events().len());
                 for ev in msg.events() {
                     let Some(kv) = ev.kv() else { continue };
-                    let converted = convert_kv(kv).and_then(|kv| {
-                        Ok(WatchEvent {
-                            kind: match ev.event_type() {
-                                EventType::Put => WatchEventKind::Put,
-                                EventType::Delete => WatchEventKind::Delete,
-                            },
-                            kv,
-                            prev: ev.prev_kv().map(convert_kv).transpose()?,
-                        })
+                    let converted = convert_kv(kv).map(|kv| WatchEvent {
+                        kind: match ev.event_type() {
+                            EventType::Put => WatchEventKind::Put,
+                            EventType::Delete => WatchEventKind::Delete,
+                        },
+                        kv,
                     });
                     match converted {
                         Ok(e) => events.push(e),

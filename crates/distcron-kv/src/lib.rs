@@ -70,7 +70,7 @@ pub trait KvStore: Send + Sync + std::fmt::Debug + 'static {
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), KvError>;
 
     /// Watches every key under `prefix`, replaying history from `start_revision` (0 = from now).
-    /// Events carry previous values. The stream ends with [`KvError::Compacted`] if that history is
+    /// Events carry the new value only (see [`WatchEvent`]). The stream ends with [`KvError::Compacted`] if that history is
     /// gone, or another error if the connection breaks; see [`resilient_watch`].
     async fn watch(&self, prefix: &str, start_revision: Revision) -> Result<WatchStream, KvError>;
 

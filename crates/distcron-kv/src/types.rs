@@ -187,8 +187,8 @@ impl Op {
 /// The result of one [`Op`], in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpResult {
-    /// A put, with the value it replaced.
-    Put(Option<KeyValue>),
+    /// A put. (Not the value it replaced: etcd would read it for every put.)
+    Put,
     /// A delete, with what it deleted.
     Delete(Vec<KeyValue>),
     /// A get.
@@ -242,9 +242,8 @@ pub struct WatchEvent {
     /// Put or delete.
     pub kind: WatchEventKind,
     /// The key after the change (for deletes: the key, an empty value and the delete revision).
+    /// Not the value before it: etcd would read that for every event and every watcher.
     pub kv: KeyValue,
-    /// The key before the change, if it existed.
-    pub prev: Option<KeyValue>,
 }
 
 /// Changes delivered together. Every change of one revision is in one batch.
