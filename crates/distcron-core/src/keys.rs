@@ -93,6 +93,12 @@ impl Keys {
         format!("{}triggers/{name}/{run_id}", self.prefix)
     }
 
+    /// `compaction`: the counter through which jobsvc instances take turns compacting the store's
+    /// history.
+    pub fn compaction(&self) -> String {
+        format!("{}compaction", self.prefix)
+    }
+
     /// `workers/`
     pub fn workers(&self) -> String {
         format!("{}workers/", self.prefix)

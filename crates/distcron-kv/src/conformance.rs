@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::{
-    CompareOp, CompareTarget, Condition, KvError, KvStore, Op, OpResult, RangeRequest, Txn,
-    WatchEventKind,
+    Compactor, CompareOp, CompareTarget, Condition, KvError, KvStore, Op, OpResult, RangeRequest,
+    Txn, WatchEventKind,
 };
 
 /// A store under test.
@@ -440,4 +440,49 @@ pub async fn range_at_revision_is_a_snapshot(store: Store, p: String) {
     );
     let (all, _) = crate::list_prefix(store.as_ref(), &prefix).await.unwrap();
     assert_eq!(all.len(), 3);
+}
+
+/// Compaction discards history store-wide, so this test needs a store of its own: it is not in
+/// [`kv_conformance_tests!`](crate::kv_conformance_tests), whose tests share one server.
+pub async fn compaction_rounds_take_turns_and_drop_old_revisions(store: Store, p: String) {
+    let k = format!("{p}/k");
+    store.put(&k, b"1".to_vec(), None).await.unwrap();
+    let old = store.get(&k).await.unwrap().unwrap().mod_revision;
+    let counter = format!("{p}/compaction");
+    let (mut a, mut b) = (Compactor::new(&counter), Compactor::new(&counter));
+    // a takes the first round, with nothing to compact yet; b sees that a peer took it.
+    assert_eq!(a.round(store.as_ref()).await.unwrap(), None);
+    assert_eq!(b.round(store.as_ref()).await.unwrap(), None);
+    store.put(&k, b"2".to_vec(), None).await.unwrap();
+    // a's next round compacts to the revision it saw in its first; b's finds a took it again.
+    let compacted = a.round(store.as_ref()).await.unwrap().expect("a compacts");
+    assert!(compacted > old);
+    assert_eq!(b.round(store.as_ref()).await.unwrap(), None);
+    let gone = store
+        .range(RangeRequest {
+            prefix: k.clone(),
+            at_revision: old,
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(gone, Err(KvError::Compacted(_))), "{gone:?}");
+    assert!(watch_ends_compacted(&store, &k, old).await);
+    assert_eq!(store.get(&k).await.unwrap().unwrap().value, b"2");
+    // Compacting where the history is already compacted is not an error.
+    store.compact(compacted).await.unwrap();
+    // Once a stops, b takes the rounds.
+    let by_b = b.round(store.as_ref()).await.unwrap().expect("b compacts");
+    assert!(by_b > compacted);
+}
+
+/// Whether a watch from `revision` ends with [`KvError::Compacted`], when opened or (etcd) as its
+/// first item.
+async fn watch_ends_compacted(store: &Store, key: &str, revision: i64) -> bool {
+    match store.watch(key, revision).await {
+        Err(e) => matches!(e, KvError::Compacted(_)),
+        Ok(mut w) => matches!(
+            tokio::time::timeout(Duration::from_secs(5), w.next()).await,
+            Ok(Some(Err(KvError::Compacted(_))))
+        ),
+    }
 }

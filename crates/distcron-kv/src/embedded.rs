@@ -622,6 +622,26 @@ impl KvStore for EmbeddedKv {
             .await
     }
 
+    async fn compact(&self, revision: Revision) -> Result<(), KvError> {
+        self.count_write();
+        self.with("compact", move |s, _| {
+            if revision > s.revision {
+                return Err(KvError::Other(format!(
+                    "cannot compact to revision {revision}: the store is at {}",
+                    s.revision
+                )));
+            }
+            // Reads at `revision` need no batch; a watch from it (which etcd would still replay)
+            // is refused too.
+            while s.history.front().is_some_and(|b| b.revision <= revision) {
+                s.history.pop_front();
+            }
+            s.compacted = s.compacted.max(revision);
+            Ok(())
+        })
+        .await
+    }
+
     async fn watch(&self, prefix: &str, start_revision: Revision) -> Result<WatchStream, KvError> {
         let filter_prefix = prefix.to_owned();
         let (rx, replay, last) = self

@@ -431,6 +431,20 @@ impl KvStore for EtcdKv {
         }
     }
 
+    async fn compact(&self, revision: Revision) -> Result<(), KvError> {
+        self.count_write();
+        match self
+            .call(
+                "compact",
+                |mut c| async move { c.compact(revision, None).await },
+            )
+            .await
+        {
+            Ok(_) | Err(KvError::Compacted(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn watch(&self, prefix: &str, start_revision: Revision) -> Result<WatchStream, KvError> {
         let end = prefix_end(prefix);
         let mut stream = self

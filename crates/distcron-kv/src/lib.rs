@@ -10,6 +10,7 @@
 //! (`conformance`, behind the `testsuite` feature), so code above this trait never needs to know
 //! which store it runs on.
 
+mod compaction;
 mod embedded;
 mod error;
 mod etcd;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use futures::Stream;
 
+pub use compaction::{run_compactor, Compactor};
 pub use embedded::EmbeddedKv;
 pub use error::KvError;
 pub use etcd::{EtcdConfig, EtcdKv};
@@ -73,6 +75,11 @@ pub trait KvStore: Send + Sync + std::fmt::Debug + 'static {
     /// Events carry the new value only (see [`WatchEvent`]). The stream ends with [`KvError::Compacted`] if that history is
     /// gone, or another error if the connection breaks; see [`resilient_watch`].
     async fn watch(&self, prefix: &str, start_revision: Revision) -> Result<WatchStream, KvError>;
+
+    /// Discards the history before `revision`: reads at older revisions, and watches from them,
+    /// end with [`KvError::Compacted`]. Compacting where the history is already compacted is not an
+    /// error. See [`Compactor`] for keeping the history bounded.
+    async fn compact(&self, revision: Revision) -> Result<(), KvError>;
 
     /// Writes that this client has sent (puts, deletes, transactions, lease grants and revokes),
     /// counted for metrics and benchmarks.

@@ -45,3 +45,10 @@ async fn keys_and_revisions_survive_a_restart_and_leased_keys_do_not() {
         "revisions keep growing across restarts"
     );
 }
+
+#[tokio::test]
+async fn compaction_rounds_take_turns_and_drop_old_revisions() {
+    let (store, prefix) = fresh_store().await;
+    distcron_kv::conformance::compaction_rounds_take_turns_and_drop_old_revisions(store, prefix)
+        .await;
+}

@@ -18,9 +18,32 @@ async fn shared_store() -> (Store, String) {
 
 distcron_kv::kv_conformance_tests!(shared_store);
 
+/// A store on an etcd of its own, for tests that compact its history (store-wide).
+async fn own_store() -> (Store, Etcd) {
+    let etcd = tokio::task::spawn_blocking(Etcd::single)
+        .await
+        .unwrap()
+        .expect("etcd");
+    let kv = EtcdKv::connect(EtcdConfig::new(etcd.endpoints()))
+        .await
+        .expect("connect");
+    (Arc::new(kv), etcd)
+}
+
+#[tokio::test]
+async fn compaction_rounds_take_turns_and_drop_old_revisions() {
+    let (store, _etcd) = own_store().await;
+    distcron_kv::conformance::compaction_rounds_take_turns_and_drop_old_revisions(
+        store,
+        "/compaction".to_owned(),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn resilient_watch_resyncs_after_compaction() {
-    let (store, p) = shared_store().await;
+    let (store, _etcd) = own_store().await;
+    let p = "/resync".to_owned();
     let prefix = format!("{p}/c/");
     store
         .put(&format!("{prefix}a"), b"1".to_vec(), None)
@@ -44,10 +67,7 @@ async fn resilient_watch_resyncs_after_compaction() {
         .unwrap()
         .unwrap()
         .mod_revision;
-    let mut client = etcd_client::Client::connect(shared_etcd().endpoints(), None)
-        .await
-        .unwrap();
-    client.compact(head, None).await.unwrap();
+    store.compact(head).await.unwrap();
     // Watching from before the compaction point yields the whole prefix instead of an error.
     let mut w = resilient_watch(store.clone(), prefix.clone(), start);
     match tokio::time::timeout(Duration::from_secs(5), w.next())

@@ -33,6 +33,12 @@ pub struct JobsvcConfig {
     /// How long a crashed instance stays registered.
     #[arg(long, env = "DISTCRON_REGISTRATION_TTL", default_value = "10s", value_parser = parse_duration)]
     pub registration_ttl: Duration,
+    /// How often etcd's history is compacted, to the revision seen one interval earlier (one
+    /// instance per interval does it); 0 = never, e.g. when etcd runs with its own
+    /// --auto-compaction-retention. Without compaction etcd's database grows until its quota
+    /// stops every write.
+    #[arg(long, env = "DISTCRON_COMPACT_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub compact_interval: Duration,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub etcd: EtcdArgs,

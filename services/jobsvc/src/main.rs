@@ -1,4 +1,5 @@
-//! The jobsvc binary: wires configuration, telemetry, etcd, the gRPC server and `/metrics`.
+//! The jobsvc binary: wires configuration, telemetry, etcd, the gRPC server, `/metrics` and the
+//! compaction of etcd's history.
 
 use std::sync::Arc;
 
@@ -27,14 +28,19 @@ async fn main() -> anyhow::Result<()> {
     let metrics = distcron_metrics::spawn_server(config.metrics_listen, shutdown.clone())
         .await
         .with_context(|| format!("binding the metrics address {}", config.metrics_listen))?;
-    serve(
-        store,
-        Keys::new(&config.etcd.key_prefix),
-        instance,
-        listener,
-        shutdown,
-    )
-    .await?;
+    let keys = Keys::new(&config.etcd.key_prefix);
+    let compactor = (!config.compact_interval.is_zero()).then(|| {
+        tokio::spawn(distcron_kv::run_compactor(
+            store.clone(),
+            keys.compaction(),
+            config.compact_interval,
+            shutdown.clone(),
+        ))
+    });
+    serve(store, keys, instance, listener, shutdown).await?;
     let _ = metrics.await;
+    if let Some(compactor) = compactor {
+        let _ = compactor.await;
+    }
     Ok(())
 }
