@@ -143,6 +143,9 @@ pub struct Ctx {
     pub claim_gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Slot claims to send, batched ([`crate::claims`]).
     pub claims: mpsc::Sender<crate::claims::ClaimRequest>,
+    /// One permit per run this worker is claiming, has claimed or is running: `--capacity` in all.
+    /// A won run holds its permit until it has ended.
+    pub places: Arc<tokio::sync::Semaphore>,
 }
 
 /// Held while this worker claims a slot of one job; see [`Ctx::claim_gate`].

@@ -15,6 +15,7 @@ use distcron_kv::{bounded, KvError};
 use distcron_ledger::{claim_trigger, record_skip, Claim, SlotClaim, SlotOutcome};
 use distcron_metrics::FireOutcome;
 use distcron_proto::logs::v1 as pb;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::ctx::Ctx;
@@ -25,6 +26,9 @@ const MAX_CATCH_UP_SCAN: usize = 100_000;
 pub const CLAIM_RETRY_WINDOW: Duration = Duration::from_secs(30);
 /// How long a catch-up waits for this worker to be claiming (its clock offset judged).
 const CATCH_UP_CLAIMING_WAIT: Duration = Duration::from_secs(15);
+/// Longest a slot waits for a place on the last worker in line (less when the job's next slot
+/// comes sooner).
+pub const PLACE_WAIT: Duration = Duration::from_secs(30);
 
 pub(crate) fn trigger_to_proto(t: RunTrigger) -> i32 {
     (match t {
@@ -160,14 +164,34 @@ async fn fire_slot(
         trigger,
         forbid_overlap: def.overlap_policy == OverlapPolicy::Forbid,
     };
-    // The last worker in line finds no room either: every worker was full when its turn came.
-    let running = ctx.running_count();
-    if ctx.is_claiming() && rank + 1 >= of && running >= ctx.settings.capacity as usize {
-        let err = format!(
-            "skipped: every worker was at capacity ({running} runs on {}, the last in line)",
-            ctx.id
+    // A place for the run is taken before claiming. A worker without one leaves the slot to the
+    // workers after it in line; the last one waits for a place until the job's next slot, and if
+    // none frees up, every worker was full when its turn came: the slot is recorded skipped.
+    let place = if rank + 1 >= of {
+        match take_place(&ctx, place_deadline(&def, slot_ms)).await {
+            Some(place) => place,
+            None if ctx.stop_claiming.is_cancelled() || !ctx.is_claiming() => return,
+            None => {
+                let err = format!(
+                    "skipped: every worker was at capacity ({} runs on {}, the last in line, \
+                     until the job's next slot)",
+                    ctx.running_count(),
+                    ctx.id
+                );
+                record_skipped(&ctx, &def, revision, &claim, err, &span).await;
+                return;
+            }
+        }
+    } else if let Ok(place) = ctx.places.clone().try_acquire_owned() {
+        place
+    } else {
+        tracing::warn!(
+            capacity = ctx.settings.capacity,
+            "at capacity; leaving the slot to other workers"
         );
-        record_skipped(&ctx, &def, revision, &claim, err, &span).await;
+        return;
+    };
+    if ctx.ledger_of(&def.name).is_some_and(|l| l >= slot_ms) {
         return;
     }
     let outcome = claim_until_settled(&ctx, claim)
@@ -175,7 +199,32 @@ async fn fire_slot(
         .await;
     drop(gate);
     if let Some((claim, outcome)) = outcome {
-        settle_claim(ctx, def, revision, claim, outcome, span).await;
+        settle_claim(ctx, def, revision, claim, outcome, place, span).await;
+    }
+}
+
+/// Until when (this worker's clock) a slot of `def` at `slot_ms` waits for a place: the job's next
+/// slot, at most [`PLACE_WAIT`] after this one.
+fn place_deadline(def: &JobDefinition, slot_ms: i64) -> i64 {
+    let longest = slot_ms.saturating_add(i64::try_from(PLACE_WAIT.as_millis()).unwrap_or(i64::MAX));
+    let next = def.validate().ok().and_then(|schedule| {
+        let slot = Utc.timestamp_millis_opt(slot_ms).single()?;
+        schedule.next_after(slot)
+    });
+    next.map_or(longest, |n| n.timestamp_millis().min(longest))
+}
+
+/// Waits for a place for a run until `deadline_ms` by this worker's clock, or until it stops
+/// claiming. Places are handed out in the order they were asked for.
+async fn take_place(ctx: &Ctx, deadline_ms: i64) -> Option<OwnedSemaphorePermit> {
+    if let Ok(place) = ctx.places.clone().try_acquire_owned() {
+        return Some(place);
+    }
+    let left = Duration::from_millis((deadline_ms - ctx.clock.now_ms()).max(0).unsigned_abs());
+    tokio::select! {
+        place = ctx.places.clone().acquire_owned() => place.ok(),
+        () = tokio::time::sleep(left) => None,
+        () = ctx.stop_claiming.cancelled() => None,
     }
 }
 
@@ -203,13 +252,6 @@ async fn claim_until_settled(ctx: &Ctx, mut claim: SlotClaim) -> Option<(SlotCla
                 return None;
             }
             continue;
-        }
-        if ctx.running_count() >= ctx.settings.capacity as usize {
-            tracing::warn!(
-                capacity = ctx.settings.capacity,
-                "at capacity; leaving the slot to other workers"
-            );
-            return None;
         }
         claim.session = ctx.session();
         claim.now_ms = ctx.clock.now_ms();
@@ -275,13 +317,15 @@ fn finished_here(ctx: &Ctx, running: &[RunningRecord]) -> bool {
             .all(|r| r.worker_id == ctx.id && !local.contains_key(&r.run_id))
 }
 
-/// Acts on the outcome of a claim: runs a won slot, records a skipped one.
+/// Acts on the outcome of a claim: runs a won slot (which keeps `place` until it has ended),
+/// records a skipped one.
 async fn settle_claim(
     ctx: Arc<Ctx>,
     def: Arc<JobDefinition>,
     revision: i64,
     claim: SlotClaim,
     outcome: SlotOutcome,
+    place: OwnedSemaphorePermit,
     span: tracing::Span,
 ) {
     let slot_ms = claim.slot_ms;
@@ -299,6 +343,7 @@ async fn settle_claim(
             let prepared = span.in_scope(|| crate::runner::prepare(&ctx, &record, &def));
             tasks.spawn(
                 async move {
+                    let _place = place;
                     // A slot claimed ahead of its time (the claim lead) starts at its time, by
                     // the cluster's clock and by this machine's own: an offset estimate skewed by
                     // slow heartbeat delivery must not start a run before its slot.
@@ -419,9 +464,12 @@ pub fn spawn_trigger(ctx: Arc<Ctx>, job: String, run_id: String, request: Trigge
             .view
             .read()
             .is_ok_and(|v| v.triggers.contains_key(&run_id));
-        if !pending || !ctx.is_claiming() || ctx.running_count() >= ctx.settings.capacity as usize {
+        if !pending || !ctx.is_claiming() {
             return;
         }
+        let Ok(place) = ctx.places.clone().try_acquire_owned() else {
+            return;
+        };
         let Some((def, _)) = ctx.view.read().ok().and_then(|v| v.jobs.get(&job).cloned()) else {
             return;
         };
@@ -450,7 +498,13 @@ pub fn spawn_trigger(ctx: Arc<Ctx>, job: String, run_id: String, request: Trigge
                 settled(&span, FireOutcome::Triggered);
                 let tasks = ctx.run_tasks.clone();
                 let prepared = span.in_scope(|| crate::runner::prepare(&ctx, &record, &def));
-                tasks.spawn(crate::runner::run(ctx, record, def, prepared).instrument(span));
+                tasks.spawn(
+                    async move {
+                        let _place = place;
+                        crate::runner::run(ctx, record, def, prepared).await;
+                    }
+                    .instrument(span),
+                );
             }
             Ok(Claim::Lost) => settled(&span, FireOutcome::LostRace),
             Err(e) => span.in_scope(|| tracing::warn!(error = %e, "trigger claim failed")),
