@@ -88,6 +88,18 @@ pub struct LocalRun {
     pub reason: StopReason,
 }
 
+impl LocalRun {
+    /// A run of `record` not ended yet.
+    pub fn of(record: &RunningRecord) -> Self {
+        Self {
+            job: record.job_name.clone(),
+            claimed_at_ms: record.claimed_at_ms,
+            stop: CancellationToken::new(),
+            reason: StopReason::default(),
+        }
+    }
+}
+
 /// What this worker knows of the cluster, from its watch of the whole key prefix.
 #[derive(Debug, Default)]
 pub struct View {
@@ -121,6 +133,8 @@ pub struct Ctx {
     pub view: RwLock<View>,
     /// Runs in progress here, by run id.
     pub runs: Mutex<HashMap<String, LocalRun>>,
+    /// Runs claimed here that wait for a place (the last worker in line had none), by run id.
+    pub waiting: Mutex<HashMap<String, LocalRun>>,
     /// Run events to ship.
     pub events: mpsc::Sender<pb::RunEvent>,
     /// Finished runs whose running records are to be deleted.
@@ -144,7 +158,8 @@ pub struct Ctx {
     /// Slot claims to send, batched ([`crate::claims`]).
     pub claims: mpsc::Sender<crate::claims::ClaimRequest>,
     /// One permit per run this worker is claiming, has claimed or is running: `--capacity` in all.
-    /// A won run holds its permit until it has ended.
+    /// A won run holds its permit until it has ended; a run the last worker in line claimed
+    /// without one waits for one (see [`Ctx::waiting`]).
     pub places: Arc<tokio::sync::Semaphore>,
 }
 
@@ -277,18 +292,18 @@ impl Ctx {
             .and_then(|v| v.ledger.get(job).copied())
     }
 
-    /// Ends the local runs `matches` selects, giving `reason`. Returns how many.
+    /// Ends the local runs `matches` selects, those running and those waiting for a place,
+    /// giving `reason`. Returns how many.
     pub fn stop_runs(&self, reason: &str, matches: impl Fn(&str, &LocalRun) -> bool) -> usize {
-        let runs = match self.runs.lock() {
-            Ok(r) => r,
-            Err(_) => return 0,
-        };
         let mut n = 0;
-        for (run_id, run) in runs.iter() {
-            if matches(run_id, run) {
-                run.reason.set(reason);
-                run.stop.cancel();
-                n += 1;
+        for map in [&self.runs, &self.waiting] {
+            let Ok(runs) = map.lock() else { continue };
+            for (run_id, run) in runs.iter() {
+                if matches(run_id, run) {
+                    run.reason.set(reason);
+                    run.stop.cancel();
+                    n += 1;
+                }
             }
         }
         n

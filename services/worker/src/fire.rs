@@ -18,7 +18,7 @@ use distcron_proto::logs::v1 as pb;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, LocalRun};
 
 /// Most missed slots one catch-up looks at.
 const MAX_CATCH_UP_SCAN: usize = 100_000;
@@ -165,31 +165,19 @@ async fn fire_slot(
         forbid_overlap: def.overlap_policy == OverlapPolicy::Forbid,
     };
     // A place for the run is taken before claiming. A worker without one leaves the slot to the
-    // workers after it in line; the last one waits for a place until the job's next slot, and if
-    // none frees up, every worker was full when its turn came: the slot is recorded skipped.
-    let place = if rank + 1 >= of {
-        match take_place(&ctx, place_deadline(&def, slot_ms)).await {
-            Some(place) => place,
-            None if ctx.stop_claiming.is_cancelled() || !ctx.is_claiming() => return,
-            None => {
-                let err = format!(
-                    "skipped: every worker was at capacity ({} runs on {}, the last in line, \
-                     until the job's next slot)",
-                    ctx.running_count(),
-                    ctx.id
-                );
-                record_skipped(&ctx, &def, revision, &claim, err, &span).await;
-                return;
-            }
+    // workers after it in line; the last one claims it all the same and waits for a place after
+    // the claim (see `settle_claim`): the claim moves the job's ledger to this slot, so no later
+    // slot claimed meanwhile elsewhere can pass over it unrecorded.
+    let place = match ctx.places.clone().try_acquire_owned() {
+        Ok(place) => Some(place),
+        Err(_) if rank + 1 >= of => None,
+        Err(_) => {
+            tracing::warn!(
+                capacity = ctx.settings.capacity,
+                "at capacity; leaving the slot to other workers"
+            );
+            return;
         }
-    } else if let Ok(place) = ctx.places.clone().try_acquire_owned() {
-        place
-    } else {
-        tracing::warn!(
-            capacity = ctx.settings.capacity,
-            "at capacity; leaving the slot to other workers"
-        );
-        return;
     };
     if ctx.ledger_of(&def.name).is_some_and(|l| l >= slot_ms) {
         return;
@@ -214,17 +202,108 @@ fn place_deadline(def: &JobDefinition, slot_ms: i64) -> i64 {
     next.map_or(longest, |n| n.timestamp_millis().min(longest))
 }
 
-/// Waits for a place for a run until `deadline_ms` by this worker's clock, or until it stops
-/// claiming. Places are handed out in the order they were asked for.
-async fn take_place(ctx: &Ctx, deadline_ms: i64) -> Option<OwnedSemaphorePermit> {
-    if let Ok(place) = ctx.places.clone().try_acquire_owned() {
-        return Some(place);
+/// How a run claimed without a place ended before it started, and why.
+enum Unplaced {
+    /// No place freed up in time, or the worker stopped taking work.
+    Skipped(String),
+    /// Ended like a running run: a kill request, a lost session.
+    Killed(String),
+}
+
+/// Waits, for the run of `record` claimed without a place, until a place frees up (handed out in
+/// the order they were asked for). The run can be ended meanwhile like a running one (kill
+/// requests, a lost session); it gives up at `deadline_ms` (this worker's clock), and when the
+/// worker stops taking work.
+async fn wait_for_place(
+    ctx: &Ctx,
+    record: &RunningRecord,
+    local: &LocalRun,
+    deadline_ms: i64,
+) -> Result<OwnedSemaphorePermit, Unplaced> {
+    if let Ok(mut waiting) = ctx.waiting.lock() {
+        waiting.insert(record.run_id.clone(), local.clone());
     }
     let left = Duration::from_millis((deadline_ms - ctx.clock.now_ms()).max(0).unsigned_abs());
-    tokio::select! {
-        place = ctx.places.clone().acquire_owned() => place.ok(),
-        () = tokio::time::sleep(left) => None,
-        () = ctx.stop_claiming.cancelled() => None,
+    let waited = tokio::select! {
+        place = ctx.places.clone().acquire_owned() => place.map_err(|_| Unplaced::Skipped(
+            "skipped: the worker stopped while the run waited for a place".into(),
+        )),
+        () = tokio::time::sleep(left) => Err(Unplaced::Skipped(format!(
+            "skipped: every worker was at capacity ({} runs on {}, the last in line, until the \
+             job's next slot)",
+            ctx.running_count(),
+            ctx.id
+        ))),
+        () = ctx.stop_claiming.cancelled() => Err(Unplaced::Skipped(
+            "skipped: the worker stopped while the run waited for a place".into(),
+        )),
+        () = local.stop.cancelled() => Err(Unplaced::Killed(format!(
+            "{} (while it waited for a place; it never started)",
+            local.reason.get()
+        ))),
+    };
+    // Running from here on (or ended): it moves to the runs before it leaves the waiting ones, so
+    // a kill request always finds it.
+    if waited.is_ok() {
+        if let Ok(mut runs) = ctx.runs.lock() {
+            runs.insert(record.run_id.clone(), local.clone());
+        }
+    }
+    if let Ok(mut waiting) = ctx.waiting.lock() {
+        waiting.remove(&record.run_id);
+    }
+    waited
+}
+
+/// Records the run of `record`, claimed but never started, as `unplaced` says, and releases its
+/// running record. A skipped run is one `started` event, like any skipped slot; a killed one is
+/// `started` at its claim and `finished` now, like a lost one.
+async fn end_unplaced(ctx: &Ctx, def: &JobDefinition, record: RunningRecord, unplaced: Unplaced) {
+    let facts = Facts {
+        run_id: &record.run_id,
+        job: &def.name,
+        command: &def.command,
+        plan_ms: record.slot_ms,
+        start_ms: record.claimed_at_ms,
+        worker: &ctx.id,
+        trigger: record.trigger,
+        trace: distcron_telemetry::ids_of(&tracing::Span::current()),
+    };
+    match unplaced {
+        Unplaced::Skipped(err) => {
+            tracing::info!(%err, "slot skipped");
+            distcron_metrics::worker().run_finished("skipped");
+            ctx.ship(started_event(&facts, pb::RunStatus::Skipped, &err))
+                .await;
+        }
+        Unplaced::Killed(err) => {
+            tracing::info!(%err, "run ended before it started");
+            distcron_metrics::worker().run_finished("killed");
+            ctx.ship(started_event(&facts, pb::RunStatus::Running, ""))
+                .await;
+            ctx.ship(pb::RunEvent {
+                run_id: record.run_id.clone(),
+                trace_id: facts.trace.0.clone(),
+                span_id: facts.trace.1.clone(),
+                kind: Some(pb::run_event::Kind::Finished(pb::RunFinished {
+                    status: pb::RunStatus::Killed as i32,
+                    end_time_ms: ctx.clock.now_ms(),
+                    exit_code: None,
+                    signal: None,
+                    err,
+                    output_bytes_dropped: 0,
+                })),
+            })
+            .await;
+        }
+    }
+    if ctx
+        .release
+        .send((record.job_name, record.run_id))
+        .await
+        .is_err()
+    {
+        tracing::warn!("releaser is gone; the running record stays until the session ends");
     }
 }
 
@@ -325,7 +404,7 @@ async fn settle_claim(
     revision: i64,
     claim: SlotClaim,
     outcome: SlotOutcome,
-    place: OwnedSemaphorePermit,
+    place: Option<OwnedSemaphorePermit>,
     span: tracing::Span,
 ) {
     let slot_ms = claim.slot_ms;
@@ -340,10 +419,23 @@ async fn settle_claim(
                 },
             );
             let tasks = ctx.run_tasks.clone();
-            let prepared = span.in_scope(|| crate::runner::prepare(&ctx, &record, &def));
+            let local = LocalRun::of(&record);
             tasks.spawn(
                 async move {
-                    let _place = place;
+                    let _place = match place {
+                        Some(place) => place,
+                        None => {
+                            let deadline = place_deadline(&def, slot_ms);
+                            match wait_for_place(&ctx, &record, &local, deadline).await {
+                                Ok(place) => place,
+                                Err(unplaced) => {
+                                    end_unplaced(&ctx, &def, record, unplaced).await;
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    let prepared = crate::runner::prepare(&ctx, &record, &def);
                     // A slot claimed ahead of its time (the claim lead) starts at its time, by
                     // the cluster's clock and by this machine's own: an offset estimate skewed by
                     // slow heartbeat delivery must not start a run before its slot.
@@ -354,7 +446,7 @@ async fn settle_claim(
                     if def.overlap_policy == OverlapPolicy::Replace {
                         replace_running(&ctx, &record).await;
                     }
-                    crate::runner::run(ctx, record, def, prepared).await;
+                    crate::runner::run(ctx, record, def, prepared, local).await;
                 }
                 .instrument(span),
             );
@@ -501,7 +593,8 @@ pub fn spawn_trigger(ctx: Arc<Ctx>, job: String, run_id: String, request: Trigge
                 tasks.spawn(
                     async move {
                         let _place = place;
-                        crate::runner::run(ctx, record, def, prepared).await;
+                        let local = LocalRun::of(&record);
+                        crate::runner::run(ctx, record, def, prepared, local).await;
                     }
                     .instrument(span),
                 );

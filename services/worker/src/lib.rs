@@ -149,6 +149,7 @@ pub async fn run(
         session: AtomicI64::new(0),
         view: RwLock::new(ctx::View::default()),
         runs: Mutex::new(Default::default()),
+        waiting: Mutex::new(Default::default()),
         places: Arc::new(tokio::sync::Semaphore::new(config.capacity as usize)),
         events: shipper.sender(),
         release: release_tx,

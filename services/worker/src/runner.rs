@@ -9,11 +9,10 @@ use distcron_core::records::RunningRecord;
 use distcron_core::JobDefinition;
 use distcron_proto::logs::v1 as pb;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::ctx::{Ctx, LocalRun};
-use crate::exec::{arm, execute, Armed, Ending, ExecSpec, StopReason};
+use crate::exec::{arm, execute, Armed, Ending, ExecSpec};
 
 /// Largest output chunk shipped.
 const CHUNK_BYTES: usize = 32 * 1024;
@@ -185,16 +184,18 @@ pub fn prepare(ctx: &Ctx, record: &RunningRecord, def: &JobDefinition) -> Prepar
     Prepared { spec, armed }
 }
 
-/// Runs a claimed run to its end, in the span of its fire (see `fire::run_span`).
+/// Runs a claimed run to its end, in the span of its fire (see `fire::run_span`); `local` is how
+/// it is ended early (kill requests, shutdown).
 pub async fn run(
     ctx: Arc<Ctx>,
     record: RunningRecord,
     def: Arc<JobDefinition>,
     prepared: Prepared,
+    local: LocalRun,
 ) {
     let metrics = distcron_metrics::worker();
     metrics.running.inc();
-    run_inner(ctx, record, def, prepared).await;
+    run_inner(ctx, record, def, prepared, local).await;
     metrics.running.dec();
 }
 
@@ -203,6 +204,7 @@ async fn run_inner(
     record: RunningRecord,
     def: Arc<JobDefinition>,
     prepared: Prepared,
+    local: LocalRun,
 ) {
     let (trace_id, span_id) = distcron_telemetry::ids_of(&tracing::Span::current());
     let events = RunEvents {
@@ -211,18 +213,9 @@ async fn run_inner(
         span_id,
     };
     let metrics = distcron_metrics::worker();
-    let stop = CancellationToken::new();
-    let reason = StopReason::default();
+    let (stop, reason) = (local.stop.clone(), local.reason.clone());
     if let Ok(mut runs) = ctx.runs.lock() {
-        runs.insert(
-            record.run_id.clone(),
-            LocalRun {
-                job: record.job_name.clone(),
-                claimed_at_ms: record.claimed_at_ms,
-                stop: stop.clone(),
-                reason: reason.clone(),
-            },
-        );
+        runs.insert(record.run_id.clone(), local);
     }
     let start = ctx.clock.now_ms();
     tracing::info!(lag_ms = start - record.slot_ms, "run starting");

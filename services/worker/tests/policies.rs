@@ -223,10 +223,11 @@ async fn a_slot_no_worker_has_room_for_is_recorded_skipped() {
     crowded.overlap_policy = jobs::OverlapPolicy::Allow as i32;
     cluster.save(crowded).await;
     // Each slot waits for a place until the next one; the backlog grows by a quarter second a
-    // slot, so within a few slots one waits in vain.
+    // slot, so within a few slots one waits in vain. Meanwhile the other worker claims the next
+    // slots: a slot given up on must still be recorded, not passed over.
     cluster
-        .wait_runs("crowded", Duration::from_secs(30), |runs| {
-            !with_status(runs, logs::RunStatus::Skipped).is_empty()
+        .wait_runs("crowded", Duration::from_secs(45), |runs| {
+            with_status(runs, logs::RunStatus::Skipped).len() >= 3
         })
         .await;
     disable(&mut cluster, &names).await;
@@ -246,5 +247,66 @@ async fn a_slot_no_worker_has_room_for_is_recorded_skipped() {
         status(r),
         logs::RunStatus::Succeeded | logs::RunStatus::Skipped
     )));
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_run_waiting_for_a_place_is_ended_by_a_kill_request() {
+    let _guard = exclusive().await;
+    let mut cluster = Cluster::shared().await;
+    cluster.start_worker("queue-1", &["--capacity", "1"]);
+    cluster.wait_for_workers(1).await;
+    let names = vec!["queued".to_owned()];
+    let mut queued = job("queued", "sleep 3051", "*/4 * * * * *");
+    queued.overlap_policy = jobs::OverlapPolicy::Allow as i32;
+    cluster.save(queued).await;
+    let runs = cluster
+        .wait_runs("queued", Duration::from_secs(15), |runs| {
+            !with_status(runs, logs::RunStatus::Running).is_empty()
+        })
+        .await;
+    let first = with_status(&runs, logs::RunStatus::Running)[0].clone();
+    // The next slot is claimed by the only worker, the last in line, which has no place: the run
+    // waits for one (until the slot after) while the first one runs.
+    let next_slot = first.plan_time_ms + 4000;
+    let now = chrono::Utc::now().timestamp_millis();
+    tokio::time::sleep(Duration::from_millis(
+        u64::try_from(next_slot + 500 - now).unwrap_or(0),
+    ))
+    .await;
+    let killed = cluster
+        .jobs
+        .kill_job(jobs::KillJobRequest {
+            name: "queued".into(),
+            run_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(killed.run_ids.len(), 2, "{killed:?}");
+    disable(&mut cluster, &names).await;
+    settle(&mut cluster, &names).await;
+    let runs = cluster.runs("queued").await;
+    let ended: Vec<_> = runs
+        .iter()
+        .filter(|r| killed.run_ids.contains(&r.run_id))
+        .collect();
+    assert_eq!(ended.len(), 2, "{:#?}", summary(&runs));
+    assert!(
+        ended.iter().all(|r| status(r) == logs::RunStatus::Killed),
+        "{:#?}",
+        summary(&runs)
+    );
+    let waiting = ended
+        .iter()
+        .find(|r| r.plan_time_ms == next_slot)
+        .expect("the waiting run has its record");
+    assert!(
+        waiting.err.starts_with("killed on request") && waiting.err.contains("it never started"),
+        "{waiting:?}"
+    );
+    assert_eq!(waiting.exit_code, None, "{waiting:?}");
+    assert_eq!(waiting.signal, None, "{waiting:?}");
+    assert!(!common::process_running("sleep 3051"));
     cluster.shutdown().await;
 }
