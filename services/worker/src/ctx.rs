@@ -309,6 +309,13 @@ impl Ctx {
         n
     }
 
+    /// Queues the running record of an ended run (`job`, `run_id`) for deletion.
+    pub async fn release_record(&self, job: String, run_id: String) {
+        if self.release.send((job, run_id)).await.is_err() {
+            tracing::warn!("releaser is gone; the running record stays until the session ends");
+        }
+    }
+
     /// Queues an event for logsvc (waits while the shipper is busy).
     pub async fn ship(&self, event: pb::RunEvent) {
         if self.events.send(event).await.is_err() {

@@ -279,32 +279,10 @@ async fn end_unplaced(ctx: &Ctx, def: &JobDefinition, record: RunningRecord, unp
         Unplaced::Killed(err) => {
             tracing::info!(%err, "run ended before it started");
             distcron_metrics::worker().run_finished("killed");
-            ctx.ship(started_event(&facts, pb::RunStatus::Running, ""))
-                .await;
-            ctx.ship(pb::RunEvent {
-                run_id: record.run_id.clone(),
-                trace_id: facts.trace.0.clone(),
-                span_id: facts.trace.1.clone(),
-                kind: Some(pb::run_event::Kind::Finished(pb::RunFinished {
-                    status: pb::RunStatus::Killed as i32,
-                    end_time_ms: ctx.clock.now_ms(),
-                    exit_code: None,
-                    signal: None,
-                    err,
-                    output_bytes_dropped: 0,
-                })),
-            })
-            .await;
+            ship_ended_unstarted(ctx, &facts, pb::RunStatus::Killed, err).await;
         }
     }
-    if ctx
-        .release
-        .send((record.job_name, record.run_id))
-        .await
-        .is_err()
-    {
-        tracing::warn!("releaser is gone; the running record stays until the session ends");
-    }
+    ctx.release_record(record.job_name, record.run_id).await;
 }
 
 /// Claims `claim`'s slot until the store answers, the retry window is over, or this worker stops
@@ -631,15 +609,21 @@ async fn ship_lost(ctx: &Ctx, record: &RunningRecord, err: String) {
         trigger: record.trigger,
         trace: (String::new(), String::new()),
     };
-    ctx.ship(started_event(&facts, pb::RunStatus::Running, ""))
-        .await;
     distcron_metrics::worker().run_finished("lost");
+    ship_ended_unstarted(ctx, &facts, pb::RunStatus::Lost, err).await;
+}
+
+/// Ships `started` at `facts.start_ms` and `finished` now with `status` and `err`, for a run that
+/// ended without a process of its own here (lost, or killed while waiting for a place).
+async fn ship_ended_unstarted(ctx: &Ctx, facts: &Facts<'_>, status: pb::RunStatus, err: String) {
+    ctx.ship(started_event(facts, pb::RunStatus::Running, ""))
+        .await;
     ctx.ship(pb::RunEvent {
-        run_id: record.run_id.clone(),
-        trace_id: String::new(),
-        span_id: String::new(),
+        run_id: facts.run_id.to_owned(),
+        trace_id: facts.trace.0.clone(),
+        span_id: facts.trace.1.clone(),
         kind: Some(pb::run_event::Kind::Finished(pb::RunFinished {
-            status: pb::RunStatus::Lost as i32,
+            status: status as i32,
             end_time_ms: ctx.clock.now_ms(),
             exit_code: None,
             signal: None,

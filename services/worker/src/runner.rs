@@ -346,14 +346,7 @@ async fn run_inner(
     if let Ok(mut runs) = ctx.runs.lock() {
         runs.remove(&record.run_id);
     }
-    if ctx
-        .release
-        .send((record.job_name, record.run_id))
-        .await
-        .is_err()
-    {
-        tracing::warn!("releaser is gone; the running record stays until the session ends");
-    }
+    ctx.release_record(record.job_name, record.run_id).await;
 }
 
 #[cfg(test)]

@@ -170,15 +170,7 @@ async fn kill_through_jobsvc_ends_the_whole_process_group() {
         process_running("distcron-group-leader __group-leader [0-9]+ /bin/sh sleep 3021"),
         "the run is led by the small leader program installed next to the worker"
     );
-    let killed = cluster
-        .jobs
-        .kill_job(jobs::KillJobRequest {
-            name: "tree".into(),
-            run_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let killed = cluster.kill_all("tree").await;
     assert!(killed.was_running);
     assert_eq!(killed.run_ids, vec![run.run_id.clone()]);
     let runs = cluster

@@ -12,6 +12,16 @@ use common::{
 use distcron_proto::jobs::v1 as jobs;
 use distcron_proto::logs::v1 as logs;
 
+/// The shared cluster with workers `ids`, each with room for one run at a time.
+async fn workers_with_one_place(ids: &[&str]) -> Cluster {
+    let mut cluster = Cluster::shared().await;
+    for id in ids {
+        cluster.start_worker(id, &["--capacity", "1"]);
+    }
+    cluster.wait_for_workers(ids.len()).await;
+    cluster
+}
+
 #[tokio::test]
 async fn forbid_records_skipped_slots_and_never_overlaps() {
     let _guard = exclusive().await;
@@ -59,14 +69,7 @@ async fn replace_kills_the_running_run_then_starts_the_new_one() {
         })
         .await;
     disable(&mut cluster, &names).await;
-    cluster
-        .jobs
-        .kill_job(jobs::KillJobRequest {
-            name: "replaced".into(),
-            run_id: String::new(),
-        })
-        .await
-        .unwrap();
+    cluster.kill_all("replaced").await;
     settle(&mut cluster, &names).await;
     let mut runs = cluster.runs("replaced").await;
     runs.sort_by_key(|r| r.plan_time_ms);
@@ -154,9 +157,7 @@ async fn latest_catch_up_runs_one_missed_slot_after_every_worker_was_down() {
 #[tokio::test]
 async fn a_slot_waits_for_a_place_until_the_jobs_next_slot() {
     let _guard = exclusive().await;
-    let mut cluster = Cluster::shared().await;
-    cluster.start_worker("one-place", &["--capacity", "1"]);
-    cluster.wait_for_workers(1).await;
+    let mut cluster = workers_with_one_place(&["one-place"]).await;
     let names = vec!["queued-a".to_owned(), "queued-b".to_owned()];
     // Both due every 2 s for 0.5 s, one place: one of them waits for the other every time.
     for name in &names {
@@ -213,10 +214,7 @@ async fn a_slot_waits_for_a_place_until_the_jobs_next_slot() {
 #[tokio::test]
 async fn a_slot_no_worker_has_room_for_is_recorded_skipped() {
     let _guard = exclusive().await;
-    let mut cluster = Cluster::shared().await;
-    cluster.start_worker("full-1", &["--capacity", "1"]);
-    cluster.start_worker("full-2", &["--capacity", "1"]);
-    cluster.wait_for_workers(2).await;
+    let mut cluster = workers_with_one_place(&["full-1", "full-2"]).await;
     let names = vec!["crowded".to_owned()];
     // Runs of 2.5 s every second need three places; the two workers have one each.
     let mut crowded = job("crowded", "sleep 2.5", "* * * * * *");
@@ -253,9 +251,7 @@ async fn a_slot_no_worker_has_room_for_is_recorded_skipped() {
 #[tokio::test]
 async fn a_run_waiting_for_a_place_is_ended_by_a_kill_request() {
     let _guard = exclusive().await;
-    let mut cluster = Cluster::shared().await;
-    cluster.start_worker("queue-1", &["--capacity", "1"]);
-    cluster.wait_for_workers(1).await;
+    let mut cluster = workers_with_one_place(&["queue-1"]).await;
     let names = vec!["queued".to_owned()];
     let mut queued = job("queued", "sleep 3051", "*/4 * * * * *");
     queued.overlap_policy = jobs::OverlapPolicy::Allow as i32;
@@ -274,15 +270,7 @@ async fn a_run_waiting_for_a_place_is_ended_by_a_kill_request() {
         u64::try_from(next_slot + 500 - now).unwrap_or(0),
     ))
     .await;
-    let killed = cluster
-        .jobs
-        .kill_job(jobs::KillJobRequest {
-            name: "queued".into(),
-            run_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let killed = cluster.kill_all("queued").await;
     assert_eq!(killed.run_ids.len(), 2, "{killed:?}");
     disable(&mut cluster, &names).await;
     settle(&mut cluster, &names).await;

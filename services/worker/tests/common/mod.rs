@@ -334,6 +334,18 @@ impl Cluster {
             .unwrap()
     }
 
+    /// Asks jobsvc to kill every run of `job`.
+    pub async fn kill_all(&mut self, job: &str) -> jobs::KillJobResponse {
+        self.jobs
+            .kill_job(jobs::KillJobRequest {
+                name: job.into(),
+                run_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// Every run of `job` (all pages).
     pub async fn runs(&mut self, job: &str) -> Vec<logs::Run> {
         let mut out = Vec::new();
