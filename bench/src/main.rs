@@ -86,6 +86,10 @@ struct BenchConfig {
     /// Where the JSON results go.
     #[arg(long, default_value = "bench/results")]
     results_dir: PathBuf,
+    /// Keep the services' and workers' logs after the run (they are kept anyway when a scenario
+    /// fails); their directory is logged at startup.
+    #[arg(long)]
+    keep_logs: bool,
 }
 
 #[tokio::main]
@@ -157,6 +161,9 @@ async fn main() -> anyhow::Result<()> {
     if outcome.is_err() {
         bench.stack.keep_logs();
         tracing::error!(logs = %bench.stack.log_dir().display(), "a scenario failed; the services' logs are kept");
+    } else if config.keep_logs {
+        bench.stack.keep_logs();
+        tracing::info!(logs = %bench.stack.log_dir().display(), "the services' logs are kept");
     }
     tracing::info!("stopping the stack");
     drop(bench);

@@ -78,6 +78,9 @@ pub struct SlotAccount {
     pub duplicates: usize,
     /// Slots with no run record at all.
     pub missing: usize,
+    /// The slots with no record, counted per second of the window (0 = its first slot): where in
+    /// the window (before or after a fault) they fell.
+    pub missing_by_second: BTreeMap<i64, usize>,
     /// Slots whose only record is `lost` (the worker died during the run).
     pub lost: usize,
     /// Slots recorded as `skipped`.
@@ -101,9 +104,15 @@ pub fn account(expected: &[(String, i64)], runs: &[StoredRun]) -> SlotAccount {
     for r in runs {
         *a.statuses.entry(r.status.clone()).or_default() += 1;
     }
+    let window_start = expected.iter().map(|(_, s)| *s).min().unwrap_or(0);
     for (job, slot) in expected {
         match per_slot.get(&(job.as_str(), *slot)).map(Vec::as_slice) {
-            None | Some([]) => a.missing += 1,
+            None | Some([]) => {
+                a.missing += 1;
+                *a.missing_by_second
+                    .entry((slot - window_start) / 1000)
+                    .or_default() += 1;
+            }
             Some([only]) => {
                 a.exactly_once += 1;
                 match only.status.as_str() {
@@ -169,6 +178,11 @@ mod tests {
             "one extra run of a@2000, one unexpected b@4000"
         );
         assert_eq!(a.missing, 1, "b@2000");
+        assert_eq!(
+            a.missing_by_second,
+            BTreeMap::from([(1, 1)]),
+            "b@2000 is second 1"
+        );
         assert_eq!((a.lost, a.skipped), (1, 1));
         assert_eq!(a.lag.count, 6);
         assert_eq!(a.lag.max_ms, 3.0);

@@ -215,14 +215,29 @@ impl Ctx {
     /// here under the current load (a claim's duration and the watch's delivery delay), so
     /// stand-by workers do not pile onto a slot that a busy cluster is still claiming.
     pub fn standby(&self, rank: usize) -> Duration {
+        self.standby_step() * u32::try_from(rank.min(2)).unwrap_or(2)
+    }
+
+    /// How long a worker of `rank` that has no place for a slot, and is not the last in line,
+    /// waits before claiming it all the same if nobody has: one [`standby_step`] after the last
+    /// in line would have claimed it (that worker may be gone, its session not yet expired),
+    /// plus one per rank, so such backups do not claim together.
+    ///
+    /// [`standby_step`]: Self::standby_step
+    pub fn backup_standby(&self, rank: usize) -> Duration {
+        self.standby_step() * u32::try_from(rank.saturating_add(3)).unwrap_or(u32::MAX)
+    }
+
+    /// One rank's standby: `--claim-standby` plus what a claim takes to show up here under the
+    /// current load.
+    fn standby_step(&self) -> Duration {
         let delivery = self
             .offset
             .lock()
             .map_or(Duration::ZERO, |o| o.delivery_delay());
-        let per_rank = self.settings.claim_standby
+        self.settings.claim_standby
             + self.claim_latency.average().min(MAX_MEASURED_DELAY)
-            + delivery.min(MAX_MEASURED_DELAY);
-        per_rank * u32::try_from(rank.min(2)).unwrap_or(2)
+            + delivery.min(MAX_MEASURED_DELAY)
     }
 
     /// Whether this worker claims slots now.

@@ -167,16 +167,19 @@ async fn fire_slot(
     // A place for the run is taken before claiming. A worker without one leaves the slot to the
     // workers after it in line; the last one claims it all the same and waits for a place after
     // the claim (see `settle_claim`): the claim moves the job's ledger to this slot, so no later
-    // slot claimed meanwhile elsewhere can pass over it unrecorded.
+    // slot claimed meanwhile elsewhere can pass over it unrecorded. The last in line may be gone
+    // (killed, its session not expired yet), so the others stand by as backups and claim a slot
+    // still unclaimed after it would have, before the job's next slot is claimed.
     let place = match ctx.places.clone().try_acquire_owned() {
         Ok(place) => Some(place),
         Err(_) if rank + 1 >= of => None,
         Err(_) => {
-            tracing::warn!(
+            tracing::debug!(
                 capacity = ctx.settings.capacity,
-                "at capacity; leaving the slot to other workers"
+                "at capacity; standing by behind the last worker in line"
             );
-            return;
+            tokio::time::sleep(backup_delay(&ctx, &def, slot_ms, rank)).await;
+            ctx.places.clone().try_acquire_owned().ok()
         }
     };
     if ctx.ledger_of(&def.name).is_some_and(|l| l >= slot_ms) {
@@ -189,6 +192,19 @@ async fn fire_slot(
     if let Some((claim, outcome)) = outcome {
         settle_claim(ctx, def, revision, claim, outcome, place, span).await;
     }
+}
+
+/// How much longer than its standby a worker of `rank` with no place waits before claiming a slot
+/// of `def` at `slot_ms` as a backup ([`Ctx::backup_standby`]); at most half the time left until
+/// the job's next slot comes up for claiming, so a claim of the next slot elsewhere cannot pass
+/// over this one.
+fn backup_delay(ctx: &Ctx, def: &JobDefinition, slot_ms: i64, rank: usize) -> Duration {
+    let lead = i64::try_from(ctx.settings.claim_lead.as_millis()).unwrap_or(0);
+    let next_claim_in = place_deadline(def, slot_ms) - lead - ctx.clock.now_ms();
+    let half = Duration::from_millis(u64::try_from(next_claim_in / 2).unwrap_or(0));
+    ctx.backup_standby(rank)
+        .saturating_sub(ctx.standby(rank))
+        .min(half)
 }
 
 /// Until when (this worker's clock) a slot of `def` at `slot_ms` waits for a place: the job's next
@@ -229,8 +245,8 @@ async fn wait_for_place(
             "skipped: the worker stopped while the run waited for a place".into(),
         )),
         () = tokio::time::sleep(left) => Err(Unplaced::Skipped(format!(
-            "skipped: every worker was at capacity ({} runs on {}, the last in line, until the \
-             job's next slot)",
+            "skipped: every worker was at capacity ({} runs on {}, which claimed it without a \
+             place and waited until the job's next slot)",
             ctx.running_count(),
             ctx.id
         ))),

@@ -22,6 +22,32 @@ async fn workers_with_one_place(ids: &[&str]) -> Cluster {
     cluster
 }
 
+/// Saves `def` with the overlap policy `overlap`, waits up to `within` until `n` of its runs have
+/// `status`, then disables it, kills what still runs of it when `kill` is set, and waits until
+/// nothing of it runs.
+async fn run_until(
+    cluster: &mut Cluster,
+    mut def: jobs::Job,
+    overlap: jobs::OverlapPolicy,
+    (status, n): (logs::RunStatus, usize),
+    within: Duration,
+    kill: bool,
+) {
+    def.overlap_policy = overlap as i32;
+    let names = vec![def.name.clone()];
+    cluster.save(def).await;
+    cluster
+        .wait_runs(&names[0], within, |runs| {
+            with_status(runs, status).len() >= n
+        })
+        .await;
+    disable(cluster, &names).await;
+    if kill {
+        cluster.kill_all(&names[0]).await;
+    }
+    settle(cluster, &names).await;
+}
+
 #[tokio::test]
 async fn forbid_records_skipped_slots_and_never_overlaps() {
     let _guard = exclusive().await;
@@ -59,18 +85,15 @@ async fn forbid_records_skipped_slots_and_never_overlaps() {
 async fn replace_kills_the_running_run_then_starts_the_new_one() {
     let _guard = exclusive().await;
     let mut cluster = Cluster::shared_with_workers(&["replace-1", "replace-2"]).await;
-    let names = vec!["replaced".to_owned()];
-    let mut replaced = job("replaced", "sleep 3041", "*/3 * * * * *");
-    replaced.overlap_policy = jobs::OverlapPolicy::Replace as i32;
-    cluster.save(replaced).await;
-    cluster
-        .wait_runs("replaced", Duration::from_secs(20), |runs| {
-            with_status(runs, logs::RunStatus::Killed).len() >= 2
-        })
-        .await;
-    disable(&mut cluster, &names).await;
-    cluster.kill_all("replaced").await;
-    settle(&mut cluster, &names).await;
+    run_until(
+        &mut cluster,
+        job("replaced", "sleep 3041", "*/3 * * * * *"),
+        jobs::OverlapPolicy::Replace,
+        (logs::RunStatus::Killed, 2),
+        Duration::from_secs(20),
+        true,
+    )
+    .await;
     let mut runs = cluster.runs("replaced").await;
     runs.sort_by_key(|r| r.plan_time_ms);
     // Each run but the last was replaced by the next slot's run, which started only after it
@@ -215,21 +238,19 @@ async fn a_slot_waits_for_a_place_until_the_jobs_next_slot() {
 async fn a_slot_no_worker_has_room_for_is_recorded_skipped() {
     let _guard = exclusive().await;
     let mut cluster = workers_with_one_place(&["full-1", "full-2"]).await;
-    let names = vec!["crowded".to_owned()];
     // Runs of 2.5 s every second need three places; the two workers have one each.
-    let mut crowded = job("crowded", "sleep 2.5", "* * * * * *");
-    crowded.overlap_policy = jobs::OverlapPolicy::Allow as i32;
-    cluster.save(crowded).await;
     // Each slot waits for a place until the next one; the backlog grows by a quarter second a
     // slot, so within a few slots one waits in vain. Meanwhile the other worker claims the next
     // slots: a slot given up on must still be recorded, not passed over.
-    cluster
-        .wait_runs("crowded", Duration::from_secs(45), |runs| {
-            with_status(runs, logs::RunStatus::Skipped).len() >= 3
-        })
-        .await;
-    disable(&mut cluster, &names).await;
-    settle(&mut cluster, &names).await;
+    run_until(
+        &mut cluster,
+        job("crowded", "sleep 2.5", "* * * * * *"),
+        jobs::OverlapPolicy::Allow,
+        (logs::RunStatus::Skipped, 3),
+        Duration::from_secs(45),
+        false,
+    )
+    .await;
     // Every slot has its record: a run, or a skip saying why.
     let runs = assert_each_slot_once(&mut cluster, "crowded").await;
     let skipped = with_status(&runs, logs::RunStatus::Skipped);
@@ -296,5 +317,58 @@ async fn a_run_waiting_for_a_place_is_ended_by_a_kill_request() {
     assert_eq!(waiting.exit_code, None, "{waiting:?}");
     assert_eq!(waiting.signal, None, "{waiting:?}");
     assert!(!common::process_running("sleep 3051"));
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slot_whose_last_worker_in_line_is_gone_is_still_recorded() {
+    let _guard = exclusive().await;
+    let mut cluster = workers_with_one_place(&["backup-1"]).await;
+    // A worker that is registered and claiming but gone (killed; its session not expired yet):
+    // it is the last in line for about half the slots.
+    let ghost = distcron_core::records::WorkerRegistration {
+        worker_id: "ghost".into(),
+        host: "gone".into(),
+        addresses: Vec::new(),
+        version: String::new(),
+        labels: Default::default(),
+        started_at_ms: distcron_core::now_ms(),
+        heartbeat_at_ms: distcron_core::now_ms(),
+        running: 0,
+        capacity: 64,
+        clock_offset_ms: 0,
+        claiming: true,
+        status_reason: String::new(),
+    };
+    let ghost_key = cluster.keys.worker("ghost");
+    cluster
+        .store
+        .put(&ghost_key, serde_json::to_vec(&ghost).unwrap(), None)
+        .await
+        .unwrap();
+    // The first run keeps the live worker's only place; every later slot finds no place.
+    run_until(
+        &mut cluster,
+        job("ghosted", "sleep 3052", "* * * * * *"),
+        jobs::OverlapPolicy::Allow,
+        (logs::RunStatus::Skipped, 6),
+        Duration::from_secs(40),
+        true,
+    )
+    .await;
+    cluster.store.delete(&ghost_key).await.unwrap();
+    // The slots the ghost was last in line for were claimed by the live worker as a backup, and
+    // recorded: none is missing.
+    let runs = assert_each_slot_once(&mut cluster, "ghosted").await;
+    let skipped = with_status(&runs, logs::RunStatus::Skipped);
+    assert!(skipped.len() >= 6, "{:#?}", summary(&runs));
+    assert!(
+        skipped
+            .iter()
+            .all(|r| r.err.contains("every worker was at capacity")),
+        "{:#?}",
+        summary(&runs)
+    );
+    assert!(!common::process_running("sleep 3052"));
     cluster.shutdown().await;
 }
