@@ -150,9 +150,11 @@ pub fn apply_event(run: &mut StoredRun, event: &RunEvent, cap: OutputCap) {
     }
 }
 
-/// Stores a batch of events: one read for the whole batch, then one insert of every new run and
-/// one compare-and-replace of every changed run, so concurrent writers (several logsvc
-/// instances) never lose an update. Runs whose events change nothing (re-delivery) are not
+/// Stores a batch of events: one insert of every new run and one compare-and-replace of every
+/// changed run, so concurrent writers (several logsvc instances) never lose an update. A run whose
+/// `started` event is in the batch is taken to be new and inserted without a read (a run's first
+/// delivery, the common case); the others, and those the insert finds stored already (a
+/// re-delivery), are read in one request and merged. Runs whose events change nothing are not
 /// written at all.
 pub async fn append_events(
     store: &dyn RunStore,
@@ -170,7 +172,31 @@ pub async fn append_events(
             })
             .push(e);
     }
-    let mut pending = order;
+    let (assumed_new, mut pending): (Vec<String>, Vec<String>) =
+        order.into_iter().partition(|run_id| {
+            by_run.get(run_id.as_str()).is_some_and(|events| {
+                events
+                    .iter()
+                    .any(|e| matches!(e.kind, RunEventKind::Started(_)))
+            })
+        });
+    if !assumed_new.is_empty() {
+        let new: Vec<StoredRun> = assumed_new
+            .into_iter()
+            .map(|run_id| {
+                let mut run = StoredRun {
+                    run_id,
+                    version: 1,
+                    ..StoredRun::default()
+                };
+                for e in by_run.get(run.run_id.as_str()).into_iter().flatten() {
+                    apply_event(&mut run, e, cap);
+                }
+                run
+            })
+            .collect();
+        pending.extend(store.insert_many(&new).await?);
+    }
     for _ in 0..MAX_ATTEMPTS {
         if pending.is_empty() {
             return Ok(());
