@@ -172,27 +172,19 @@ pub async fn append_events(
             })
             .push(e);
     }
+    let events_of = |run_id: &str| by_run.get(run_id).map_or(&[][..], Vec::as_slice);
     let (assumed_new, mut pending): (Vec<String>, Vec<String>) =
         order.into_iter().partition(|run_id| {
-            by_run.get(run_id.as_str()).is_some_and(|events| {
-                events
-                    .iter()
-                    .any(|e| matches!(e.kind, RunEventKind::Started(_)))
-            })
+            events_of(run_id)
+                .iter()
+                .any(|e| matches!(e.kind, RunEventKind::Started(_)))
         });
     if !assumed_new.is_empty() {
         let new: Vec<StoredRun> = assumed_new
             .into_iter()
-            .map(|run_id| {
-                let mut run = StoredRun {
-                    run_id,
-                    version: 1,
-                    ..StoredRun::default()
-                };
-                for e in by_run.get(run.run_id.as_str()).into_iter().flatten() {
-                    apply_event(&mut run, e, cap);
-                }
-                run
+            .filter_map(|run_id| {
+                let events = events_of(&run_id);
+                merged(&unstored(run_id), events, cap)
             })
             .collect();
         pending.extend(store.insert_many(&new).await?);
@@ -209,18 +201,11 @@ pub async fn append_events(
             .collect();
         let (mut new, mut changed) = (Vec::new(), Vec::new());
         for run_id in pending {
-            let base = stored.remove(&run_id).unwrap_or_else(|| StoredRun {
-                run_id: run_id.clone(),
-                ..StoredRun::default()
-            });
-            let mut next = base.clone();
-            for e in by_run.get(run_id.as_str()).into_iter().flatten() {
-                apply_event(&mut next, e, cap);
-            }
-            if next == base {
+            let events = events_of(&run_id);
+            let base = stored.remove(&run_id).unwrap_or_else(|| unstored(run_id));
+            let Some(next) = merged(&base, events, cap) else {
                 continue;
-            }
-            next.version = base.version + 1;
+            };
             if base.version == 0 {
                 new.push(next);
             } else {
@@ -243,6 +228,28 @@ pub async fn append_events(
             "runs kept changing while being written: {pending:?}"
         )))
     }
+}
+
+/// A run not stored yet (version 0), as the base its first events apply to.
+fn unstored(run_id: String) -> StoredRun {
+    StoredRun {
+        run_id,
+        ..StoredRun::default()
+    }
+}
+
+/// `base` with `events` applied and its version raised by one, or `None` when they change nothing
+/// (a re-delivery).
+fn merged(base: &StoredRun, events: &[&RunEvent], cap: OutputCap) -> Option<StoredRun> {
+    let mut next = base.clone();
+    for e in events {
+        apply_event(&mut next, e, cap);
+    }
+    if next == *base {
+        return None;
+    }
+    next.version = base.version + 1;
+    Some(next)
 }
 
 #[cfg(test)]

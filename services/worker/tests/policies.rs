@@ -329,16 +329,11 @@ async fn a_slot_whose_last_worker_in_line_is_gone_is_still_recorded() {
     let ghost = distcron_core::records::WorkerRegistration {
         worker_id: "ghost".into(),
         host: "gone".into(),
-        addresses: Vec::new(),
-        version: String::new(),
-        labels: Default::default(),
         started_at_ms: distcron_core::now_ms(),
         heartbeat_at_ms: distcron_core::now_ms(),
-        running: 0,
         capacity: 64,
-        clock_offset_ms: 0,
         claiming: true,
-        status_reason: String::new(),
+        ..Default::default()
     };
     let ghost_key = cluster.keys.worker("ghost");
     cluster
