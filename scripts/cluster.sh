@@ -9,7 +9,9 @@
 #
 # Environment: CLUSTER_DIR (default ./data/cluster), PORT_BASE (default 18000: gateway on
 # PORT_BASE+70, jobsvc +71/+73, logsvc +72/+74, etcd +379/+380, Mongo +717), BIN_DIR (prebuilt
-# binaries), MONGO_URI (use this MongoDB instead of starting one).
+# binaries), MONGO_URI (use this MongoDB instead of starting one). Keep PORT_BASE+717 below the
+# kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range, usually from 32768): a port in
+# it can be taken as the local end of an outgoing connection just before a process binds it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,6 +75,16 @@ up() {
   done
   start gateway "$bin/gateway" --listen "127.0.0.1:$gateway_port"
   wait_port "$gateway_port"
+  local exited=0 pidfile name
+  for pidfile in "$dir"/*.pid; do
+    name=$(basename "$pidfile" .pid)
+    if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      exited=1
+      log "$name exited; the end of $dir/$name.log (before any backtrace):"
+      sed -n '/^Stack backtrace:/q;p' "$dir/$name.log" | tail -n 8 >&2
+    fi
+  done
+  if [ $exited -eq 1 ]; then log "not all up: run '$0 down' to stop the rest"; return 1; fi
   log "up: gateway and console on http://127.0.0.1:$gateway_port (logs and pids in $dir)"
   log "metrics: http://127.0.0.1:$gateway_port/metrics, jobsvc :$((base + 171))-$((base + 172)), logsvc :$((base + 181))-$((base + 182)), workers :$((base + 191))-$((base + 193))"
 }

@@ -118,7 +118,9 @@ fn the_cluster_script_brings_up_three_workers_and_stops_exactly_its_processes() 
         workspace_binary(package, bin);
     }
     let dir = tempfile::tempdir().unwrap();
-    let base = 20_000 + (std::process::id() % 400) * 100;
+    // The script's ports run from base+70 to base+717; they stay below the kernel's ephemeral
+    // range (from 32768), where an outgoing connection's local end could take one first.
+    let base = 20_000 + (std::process::id() % 120) * 100;
     let script = |action: &str| {
         Command::new("scripts/cluster.sh")
             .arg(action)
