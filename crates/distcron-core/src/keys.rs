@@ -99,6 +99,30 @@ impl Keys {
         format!("{}compaction", self.prefix)
     }
 
+    /// `undelivered/`
+    pub fn undelivered_all(&self) -> String {
+        format!("{}undelivered/", self.prefix)
+    }
+
+    /// `undelivered/<worker-id>/`
+    pub fn undelivered_of(&self, worker_id: &str) -> String {
+        format!("{}undelivered/{worker_id}/", self.prefix)
+    }
+
+    /// `undelivered/<worker-id>/<marker>`: runs that ended on the worker and whose records logsvc
+    /// has not acknowledged yet.
+    pub fn undelivered(&self, worker_id: &str, marker: &str) -> String {
+        format!("{}undelivered/{worker_id}/{marker}", self.prefix)
+    }
+
+    /// The worker id of an `undelivered/<worker-id>/<marker>` key.
+    pub fn undelivered_worker<'a>(&self, key: &'a str) -> Option<&'a str> {
+        let rest = key
+            .strip_prefix(&self.prefix)?
+            .strip_prefix("undelivered/")?;
+        rest.split_once('/').map(|(worker, _)| worker)
+    }
+
     /// `workers/`
     pub fn workers(&self) -> String {
         format!("{}workers/", self.prefix)
@@ -133,5 +157,9 @@ mod tests {
         assert_eq!(k.job_name("/cron/jobs/backup"), Some("backup"));
         assert_eq!(k.job_name("/cron/killer/backup"), None);
         assert_eq!(Keys::new("/t1").running("j", "r"), "/t1/running/j/r");
+        let marker = k.undelivered("w1", "17-3");
+        assert_eq!(marker, "/cron/undelivered/w1/17-3");
+        assert_eq!(k.undelivered_worker(&marker), Some("w1"));
+        assert_eq!(k.undelivered_worker("/cron/workers/w1"), None);
     }
 }

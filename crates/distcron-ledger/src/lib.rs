@@ -382,13 +382,67 @@ pub async fn record_skip(
 /// Most operations in one etcd transaction (etcd's default `--max-txn-ops`).
 pub const MAX_TXN_OPS: usize = 128;
 
-/// Deletes the running records of finished runs, many per transaction.
+/// Runs that ended on a worker and whose records logsvc has not acknowledged yet, kept at
+/// `undelivered/<worker-id>/<marker>` without a lease: if the worker is gone for good with those
+/// records still in its spool, another worker finds them and records the runs `lost` (a record
+/// delivered later, by the worker restarted, overrides `lost`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndeliveredMarker {
+    /// The marker's key.
+    pub key: String,
+    /// The runs (their running records as they were).
+    pub runs: Vec<RunningRecord>,
+}
+
+/// What a release transaction does to markers besides deleting running records.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MarkerChanges<'a> {
+    /// A marker of the released runs to write.
+    pub put: Option<&'a UndeliveredMarker>,
+    /// Markers whose runs logsvc has acknowledged, to delete.
+    pub delete: &'a [String],
+}
+
+/// Deletes the running records of finished runs, many per transaction; the first transaction
+/// also applies `markers`, so a run's marker exists from the moment its running record is gone.
 pub async fn release(
     store: &dyn KvStore,
     keys: &Keys,
     runs: &[(String, String)],
+    markers: MarkerChanges<'_>,
 ) -> Result<(), KvError> {
-    for chunk in runs.chunks(MAX_TXN_OPS) {
+    let mut marker_ops: Vec<Op> = markers
+        .delete
+        .iter()
+        .map(|key| Op::delete(key.clone()))
+        .collect();
+    if let Some(marker) = markers.put {
+        let value = serde_json::to_vec(&marker.runs).map_err(|e| KvError::Other(e.to_string()))?;
+        marker_ops.push(Op::put(marker.key.clone(), value));
+    }
+    if marker_ops.len() >= MAX_TXN_OPS {
+        return Err(KvError::Other(format!(
+            "{} marker changes do not fit in one transaction",
+            marker_ops.len()
+        )));
+    }
+    let first = runs.len().min(MAX_TXN_OPS - marker_ops.len());
+    let mut then = marker_ops;
+    then.extend(
+        runs[..first]
+            .iter()
+            .map(|(job, run)| Op::delete(keys.running(job, run))),
+    );
+    if !then.is_empty() {
+        store
+            .txn(Txn {
+                when: vec![],
+                then,
+                otherwise: vec![],
+            })
+            .await?;
+    }
+    for chunk in runs[first..].chunks(MAX_TXN_OPS) {
         let txn = Txn {
             when: vec![],
             then: chunk
@@ -400,6 +454,53 @@ pub async fn release(
         store.txn(txn).await?;
     }
     Ok(())
+}
+
+/// The markers of `worker_id` (see [`UndeliveredMarker`]); a marker whose value cannot be read
+/// is returned with no runs, so it can still be deleted.
+pub async fn undelivered_of(
+    store: &dyn KvStore,
+    keys: &Keys,
+    worker_id: &str,
+) -> Result<Vec<UndeliveredMarker>, KvError> {
+    let (kvs, _) = distcron_kv::list_prefix(store, &keys.undelivered_of(worker_id)).await?;
+    Ok(kvs
+        .into_iter()
+        .map(|kv| UndeliveredMarker {
+            runs: serde_json::from_slice(&kv.value).unwrap_or_default(),
+            key: kv.key,
+        })
+        .collect())
+}
+
+/// The ids of the workers that have markers.
+pub async fn workers_with_undelivered(
+    store: &dyn KvStore,
+    keys: &Keys,
+) -> Result<std::collections::BTreeSet<String>, KvError> {
+    let mut workers = std::collections::BTreeSet::new();
+    let mut start_after = None;
+    loop {
+        let page = store
+            .range(distcron_kv::RangeRequest {
+                prefix: keys.undelivered_all(),
+                start_after,
+                limit: 1000,
+                keys_only: true,
+                at_revision: 0,
+            })
+            .await?;
+        workers.extend(
+            page.kvs
+                .iter()
+                .filter_map(|kv| keys.undelivered_worker(&kv.key))
+                .map(str::to_owned),
+        );
+        match page.kvs.last() {
+            Some(last) if page.more => start_after = Some(last.key.clone()),
+            _ => return Ok(workers),
+        }
+    }
 }
 
 /// How long a kill request stays visible to workers that are reconnecting.

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use distcron_core::records::RunTrigger;
 use distcron_core::Keys;
-use distcron_kv::{EmbeddedKv, EtcdConfig, EtcdKv, KvStore};
+use distcron_kv::{EmbeddedKv, EtcdConfig, EtcdKv, KvStore, RangeRequest};
 use distcron_ledger::{
-    claim_slot, claim_slots, record_skip, release, SlotClaim, SlotOutcome, MAX_CLAIMS_PER_TXN,
+    claim_slot, claim_slots, record_skip, release, undelivered_of, workers_with_undelivered,
+    MarkerChanges, SlotClaim, SlotOutcome, UndeliveredMarker, MAX_CLAIMS_PER_TXN, MAX_TXN_OPS,
 };
 use distcron_testkit::{shared_etcd, unique_name};
 
@@ -41,7 +42,8 @@ on_both_stores!(
     forbid_reports_overlap_and_the_skip_is_recorded_once,
     a_changed_job_is_not_claimed_from_its_old_revision,
     a_full_batch_settles_each_claim_by_its_own_conditions,
-    concurrent_batches_give_each_slot_one_winner
+    concurrent_batches_give_each_slot_one_winner,
+    a_release_keeps_a_marker_of_its_runs_until_it_is_deleted
 );
 
 async fn setup(store: Arc<dyn KvStore>) -> (Arc<dyn KvStore>, Keys, i64) {
@@ -181,6 +183,7 @@ async fn forbid_reports_overlap_and_the_skip_is_recorded_once(store: Arc<dyn KvS
         store.as_ref(),
         &keys,
         &[("j".into(), "a-1000".into()), ("j".into(), "c-3000".into())],
+        MarkerChanges::default(),
     )
     .await
     .unwrap();
@@ -274,9 +277,14 @@ async fn a_full_batch_settles_each_claim_by_its_own_conditions(store: Arc<dyn Kv
     claim_slot(store.as_ref(), &keys, &old, false)
         .await
         .unwrap();
-    release(store.as_ref(), &keys, &[("j3".into(), old.run_id.clone())])
-        .await
-        .unwrap();
+    release(
+        store.as_ref(),
+        &keys,
+        &[("j3".into(), old.run_id.clone())],
+        MarkerChanges::default(),
+    )
+    .await
+    .unwrap();
     // j4: this very claim was applied by an earlier attempt whose answer was lost.
     let retried = claim_of(4, revs[4], 5_000, "me", session);
     claim_slot(store.as_ref(), &keys, &retried, false)
@@ -394,4 +402,83 @@ async fn concurrent_batches_give_each_slot_one_winner(store: Arc<dyn KvStore>) {
         assert_eq!(running.len(), 1, "{job}: one running record");
         assert!(String::from_utf8_lossy(&running[0].value).contains(worker.as_str()));
     }
+}
+
+async fn a_release_keeps_a_marker_of_its_runs_until_it_is_deleted(store: Arc<dyn KvStore>) {
+    let (store, keys, rev) = setup(store).await;
+    let session = store.grant_lease(Duration::from_secs(30)).await.unwrap();
+    // More runs than one transaction holds: the marker goes with the first one.
+    let mut records = Vec::new();
+    for slot in (1..=MAX_TXN_OPS as i64 + 5).map(|i| i * 1_000) {
+        match claim_slot(
+            store.as_ref(),
+            &keys,
+            &claim(rev, slot, "w1", session, false),
+            true,
+        )
+        .await
+        .unwrap()
+        {
+            SlotOutcome::Won(record) => records.push(record),
+            other => panic!("{other:?}"),
+        }
+    }
+    let runs: Vec<(String, String)> = records
+        .iter()
+        .map(|r| (r.job_name.clone(), r.run_id.clone()))
+        .collect();
+    let marker = UndeliveredMarker {
+        key: keys.undelivered("w1", "1-0000000001"),
+        runs: records[..3].to_vec(),
+    };
+    let earlier = keys.undelivered("w1", "0-0000000001");
+    store.put(&earlier, b"[]".to_vec(), None).await.unwrap();
+    release(
+        store.as_ref(),
+        &keys,
+        &runs,
+        MarkerChanges {
+            put: Some(&marker),
+            delete: std::slice::from_ref(&earlier),
+        },
+    )
+    .await
+    .unwrap();
+    let running = store
+        .range(RangeRequest {
+            prefix: keys.running_all(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(running.kvs.is_empty(), "{} left", running.kvs.len());
+    assert_eq!(
+        undelivered_of(store.as_ref(), &keys, "w1").await.unwrap(),
+        vec![marker.clone()]
+    );
+    assert_eq!(
+        workers_with_undelivered(store.as_ref(), &keys)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["w1"]
+    );
+    // A release of nothing but a marker deletion.
+    let delete = [marker.key.clone()];
+    release(
+        store.as_ref(),
+        &keys,
+        &[],
+        MarkerChanges {
+            put: None,
+            delete: &delete,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(workers_with_undelivered(store.as_ref(), &keys)
+        .await
+        .unwrap()
+        .is_empty());
 }

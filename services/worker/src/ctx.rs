@@ -125,6 +125,8 @@ pub struct Ctx {
     pub store: Arc<dyn KvStore>,
     /// This worker's clock.
     pub clock: Clock,
+    /// When this incarnation started, ms (in its registration; it begins its marker names).
+    pub started_at_ms: i64,
     /// Settings.
     pub settings: Settings,
     /// The current session lease.
@@ -137,8 +139,8 @@ pub struct Ctx {
     pub waiting: Mutex<HashMap<String, LocalRun>>,
     /// Run events to ship.
     pub events: mpsc::Sender<pb::RunEvent>,
-    /// Finished runs whose running records are to be deleted.
-    pub release: mpsc::Sender<(String, String)>,
+    /// Ended runs whose running records are to be released ([`crate::release`]).
+    pub release: mpsc::Sender<crate::release::Release>,
     /// Whether the clock is within bounds.
     pub clock_ok: AtomicBool,
     /// Why not claiming, if not.
@@ -324,9 +326,14 @@ impl Ctx {
         n
     }
 
-    /// Queues the running record of an ended run (`job`, `run_id`) for deletion.
-    pub async fn release_record(&self, job: String, run_id: String) {
-        if self.release.send((job, run_id)).await.is_err() {
+    /// Queues the running record of an ended run, whose end was shipped, for release.
+    pub async fn release_record(&self, record: RunningRecord) {
+        if self
+            .release
+            .send(crate::release::Release::Ended(record))
+            .await
+            .is_err()
+        {
             tracing::warn!("releaser is gone; the running record stays until the session ends");
         }
     }

@@ -298,7 +298,7 @@ async fn end_unplaced(ctx: &Ctx, def: &JobDefinition, record: RunningRecord, unp
             ship_ended_unstarted(ctx, &facts, pb::RunStatus::Killed, err).await;
         }
     }
-    ctx.release_record(record.job_name, record.run_id).await;
+    ctx.release_record(record).await;
 }
 
 /// Claims `claim`'s slot until the store answers, the retry window is over, or this worker stops
@@ -343,7 +343,8 @@ async fn claim_until_settled(ctx: &Ctx, mut claim: SlotClaim) -> Option<(SlotCla
                 if !released_own && finished_here(ctx, &running) =>
             {
                 // Only runs of this worker that have finished block the slot: their release is
-                // still queued (etcd was failing over). Release them now and claim again.
+                // still queued (etcd was failing over). Release them now and claim again (the
+                // releaser, which still has them queued, writes their marker).
                 released_own = true;
                 let done: Vec<(String, String)> = running
                     .into_iter()
@@ -352,7 +353,12 @@ async fn claim_until_settled(ctx: &Ctx, mut claim: SlotClaim) -> Option<(SlotCla
                 let released = bounded(
                     crate::claims::attempt_timeout(ctx),
                     "release",
-                    distcron_ledger::release(ctx.store.as_ref(), &ctx.keys, &done),
+                    distcron_ledger::release(
+                        ctx.store.as_ref(),
+                        &ctx.keys,
+                        &done,
+                        distcron_ledger::MarkerChanges::default(),
+                    ),
                 )
                 .await;
                 if released.is_err() {
@@ -614,7 +620,7 @@ pub async fn record_lost(ctx: &Arc<Ctx>, record: RunningRecord) {
 }
 
 /// Ships `started` (for a run logsvc may not know yet) and `finished` as `lost` for `record`.
-async fn ship_lost(ctx: &Ctx, record: &RunningRecord, err: String) {
+pub(crate) async fn ship_lost(ctx: &Ctx, record: &RunningRecord, err: String) {
     let facts = Facts {
         run_id: &record.run_id,
         job: &record.job_name,

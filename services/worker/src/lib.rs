@@ -3,8 +3,9 @@
 //! slot ledger, runs the command in its own process group, and ships the run's events to logsvc.
 //!
 //! Tasks (all stopped on shutdown): the cluster follower ([`view`]), the scheduler
-//! ([`scheduler`]), the claim batcher ([`claims`]), the session keeper and the releaser
-//! ([`session`]), the log shipper ([`shipper`]), and one task per run ([`runner`]).
+//! ([`scheduler`]), the claim batcher ([`claims`]), the session keeper ([`session`]), the
+//! releaser ([`release`]), the log shipper ([`shipper`]), and one task per run ([`runner`]);
+//! short tasks record the undelivered runs of gone workers ([`undelivered`]).
 
 mod claims;
 mod clock;
@@ -13,11 +14,13 @@ mod ctx;
 mod exec;
 mod fire;
 pub mod leader;
+mod release;
 mod rendezvous;
 mod runner;
 mod scheduler;
 mod session;
 mod shipper;
+mod undelivered;
 mod view;
 
 use std::collections::BTreeMap;
@@ -101,6 +104,8 @@ pub async fn run(
     let channel = balanced_channel(logsvc, background.clone()).await?;
     let credentials = distcron_discovery::BearerToken::new(config.token.as_deref())?;
     let client = LogServiceClient::with_interceptor(channel, CallMetadata(credentials));
+    let (release_tx, release_rx) = mpsc::channel(4096);
+    let (acks_tx, acks_rx) = mpsc::channel(256);
     let shipper = Shipper::start(
         ShipperConfig {
             dir: config.data_dir.join("spool"),
@@ -110,23 +115,26 @@ pub async fn run(
             flush_timeout: Duration::from_secs(5),
         },
         client,
+        acks_tx,
     )
     .map_err(|e| WorkerError::DataDir {
         path: config.data_dir.display().to_string(),
         reason: format!("spool: {e}"),
     })?;
-    let (release_tx, release_rx) = mpsc::channel(4096);
     let (jobs_tx, jobs_rx) = mpsc::channel(1024);
     let (claims_tx, claims_rx) = mpsc::channel(4096);
     let id = config
         .worker_id
         .clone()
         .unwrap_or_else(distcron_discovery::default_instance_id);
+    let clock = Clock::new(config.test_clock_offset_ms);
+    let started_at = clock.now_ms();
     let ctx = Arc::new(ctx::Ctx {
         id: id.clone(),
         keys,
         store,
-        clock: Clock::new(config.test_clock_offset_ms),
+        clock,
+        started_at_ms: started_at,
         settings: ctx::Settings {
             capacity: config.capacity,
             claim_standby: config.claim_standby,
@@ -163,7 +171,6 @@ pub async fn run(
         claim_gates: Mutex::new(Default::default()),
         claims: claims_tx,
     });
-    let started_at = ctx.clock.now_ms();
     // Load the cluster state first, so the first registration knows its peers.
     let (installed_tx, installed_rx) = tokio::sync::oneshot::channel();
     let follower = tokio::spawn(view::follow(
@@ -204,11 +211,13 @@ pub async fn run(
         ctx.stop_claiming.clone(),
     ));
     let keeper = tokio::spawn(session::keep(ctx.clone(), started_at, session_stop.clone()));
-    let releaser = tokio::spawn(session::release(
+    let releaser = tokio::spawn(release::release(
         ctx.clone(),
         release_rx,
+        acks_rx,
         release_close.clone(),
     ));
+    undelivered::spawn_recovery(ctx.clone());
 
     shutdown.cancelled().await;
     tracing::info!(
@@ -235,9 +244,11 @@ pub async fn run(
         )
         .await;
     }
+    // The releaser follows the shipper's last acknowledgements, then deletes the markers they
+    // allow.
     release_close.cancel();
-    let _ = releaser.await;
     shipper.finish().await;
+    let _ = releaser.await;
     session_stop.cancel();
     let _ = keeper.await;
     if let Err(e) = ctx.store.revoke_lease(ctx.session()).await {

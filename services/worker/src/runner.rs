@@ -346,7 +346,7 @@ async fn run_inner(
     if let Ok(mut runs) = ctx.runs.lock() {
         runs.remove(&record.run_id);
     }
-    ctx.release_record(record.job_name, record.run_id).await;
+    ctx.release_record(record).await;
 }
 
 #[cfg(test)]

@@ -9,18 +9,12 @@ use std::time::Duration;
 
 use distcron_core::records::WorkerRegistration;
 use distcron_kv::{backoff, bounded, KvError, LeaseId};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ctx::Ctx;
 
 /// How often the registration is rewritten (heartbeat, running count, clock offset).
 pub const REGISTRATION_REFRESH: Duration = Duration::from_secs(2);
-/// How long one release transaction may take before it is retried.
-const RELEASE_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(700);
-/// How old (beyond the kill grace) a running record of this worker that no run owns must be
-/// before it is treated as an orphan claim (see [`crate::fire::sweep_orphans`]).
-const ORPHAN_AGE: Duration = Duration::from_secs(30);
 
 fn addresses() -> Vec<String> {
     // Addresses of this host as the resolver sees its name; informational only.
@@ -198,70 +192,6 @@ pub async fn keep(ctx: Arc<Ctx>, started_at_ms: i64, stop: CancellationToken) {
             match refreshed {
                 Ok(()) => last_registration = tokio::time::Instant::now(),
                 Err(e) => tracing::warn!(error = %e, "registration refresh failed"),
-            }
-        }
-    }
-}
-
-/// Deletes the running records of finished runs in batches (every 50 ms, up to 128 per
-/// transaction), so completing a run costs a fraction of a store write; every few seconds it also
-/// sweeps orphan records ([`crate::fire::sweep_orphans`]). After `close` it
-/// releases what was sent so far and ends.
-pub async fn release(
-    ctx: Arc<Ctx>,
-    mut rx: mpsc::Receiver<(String, String)>,
-    close: CancellationToken,
-) {
-    let mut pending: Vec<(String, String)> = Vec::new();
-    let mut open = true;
-    let mut last_sweep = tokio::time::Instant::now();
-    while open || !pending.is_empty() {
-        if open && last_sweep.elapsed() >= REGISTRATION_REFRESH {
-            last_sweep = tokio::time::Instant::now();
-            pending.extend(
-                crate::fire::sweep_orphans(&ctx, ctx.settings.kill_grace + ORPHAN_AGE).await,
-            );
-        }
-        if open {
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
-            while pending.len() < distcron_ledger::MAX_TXN_OPS {
-                tokio::select! {
-                    item = rx.recv() => match item {
-                        Some(item) => pending.push(item),
-                        None => { open = false; break; }
-                    },
-                    () = tokio::time::sleep_until(deadline) => break,
-                    () = close.cancelled() => {
-                        while let Ok(item) = rx.try_recv() {
-                            pending.push(item);
-                        }
-                        open = false;
-                        break;
-                    }
-                }
-            }
-        }
-        if pending.is_empty() {
-            continue;
-        }
-        // Bounded, so a write stuck on a dying etcd member is retried on another one soon: an
-        // unreleased record keeps a `forbid` job from running its next slot.
-        let released = bounded(
-            RELEASE_ATTEMPT_TIMEOUT,
-            "release",
-            distcron_ledger::release(ctx.store.as_ref(), &ctx.keys, &pending),
-        )
-        .await;
-        match released {
-            Ok(()) => pending.clear(),
-            Err(e) if open => {
-                tracing::warn!(error = %e, runs = pending.len(), "cannot release finished runs yet");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => {
-                // Shutting down: revoking the session deletes them anyway.
-                tracing::warn!(error = %e, runs = pending.len(), "release failed at shutdown; the session revoke cleans up");
-                pending.clear();
             }
         }
     }

@@ -9,6 +9,9 @@
 //! lost) does no harm. When the spool is full, new batches are dropped, with an error log line and
 //! a counter, never silently.
 //!
+//! After each delivery the shipper reports the runs whose ends logsvc stored (so the releaser can
+//! delete their markers, see [`crate::release`]).
+//!
 //! Each delivery is a `deliver` span: the child of the run's span when the batch holds one run's
 //! events (so logsvc's handling joins the run's trace), else linked to each run's span.
 
@@ -188,8 +191,13 @@ impl Shared {
 }
 
 impl Shipper {
-    /// Opens the spool (delivering what a previous run left there) and starts shipping to logsvc.
-    pub fn start(config: ShipperConfig, client: LogsClient) -> std::io::Result<Self> {
+    /// Opens the spool (delivering what a previous run left there) and starts shipping to logsvc;
+    /// the ids of the runs whose ends logsvc stored go to `acks` after each delivery.
+    pub fn start(
+        config: ShipperConfig,
+        client: LogsClient,
+        acks: mpsc::Sender<Vec<String>>,
+    ) -> std::io::Result<Self> {
         let spool = Spool::open(&config.dir, config.max_bytes)?;
         if !spool.files.is_empty() {
             tracing::info!(
@@ -209,7 +217,7 @@ impl Shipper {
         let (tx, rx) = mpsc::channel(config.batch_events.max(1) * 8);
         let close = tokio_util::sync::CancellationToken::new();
         let collector = tokio::spawn(collect(rx, shared.clone(), config.clone(), close.clone()));
-        let deliverer = tokio::spawn(deliver(shared, client, config.flush_timeout));
+        let deliverer = tokio::spawn(deliver(shared, client, acks, config.flush_timeout));
         Ok(Self {
             tx,
             close,
@@ -352,7 +360,31 @@ async fn read_merged(
     (merged, taken)
 }
 
-async fn deliver(shared: Arc<Shared>, mut client: LogsClient, flush_timeout: Duration) {
+/// The runs whose end is in `batch`: a `finished` event, or a `started` one that already ends
+/// the run (a skipped slot).
+fn ended_runs(batch: &pb::AppendRunEventsRequest) -> Vec<String> {
+    batch
+        .events
+        .iter()
+        .filter(|e| match &e.kind {
+            Some(pb::run_event::Kind::Finished(_)) => true,
+            Some(pb::run_event::Kind::Started(s)) => ![
+                pb::RunStatus::Unspecified as i32,
+                pb::RunStatus::Running as i32,
+            ]
+            .contains(&s.status),
+            _ => false,
+        })
+        .map(|e| e.run_id.clone())
+        .collect()
+}
+
+async fn deliver(
+    shared: Arc<Shared>,
+    mut client: LogsClient,
+    acks: mpsc::Sender<Vec<String>>,
+    flush_timeout: Duration,
+) {
     let mut failures = 0u32;
     let mut flush_deadline: Option<tokio::time::Instant> = None;
     loop {
@@ -383,6 +415,7 @@ async fn deliver(shared: Arc<Shared>, mut client: LogsClient, flush_timeout: Dur
             continue;
         }
         let n = batch.events.len() as u64;
+        let ended = ended_runs(&batch);
         let metrics = distcron_metrics::worker();
         let span = delivery_span(&batch);
         let delivered = tokio::time::timeout(
@@ -402,6 +435,10 @@ async fn deliver(shared: Arc<Shared>, mut client: LogsClient, flush_timeout: Dur
                 metrics.delivered_events.inc_by(n.saturating_sub(rejected));
                 metrics.log_batch_events.observe(n as f64);
                 pop(&shared, &seqs).await;
+                if !ended.is_empty() {
+                    // Fails only once the releaser has ended (shutdown); nothing is left to do.
+                    let _ = acks.send(ended).await;
+                }
             }
             Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
                 tracing::error!(error = %status, events = n, "logsvc refused a whole batch; DROPPED");

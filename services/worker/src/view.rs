@@ -168,9 +168,12 @@ pub async fn follow(
                 distcron_metrics::worker().watch_resyncs.inc();
                 tracing::warn!("watch history compacted; resynchronised from a full listing");
                 install(&ctx, kvs, &jobs_tx).await;
+                // Workers gone during the gap may have left undelivered runs.
+                crate::undelivered::spawn_recovery(ctx.clone());
             }
             Some(ResilientWatchEvent::Batch(batch)) => {
                 let mut lost: Vec<RunningRecord> = Vec::new();
+                let mut gone: Vec<String> = Vec::new();
                 let mut job_events = Vec::new();
                 let mut kills = Vec::new();
                 let mut new_triggers = Vec::new();
@@ -249,6 +252,7 @@ pub async fn follow(
                                     }
                                 } else {
                                     view.workers.remove(id);
+                                    gone.push(id.to_owned());
                                     if let Ok(mut o) = ctx.offset.lock() {
                                         o.forget(id);
                                     }
@@ -271,6 +275,7 @@ pub async fn follow(
                             .get(&r.worker_id)
                             .is_none_or(|w| w.started_at_ms > r.claimed_at_ms)
                     });
+                    gone.retain(|id| !view.workers.contains_key(id));
                 }
                 for ev in job_events {
                     if jobs_tx.send(ev).await.is_err() {
@@ -285,6 +290,9 @@ pub async fn follow(
                 }
                 for record in lost {
                     crate::fire::record_lost(&ctx, record).await;
+                }
+                for worker in gone {
+                    crate::undelivered::spawn_gone(ctx.clone(), worker);
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{
     assert_each_slot_once, assert_exactly_once, disable, exclusive, job, process_running, settle,
-    status, summary, Cluster,
+    status, summary, with_status, Cluster,
 };
 use distcron_proto::jobs::v1 as jobs;
 use distcron_proto::logs::v1 as logs;
@@ -279,6 +279,74 @@ async fn runs_during_a_logsvc_outage_are_delivered_once_when_it_returns() {
         during >= 9,
         "only {during} runs of the outage were delivered"
     );
+    cluster.shutdown().await;
+}
+
+/// The workers of `cluster` that have undelivered-run markers in etcd.
+async fn workers_with_markers(cluster: &Cluster) -> std::collections::BTreeSet<String> {
+    distcron_ledger::workers_with_undelivered(cluster.store.as_ref(), &cluster.keys)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn ended_runs_a_worker_gone_for_good_never_delivered_are_recorded_lost() {
+    let _guard = exclusive().await;
+    let mut cluster = Cluster::shared_with_workers(&["gone-1", "gone-2"]).await;
+    let names: Vec<String> = (0..4).map(|i| format!("undelivered-{i}")).collect();
+    for name in &names {
+        cluster.save(job(name, "true", "* * * * * *")).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.stop_logsvc().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The runs ended during the outage wait in their workers' spools, each listed in a marker.
+    let marked = workers_with_markers(&cluster).await;
+    let victim = cluster
+        .workers
+        .iter()
+        .position(|w| marked.contains(&w.id))
+        .unwrap_or_else(|| panic!("no worker marked its undelivered runs: {marked:?}"));
+    let victim_id = cluster.workers[victim].id.clone();
+    // Gone for good: killed, its spool never delivered.
+    let crashed_at = distcron_core::now_ms();
+    cluster.workers[victim].crash();
+    cluster.start_logsvc(None).await;
+    // Session TTL 2 s, then the survivor records the victim's marked runs.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    disable(&mut cluster, &names).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle(&mut cluster, &names).await;
+    let mut recorded_lost = 0;
+    for name in &names {
+        // Every slot has its record, those that ran on the victim during the outage too.
+        let runs = assert_each_slot_once(&mut cluster, name).await;
+        for run in with_status(&runs, logs::RunStatus::Lost) {
+            // Lost in progress (a slot may be claimed up to the claim lead ahead), or ended
+            // before the crash and never delivered.
+            assert_eq!(run.worker_id, victim_id, "{:#?}", summary(&runs));
+            assert!(
+                run.plan_time_ms < crashed_at + 1_000,
+                "{:#?}",
+                summary(&runs)
+            );
+            if run.err.contains("before logsvc stored") {
+                assert!(run.plan_time_ms < crashed_at, "{:#?}", summary(&runs));
+                recorded_lost += 1;
+            }
+        }
+    }
+    assert!(recorded_lost > 0, "no undelivered run was recorded lost");
+    // The survivor deletes the victim's markers once logsvc has stored those records.
+    let mut left = workers_with_markers(&cluster).await;
+    for _ in 0..50 {
+        if !left.contains(&victim_id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = workers_with_markers(&cluster).await;
+    }
+    assert!(!left.contains(&victim_id), "{left:?}");
     cluster.shutdown().await;
 }
 
