@@ -34,6 +34,9 @@ const ORPHAN_AGE: Duration = Duration::from_secs(30);
 const MAX_MARKED_RUNS: usize = 50_000;
 /// Most marker deletions in one release transaction.
 const MAX_UNMARKS_PER_TXN: usize = 16;
+/// How long markers no longer needed wait for a release to go with before they are deleted in
+/// a transaction of their own.
+const LONE_UNMARK_AFTER: Duration = Duration::from_secs(1);
 /// How long an acknowledgement that arrived before its run's release is remembered.
 const EARLY_ACK_MS: i64 = 60_000;
 
@@ -131,8 +134,13 @@ impl Marks {
     /// Up to `max` markers to delete (give them back with [`Marks::restore_done`] if the
     /// deletion fails).
     pub fn take_done(&mut self, max: usize) -> Vec<String> {
-        let n = self.done.len().min(max);
+        let n = self.done_count().min(max);
         self.done.drain(..n).collect()
+    }
+
+    /// How many markers wait to be deleted.
+    pub fn done_count(&self) -> usize {
+        self.done.len()
     }
 
     /// Markers whose deletion failed, to delete later.
@@ -196,6 +204,7 @@ pub async fn release(
     let mut acks_open = true;
     let mut over_limit_warned = false;
     let mut last_sweep = tokio::time::Instant::now();
+    let mut last_release = tokio::time::Instant::now();
     loop {
         if open && last_sweep.elapsed() >= REGISTRATION_REFRESH {
             last_sweep = tokio::time::Instant::now();
@@ -232,7 +241,17 @@ pub async fn release(
         while let Ok(ids) = acks.try_recv() {
             marks.acknowledged(ids, ctx.clock.now_ms());
         }
-        let unmark = marks.take_done(MAX_UNMARKS_PER_TXN);
+        // Markers no longer needed go with the next release; alone only once a transaction's
+        // worth waits, a second has passed without a release, or at shutdown.
+        let unmark = if pending.len() > 0
+            || marks.done_count() >= MAX_UNMARKS_PER_TXN
+            || last_release.elapsed() >= LONE_UNMARK_AFTER
+            || !open
+        {
+            marks.take_done(MAX_UNMARKS_PER_TXN)
+        } else {
+            Vec::new()
+        };
         if pending.len() == 0 && unmark.is_empty() {
             if !open && !acks_open {
                 return;
@@ -279,6 +298,7 @@ pub async fn release(
         .await;
         match released {
             Ok(()) => {
+                last_release = tokio::time::Instant::now();
                 marks.released(runs.iter().map(|(_, run)| run.as_str()), marker.as_ref());
                 pending = Pending::default();
             }

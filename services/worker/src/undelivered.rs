@@ -73,22 +73,28 @@ async fn record(ctx: &Ctx, worker_id: &str, take: impl Fn(&str) -> bool) {
             return;
         }
     };
-    for marker in markers.into_iter().filter(|m| take(&m.key)) {
+    let markers: Vec<_> = markers.into_iter().filter(|m| take(&m.key)).collect();
+    let runs: usize = markers.iter().map(|m| m.runs.len()).sum();
+    if markers.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        worker = %worker_id,
+        runs,
+        markers = markers.len(),
+        "recording runs lost: their worker is gone and their records never reached logsvc"
+    );
+    let err = format!(
+        "worker {worker_id} stopped before logsvc stored this run's record; the run had ended there, how is unknown"
+    );
+    for marker in markers {
         let runs = marker.runs.clone();
-        tracing::warn!(
-            worker = %worker_id,
-            runs = runs.len(),
-            "recording runs lost: their worker is gone and their records never reached logsvc"
-        );
         // Adopted before the records are shipped, so their acknowledgements find the marker.
         if ctx.release.send(Release::Adopted(marker)).await.is_err() {
             return;
         }
         for run in &runs {
-            let err = format!(
-                "worker {worker_id} stopped before logsvc stored this run's record; the run had ended there, how is unknown"
-            );
-            crate::fire::ship_lost(ctx, run, err).await;
+            crate::fire::ship_lost(ctx, run, err.clone()).await;
         }
     }
 }
