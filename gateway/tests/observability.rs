@@ -568,6 +568,8 @@ async fn one_save_and_its_runs_are_traced_across_every_service_and_counted() {
             ("distcron_worker_sessions_opened_total", &[], Exactly(1.0)),
             // Nothing backs up: at most the batch being delivered right now is spooled.
             ("distcron_worker_spool_batches", &[], AtMost(1.0)),
+            // Acknowledged runs are unmarked: only the runs ended in the last moments are marked.
+            ("distcron_worker_undelivered_runs", &[], AtMost(3.0)),
             (
                 "distcron_store_request_duration_seconds_count",
                 &[("store", "etcd"), ("op", "txn")],

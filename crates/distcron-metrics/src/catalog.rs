@@ -156,6 +156,8 @@ pub struct WorkerMetrics {
     pub spool_bytes: IntGauge,
     /// Batches in the log spool.
     pub spool_batches: IntGauge,
+    /// Ended runs marked in etcd until logsvc stores their records.
+    pub undelivered_runs: IntGauge,
     /// Run events logsvc acknowledged.
     pub delivered_events: IntCounter,
     dropped_events: IntCounterVec,
@@ -239,6 +241,10 @@ static WORKER: LazyLock<WorkerMetrics> = LazyLock::new(|| {
         spool_batches: gauge(
             "distcron_worker_spool_batches",
             "Batches of run events in the on-disk spool (spool depth).",
+        ),
+        undelivered_runs: gauge(
+            "distcron_worker_undelivered_runs",
+            "Ended runs marked in etcd (undelivered/) until logsvc stores their records; at most 50,000.",
         ),
         delivered_events: counter(
             "distcron_worker_delivered_events_total",

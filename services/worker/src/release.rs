@@ -301,6 +301,9 @@ pub async fn release(
                 last_release = tokio::time::Instant::now();
                 marks.released(runs.iter().map(|(_, run)| run.as_str()), marker.as_ref());
                 pending = Pending::default();
+                distcron_metrics::worker()
+                    .undelivered_runs
+                    .set(i64::try_from(marks.marked_runs()).unwrap_or(i64::MAX));
             }
             Err(e) => {
                 marks.restore_done(unmark);
