@@ -184,13 +184,14 @@ impl Pending {
     }
 }
 
-/// Deletes the running records of ended runs (sent once their ends were shipped) in batches (every 50 ms, up to 128 records per
-/// transaction), so ending a run costs a fraction of a store write; each transaction also
-/// writes the marker of its runs not yet acknowledged by logsvc (`acks`: the run ids whose ends
-/// logsvc stored) and deletes markers no longer needed, adopted ones included. Every few seconds it also sweeps orphan
-/// records ([`crate::fire::sweep_orphans`]). After `close` it releases what was sent so far,
-/// follows the acknowledgements until the shipper is done (`acks` closed), deletes the markers
-/// that allows, and ends.
+/// Deletes the running records of ended runs (sent once their ends were shipped) in batches
+/// (every 50 ms, up to 128 records per transaction), so ending a run costs a fraction of a store
+/// write; each transaction also writes the marker of its runs not yet acknowledged by logsvc
+/// (`acks`: the run ids whose ends logsvc stored) and deletes markers no longer needed, adopted
+/// ones included. Every few seconds it also sweeps orphan records
+/// ([`crate::fire::sweep_orphans`]). After `close` it releases what was sent so far, follows the
+/// acknowledgements until the shipper is done (`acks` closed), deletes the markers that allows,
+/// and ends.
 pub async fn release(
     ctx: Arc<Ctx>,
     mut rx: mpsc::Receiver<Release>,
@@ -243,7 +244,7 @@ pub async fn release(
         }
         // Markers no longer needed go with the next release; alone only once a transaction's
         // worth waits, a second has passed without a release, or at shutdown.
-        let unmark = if pending.len() > 0
+        let mut unmark = if pending.len() > 0
             || marks.done_count() >= MAX_UNMARKS_PER_TXN
             || last_release.elapsed() >= LONE_UNMARK_AFTER
             || !open
@@ -259,6 +260,11 @@ pub async fn release(
             continue;
         }
         let (to_mark, over) = marks.to_mark(&pending.ended);
+        if to_mark.is_empty() {
+            // An earlier attempt of this batch may have written its marker after all (its
+            // answer lost); everything in it is acknowledged by now.
+            unmark.extend(pending.marker_key.take());
+        }
         if over > 0 && !over_limit_warned {
             over_limit_warned = true;
             tracing::warn!(
