@@ -90,6 +90,22 @@ pub async fn list_prefix(
     store: &dyn KvStore,
     prefix: &str,
 ) -> Result<(Vec<KeyValue>, Revision), crate::KvError> {
+    list(store, prefix, false).await
+}
+
+/// Like [`list_prefix`], without the values.
+pub async fn list_keys(
+    store: &dyn KvStore,
+    prefix: &str,
+) -> Result<(Vec<KeyValue>, Revision), crate::KvError> {
+    list(store, prefix, true).await
+}
+
+async fn list(
+    store: &dyn KvStore,
+    prefix: &str,
+    keys_only: bool,
+) -> Result<(Vec<KeyValue>, Revision), crate::KvError> {
     let mut kvs = Vec::new();
     let mut start_after = None;
     let mut revision = 0;
@@ -99,7 +115,7 @@ pub async fn list_prefix(
                 prefix: prefix.to_owned(),
                 start_after,
                 limit: 1000,
-                keys_only: false,
+                keys_only,
                 at_revision: revision,
             })
             .await?;

@@ -411,44 +411,31 @@ pub async fn release(
     runs: &[(String, String)],
     markers: MarkerChanges<'_>,
 ) -> Result<(), KvError> {
-    let mut marker_ops: Vec<Op> = markers
+    let mut ops: Vec<Op> = markers
         .delete
         .iter()
         .map(|key| Op::delete(key.clone()))
         .collect();
     if let Some(marker) = markers.put {
         let value = serde_json::to_vec(&marker.runs).map_err(|e| KvError::Other(e.to_string()))?;
-        marker_ops.push(Op::put(marker.key.clone(), value));
+        ops.push(Op::put(marker.key.clone(), value));
     }
-    if marker_ops.len() >= MAX_TXN_OPS {
+    if ops.len() >= MAX_TXN_OPS {
         return Err(KvError::Other(format!(
             "{} marker changes do not fit in one transaction",
-            marker_ops.len()
+            ops.len()
         )));
     }
-    let first = runs.len().min(MAX_TXN_OPS - marker_ops.len());
-    let mut then = marker_ops;
-    then.extend(
-        runs[..first]
-            .iter()
+    // The marker changes lead, so they all go in the first transaction.
+    ops.extend(
+        runs.iter()
             .map(|(job, run)| Op::delete(keys.running(job, run))),
     );
-    if !then.is_empty() {
-        store
-            .txn(Txn {
-                when: vec![],
-                then,
-                otherwise: vec![],
-            })
-            .await?;
-    }
-    for chunk in runs[first..].chunks(MAX_TXN_OPS) {
+    while !ops.is_empty() {
+        let rest = ops.split_off(ops.len().min(MAX_TXN_OPS));
         let txn = Txn {
             when: vec![],
-            then: chunk
-                .iter()
-                .map(|(job, run)| Op::delete(keys.running(job, run)))
-                .collect(),
+            then: std::mem::replace(&mut ops, rest),
             otherwise: vec![],
         };
         store.txn(txn).await?;
@@ -478,29 +465,12 @@ pub async fn workers_with_undelivered(
     store: &dyn KvStore,
     keys: &Keys,
 ) -> Result<std::collections::BTreeSet<String>, KvError> {
-    let mut workers = std::collections::BTreeSet::new();
-    let mut start_after = None;
-    loop {
-        let page = store
-            .range(distcron_kv::RangeRequest {
-                prefix: keys.undelivered_all(),
-                start_after,
-                limit: 1000,
-                keys_only: true,
-                at_revision: 0,
-            })
-            .await?;
-        workers.extend(
-            page.kvs
-                .iter()
-                .filter_map(|kv| keys.undelivered_worker(&kv.key))
-                .map(str::to_owned),
-        );
-        match page.kvs.last() {
-            Some(last) if page.more => start_after = Some(last.key.clone()),
-            _ => return Ok(workers),
-        }
-    }
+    let (kvs, _) = distcron_kv::list_keys(store, &keys.undelivered_all()).await?;
+    Ok(kvs
+        .iter()
+        .filter_map(|kv| keys.undelivered_worker(&kv.key))
+        .map(str::to_owned)
+        .collect())
 }
 
 /// How long a kill request stays visible to workers that are reconnecting.

@@ -128,13 +128,12 @@ pub async fn run(
         .clone()
         .unwrap_or_else(distcron_discovery::default_instance_id);
     let clock = Clock::new(config.test_clock_offset_ms);
-    let started_at = clock.now_ms();
     let ctx = Arc::new(ctx::Ctx {
         id: id.clone(),
         keys,
         store,
         clock,
-        started_at_ms: started_at,
+        started_at_ms: clock.now_ms(),
         settings: ctx::Settings {
             capacity: config.capacity,
             claim_standby: config.claim_standby,
@@ -184,7 +183,7 @@ pub async fn run(
         () = shutdown.cancelled() => {}
     }
     let mut attempt = 0;
-    while let Err(e) = session::open(&ctx, started_at).await {
+    while let Err(e) = session::open(&ctx).await {
         attempt += 1;
         tracing::warn!(error = %e, attempt, "cannot open a session in etcd; retrying");
         tokio::select! {
@@ -210,7 +209,7 @@ pub async fn run(
         claims_rx,
         ctx.stop_claiming.clone(),
     ));
-    let keeper = tokio::spawn(session::keep(ctx.clone(), started_at, session_stop.clone()));
+    let keeper = tokio::spawn(session::keep(ctx.clone(), session_stop.clone()));
     let releaser = tokio::spawn(release::release(
         ctx.clone(),
         release_rx,

@@ -171,6 +171,15 @@ struct Pending {
 }
 
 impl Pending {
+    /// Takes what the releaser was sent: an ended run into this batch, an adopted marker into
+    /// `marks`.
+    fn take(&mut self, item: Release, marks: &mut Marks) {
+        match item {
+            Release::Ended(record) => self.ended.push(record),
+            Release::Adopted(marker) => marks.adopt(marker),
+        }
+    }
+
     fn len(&self) -> usize {
         self.ended.len() + self.orphans.len()
     }
@@ -218,8 +227,7 @@ pub async fn release(
         while pending.len() < distcron_ledger::MAX_TXN_OPS && (open || acks_open) {
             tokio::select! {
                 item = rx.recv(), if open => match item {
-                    Some(Release::Ended(record)) => pending.ended.push(record),
-                    Some(Release::Adopted(marker)) => marks.adopt(marker),
+                    Some(item) => pending.take(item, &mut marks),
                     None => open = false,
                 },
                 ids = acks.recv(), if acks_open => match ids {
@@ -229,10 +237,7 @@ pub async fn release(
                 () = tokio::time::sleep_until(deadline) => break,
                 () = close.cancelled(), if open => {
                     while let Ok(item) = rx.try_recv() {
-                        match item {
-                            Release::Ended(record) => pending.ended.push(record),
-                            Release::Adopted(marker) => marks.adopt(marker),
-                        }
+                        pending.take(item, &mut marks);
                     }
                     open = false;
                 }

@@ -30,7 +30,7 @@ fn addresses() -> Vec<String> {
 }
 
 /// Updates the clock judgement; returns the registration to write.
-fn registration(ctx: &Ctx, started_at_ms: i64, addresses: &[String]) -> WorkerRegistration {
+fn registration(ctx: &Ctx, addresses: &[String]) -> WorkerRegistration {
     let (offset, judgeable) = ctx
         .offset
         .lock()
@@ -85,7 +85,7 @@ fn registration(ctx: &Ctx, started_at_ms: i64, addresses: &[String]) -> WorkerRe
         addresses: addresses.to_vec(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         labels: ctx.settings.labels.clone(),
-        started_at_ms,
+        started_at_ms: ctx.started_at_ms,
         heartbeat_at_ms: ctx.clock.now_ms(),
         running: u32::try_from(ctx.running_count()).unwrap_or(u32::MAX),
         capacity: ctx.settings.capacity,
@@ -95,13 +95,8 @@ fn registration(ctx: &Ctx, started_at_ms: i64, addresses: &[String]) -> WorkerRe
     }
 }
 
-async fn register(
-    ctx: &Ctx,
-    lease: LeaseId,
-    started_at_ms: i64,
-    addresses: &[String],
-) -> Result<(), KvError> {
-    let value = serde_json::to_vec(&registration(ctx, started_at_ms, addresses))
+async fn register(ctx: &Ctx, lease: LeaseId, addresses: &[String]) -> Result<(), KvError> {
+    let value = serde_json::to_vec(&registration(ctx, addresses))
         .map_err(|e| KvError::Other(e.to_string()))?;
     ctx.store
         .put(&ctx.keys.worker(&ctx.id), value, Some(lease))
@@ -110,15 +105,15 @@ async fn register(
 }
 
 /// Grants the first session and registers; returns once both are done.
-pub async fn open(ctx: &Ctx, started_at_ms: i64) -> Result<(), KvError> {
+pub async fn open(ctx: &Ctx) -> Result<(), KvError> {
     let lease = ctx.store.grant_lease(ctx.settings.session_ttl).await?;
     distcron_metrics::worker().sessions_opened.inc();
     ctx.session.store(lease, Ordering::Relaxed);
-    register(ctx, lease, started_at_ms, &addresses()).await
+    register(ctx, lease, &addresses()).await
 }
 
 /// Keeps the session alive and the registration fresh until `stop` is cancelled.
-pub async fn keep(ctx: Arc<Ctx>, started_at_ms: i64, stop: CancellationToken) {
+pub async fn keep(ctx: Arc<Ctx>, stop: CancellationToken) {
     let ttl = ctx.settings.session_ttl;
     let addresses = addresses();
     let mut last_renewal = tokio::time::Instant::now();
@@ -186,7 +181,7 @@ pub async fn keep(ctx: Arc<Ctx>, started_at_ms: i64, stop: CancellationToken) {
             let refreshed = bounded(
                 period,
                 "registration",
-                register(&ctx, ctx.session(), started_at_ms, &addresses),
+                register(&ctx, ctx.session(), &addresses),
             )
             .await;
             match refreshed {

@@ -13,15 +13,19 @@ use std::sync::Arc;
 use crate::ctx::Ctx;
 use crate::release::Release;
 
+/// Whether this worker is the one to record the undelivered runs of `worker_id`, another worker
+/// that is gone: it still takes work and comes first by rendezvous.
+fn takes_over(ctx: &Ctx, worker_id: &str) -> bool {
+    worker_id != ctx.id
+        && !ctx.stop_claiming.is_cancelled()
+        && ctx.rank(&format!("undelivered/{worker_id}")) == 0
+}
+
 /// Records the undelivered runs of `worker_id`, which is gone, if this worker is the one to.
 pub fn spawn_gone(ctx: Arc<Ctx>, worker_id: String) {
-    if worker_id == ctx.id
-        || ctx.stop_claiming.is_cancelled()
-        || ctx.rank(&format!("undelivered/{worker_id}")) != 0
-    {
-        return;
+    if takes_over(&ctx, &worker_id) {
+        tokio::spawn(async move { record(&ctx, &worker_id, |_| true).await });
     }
-    tokio::spawn(async move { record(&ctx, &worker_id, |_| true).await });
 }
 
 /// At start (after the session opened) and after a resynchronisation: records the undelivered
@@ -51,10 +55,7 @@ pub fn spawn_recovery(ctx: Arc<Ctx>) {
                 .read()
                 .map(|v| v.workers.contains_key(&worker))
                 .unwrap_or(true);
-            if !registered
-                && !ctx.stop_claiming.is_cancelled()
-                && ctx.rank(&format!("undelivered/{worker}")) == 0
-            {
+            if !registered && takes_over(&ctx, &worker) {
                 record(&ctx, &worker, |_| true).await;
             }
         }
