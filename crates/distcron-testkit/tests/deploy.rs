@@ -37,8 +37,8 @@ fn variables(help: &str) -> BTreeSet<&str> {
         .collect()
 }
 
-#[test]
-fn compose_validates_and_sets_only_variables_the_binaries_read() {
+/// The compose file as `docker-compose config` resolves it (validated on the way).
+fn compose_config() -> serde_yaml::Value {
     let out = Command::new("docker-compose")
         .args(["-f", "docker-compose.yml", "config"])
         .current_dir(workspace_root())
@@ -49,14 +49,26 @@ fn compose_validates_and_sets_only_variables_the_binaries_read() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let config: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    serde_yaml::from_slice(&out.stdout).unwrap()
+}
+
+/// The services of the compose file that run our image (the others, etcd and mongo, do not).
+fn distcron_services(config: &serde_yaml::Value) -> Vec<(&str, &serde_yaml::Value)> {
+    config["services"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, service)| service["image"].as_str() == Some("distcron:dev"))
+        .map(|(name, service)| (name.as_str().unwrap(), service))
+        .collect()
+}
+
+#[test]
+fn compose_validates_and_sets_only_variables_the_binaries_read() {
+    let config = compose_config();
     let helps = helps();
     let mut checked = BTreeSet::new();
-    for (name, service) in config["services"].as_mapping().unwrap() {
-        // Services built from our image run one of our binaries; the others (etcd, mongo) not.
-        if service["image"].as_str() != Some("distcron:dev") {
-            continue;
-        }
+    for (name, service) in distcron_services(&config) {
         let bin = service["command"][0].as_str().unwrap_or_default();
         let help = helps
             .get(bin)
@@ -76,6 +88,97 @@ fn compose_validates_and_sets_only_variables_the_binaries_read() {
         checked.len(),
         4,
         "every binary runs in the compose stack: {checked:?}"
+    );
+}
+
+/// The final stage of `deploy/Dockerfile` (what runs), its continuation lines joined.
+fn runtime_stage() -> String {
+    let text = std::fs::read_to_string(workspace_root().join("deploy/Dockerfile")).unwrap();
+    let joined = text.replace("\\\n", " ");
+    let start = joined.rfind("\nFROM ").expect("a FROM line");
+    joined[start..].to_owned()
+}
+
+/// The directories the runtime stage creates owned by `distcron` (`install -d -o distcron …`).
+fn directories_owned_by_distcron(stage: &str) -> BTreeSet<String> {
+    let mut dirs = BTreeSet::new();
+    for command in stage
+        .split(['\n', ';'])
+        .flat_map(|l| l.split("&&"))
+    {
+        let mut words = command.split_whitespace();
+        if !words.any(|w| w == "install") {
+            continue;
+        }
+        let (mut directory, mut owner, mut paths) = (false, None, Vec::new());
+        while let Some(word) = words.next() {
+            match word {
+                "-d" => directory = true,
+                "-o" | "-g" | "-m" => {
+                    let value = words.next();
+                    if word == "-o" {
+                        owner = value;
+                    }
+                }
+                path if path.starts_with('/') => paths.push(path.to_owned()),
+                _ => {}
+            }
+        }
+        if directory && owner == Some("distcron") {
+            dirs.extend(paths);
+        }
+    }
+    dirs
+}
+
+#[test]
+fn the_image_creates_every_directory_compose_mounts_owned_by_the_user_it_runs_as() {
+    // A named volume mounted on a directory the image lacks is created owned by root, and the
+    // services run as distcron: the workers then cannot write their data dir (issue 27).
+    let stage = runtime_stage();
+    assert!(
+        stage.lines().any(|l| l.trim() == "USER distcron"),
+        "the image runs as distcron"
+    );
+    let owned = directories_owned_by_distcron(&stage);
+    let config = compose_config();
+    let mut mounts = Vec::new();
+    for (name, service) in distcron_services(&config) {
+        for volume in service["volumes"].as_sequence().into_iter().flatten() {
+            let target = match volume {
+                serde_yaml::Value::String(spec) => spec.split(':').nth(1).unwrap().to_owned(),
+                other => other["target"].as_str().unwrap().to_owned(),
+            };
+            assert!(
+                owned.contains(&target),
+                "service {name:?} mounts a volume on {target}, which deploy/Dockerfile does not \
+                 create owned by distcron (`install -d -o distcron -g distcron {target}`); it has {owned:?}"
+            );
+            mounts.push(target);
+        }
+        if let Some(dir) = service["environment"]["DISTCRON_WORKER_DATA_DIR"].as_str() {
+            assert!(
+                mounts.iter().any(|m| m == dir),
+                "service {name:?}: its data dir {dir} is on a volume"
+            );
+        }
+    }
+    assert!(
+        mounts.len() >= 2,
+        "the workers' data volumes were checked: {mounts:?}"
+    );
+}
+
+#[test]
+fn the_image_layout_check_sees_a_directory_the_dockerfile_does_not_create() {
+    let today = "\nFROM debian:bookworm-slim\nRUN useradd --system --create-home \
+                 --home-dir /var/lib/distcron distcron\nUSER distcron\n";
+    assert!(directories_owned_by_distcron(today).is_empty());
+    let fixed = "\nFROM x\nRUN apt-get update && install -d -o distcron -g distcron -m 0700 \
+                 /var/lib/distcron/worker /srv/a; install -d /root-owned\n";
+    assert_eq!(
+        directories_owned_by_distcron(fixed),
+        BTreeSet::from(["/var/lib/distcron/worker".to_owned(), "/srv/a".to_owned()])
     );
 }
 

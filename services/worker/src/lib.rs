@@ -11,6 +11,7 @@ mod claims;
 mod clock;
 mod config;
 mod ctx;
+mod data_dir;
 mod exec;
 mod fire;
 pub mod leader;
@@ -24,7 +25,6 @@ mod undelivered;
 mod view;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -63,24 +63,6 @@ pub enum WorkerError {
     Discovery(#[from] distcron_discovery::DiscoveryError),
 }
 
-/// Locks the data directory for this process (one worker per directory: the process-group
-/// records and the spool are its own).
-fn lock_data_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, WorkerError> {
-    let err = |reason: String| WorkerError::DataDir {
-        path: dir.display().to_string(),
-        reason,
-    };
-    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("worker.lock"))
-        .map_err(|e| err(e.to_string()))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, e)| err(format!("in use by another worker ({e})")))
-}
-
 /// Runs a worker until `shutdown` is cancelled, then drains: stops claiming, lets running runs
 /// finish for up to the drain timeout, kills the rest, ships what is left (or leaves it spooled),
 /// and revokes the session so the worker disappears at once.
@@ -91,11 +73,9 @@ pub async fn run(
     logsvc: Endpoints,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let _lock = lock_data_dir(&config.data_dir)?;
-    let processes = ProcessRecords::open(&config.data_dir).map_err(|e| WorkerError::DataDir {
-        path: config.data_dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let _lock = data_dir::lock(&config.data_dir)?;
+    let processes = ProcessRecords::open(&config.data_dir)
+        .map_err(|e| data_dir::error(&config.data_dir, &e))?;
     let reaped = processes.reap_leftovers();
     if !reaped.is_empty() {
         tracing::warn!(runs = ?reaped, "killed process groups left by a previous incarnation");
@@ -117,10 +97,7 @@ pub async fn run(
         client,
         acks_tx,
     )
-    .map_err(|e| WorkerError::DataDir {
-        path: config.data_dir.display().to_string(),
-        reason: format!("spool: {e}"),
-    })?;
+    .map_err(|e| data_dir::error(&config.data_dir.join("spool"), &e))?;
     let (jobs_tx, jobs_rx) = mpsc::channel(1024);
     let (claims_tx, claims_rx) = mpsc::channel(4096);
     let id = config
