@@ -50,6 +50,42 @@ pub struct RunningRecord {
     /// Why it runs.
     #[serde(default)]
     pub trigger: RunTrigger,
+    /// Earlier slots of the job that this claim moved the ledger past without their being
+    /// claimed: whoever records this run records them `skipped` (see [`PassedOver`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed_over: Option<PassedOver>,
+}
+
+/// Slots of a job that a claim of a later slot moved the ledger past, unclaimed. They are
+/// recorded `skipped` with `reason` by whoever records the claimed run (its worker, or the worker
+/// that records it `lost`), under run ids derived from the slot ([`PassedOver::run_id`]), so
+/// recording them twice stores them once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PassedOver {
+    /// The slots, ms, oldest first: at most [`PassedOver::MAX_LISTED`], the most recent ones.
+    pub slots: Vec<i64>,
+    /// How many earlier slots are not listed: they are recorded as one `skipped` run at
+    /// `earlier_from_ms` whose error counts them.
+    #[serde(default)]
+    pub earlier: u64,
+    /// The first of the unlisted earlier slots, ms.
+    #[serde(default)]
+    pub earlier_from_ms: i64,
+    /// Why they were not claimed in time.
+    pub reason: String,
+}
+
+impl PassedOver {
+    /// Most slots listed one by one (each becomes its own `skipped` run).
+    pub const MAX_LISTED: usize = 100;
+
+    /// The run id of the `skipped` record of `job`'s slot `slot_ms`: a name-based UUID (v5) of
+    /// the job and the slot, the same on every worker and every version.
+    pub fn run_id(job: &str, slot_ms: i64) -> String {
+        let name = format!("distcron/passed-over/{job}/{slot_ms}");
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()).to_string()
+    }
 }
 
 /// A kill request at `killer/<job>` (on a short lease). An empty value, as the seed wrote, means

@@ -37,6 +37,7 @@ pub async fn claim_trigger(
         slot_ms: request.slot_ms,
         claimed_at_ms: now_ms,
         trigger: RunTrigger::Manual,
+        passed_over: None,
     };
     let value = serde_json::to_vec(&record).map_err(|e| KvError::Other(e.to_string()))?;
     let txn = Txn {
@@ -91,6 +92,77 @@ pub struct SlotClaim {
     pub trigger: RunTrigger,
     /// Under `forbid`, the claim also requires that no run of the job is running.
     pub forbid_overlap: bool,
+    /// What the claim requires of the ledger besides being before the slot.
+    pub expect: LedgerExpect,
+}
+
+/// What a claim (or a skip) of slot T requires of the job's ledger L besides L < T, so that the
+/// ledger never moves past a slot that nobody claimed without saying so.
+///
+/// The argument: the ledger only moves forward, and only by a claim or a skip transaction. Each
+/// of them names the job's previous slot P (the last slot of the schedule before T that counts:
+/// after the job's revision took effect) and succeeds only if L ≥ P ([`LedgerExpect::Reached`]),
+/// or, when no slot counts before T, with no more than L < T ([`LedgerExpect::Before`]). By
+/// induction every slot before the ledger was claimed or skipped by its own transaction. A claim
+/// that finds L < P (its predecessors unclaimed: an etcd stall, a partition, a worker stopped
+/// between claim batches, a stepped clock, a catch-up of the latest slot only) either waits for
+/// them or takes them over: [`LedgerExpect::PassOver`] requires L to be exactly the value it read
+/// and writes the slots in between into the claimed run's running record, so exactly the one
+/// worker whose transaction moved the ledger records them `skipped` (and, should it die, the worker
+/// that records its run `lost` does).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LedgerExpect {
+    /// No earlier slot counts: L < T is enough.
+    #[default]
+    Before,
+    /// The ledger must have reached the job's previous slot (ms): L ≥ P.
+    Reached(i64),
+    /// The ledger must be exactly `ledger_ms` (absent when `None`); the slots between it and T are
+    /// passed over and recorded `skipped` by whoever records the claimed run.
+    PassOver {
+        /// The ledger as read.
+        ledger_ms: Option<i64>,
+        /// The slots passed over, and why.
+        passed: distcron_core::records::PassedOver,
+    },
+}
+
+impl LedgerExpect {
+    /// The conditions on the ledger at `key` for a claim or skip of `slot_ms`; `exists` is the
+    /// caller's guess whether the key exists (used by [`LedgerExpect::Before`] only).
+    fn conditions(&self, key: &str, exists: bool, slot_ms: i64) -> Vec<Condition> {
+        let value = |ms: i64| CompareTarget::Value(distcron_core::records::ledger::encode(ms));
+        match self {
+            Self::Before => vec![ledger_condition(key, exists, slot_ms)],
+            Self::Reached(previous) => vec![
+                Condition::key(key, value(slot_ms), CompareOp::Less),
+                Condition::key(key, value(previous.saturating_sub(1)), CompareOp::Greater),
+            ],
+            Self::PassOver {
+                ledger_ms: Some(l), ..
+            } => vec![Condition::key(key, value(*l), CompareOp::Equal)],
+            Self::PassOver {
+                ledger_ms: None, ..
+            } => vec![Condition::absent(key)],
+        }
+    }
+
+    /// Whether a ledger at `ledger` (absent when `None`), before the slot, fails this expectation.
+    fn is_behind(&self, ledger: Option<i64>) -> bool {
+        match self {
+            Self::Before => false,
+            Self::Reached(previous) => ledger.is_none_or(|l| l < *previous),
+            Self::PassOver { ledger_ms, .. } => ledger != *ledger_ms,
+        }
+    }
+
+    /// The slots this claim passes over, if any.
+    fn passed_over(&self) -> Option<distcron_core::records::PassedOver> {
+        match self {
+            Self::PassOver { passed, .. } => Some(passed.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// The outcome of a slot claim.
@@ -109,6 +181,12 @@ pub enum SlotOutcome {
     Overlap {
         /// The runs in progress.
         running: Vec<RunningRecord>,
+    },
+    /// The ledger is not where the claim's [`LedgerExpect`] needs it: an earlier slot is still
+    /// unclaimed (or, for a pass-over, the ledger moved since it was read).
+    Behind {
+        /// The ledger's slot (`None`: no slot of the job was ever claimed).
+        ledger_ms: Option<i64>,
     },
 }
 
@@ -270,6 +348,7 @@ impl PendingClaim {
             slot_ms: claim.slot_ms,
             claimed_at_ms: claim.now_ms,
             trigger: claim.trigger,
+            passed_over: claim.expect.passed_over(),
         };
         let value = serde_json::to_vec(&record).map_err(|e| KvError::Other(e.to_string()))?;
         Ok(Self {
@@ -286,10 +365,11 @@ impl PendingClaim {
     }
 
     fn conditions(&self) -> Vec<Condition> {
-        let mut when = vec![
-            ledger_condition(&self.ledger_key, self.ledger_exists, self.claim.slot_ms),
-            Condition::unchanged(&self.job_key, self.claim.job_revision),
-        ];
+        let mut when =
+            self.claim
+                .expect
+                .conditions(&self.ledger_key, self.ledger_exists, self.claim.slot_ms);
+        when.push(Condition::unchanged(&self.job_key, self.claim.job_revision));
         if self.claim.forbid_overlap {
             when.push(Condition::no_keys_under(&self.running_prefix));
         }
@@ -342,6 +422,9 @@ impl PendingClaim {
         if job.first().map(|kv| kv.mod_revision) != Some(self.claim.job_revision) {
             return Some(SlotOutcome::JobChanged);
         }
+        if self.claim.expect.is_behind(ledger) {
+            return Some(SlotOutcome::Behind { ledger_ms: ledger });
+        }
         if self.claim.forbid_overlap && !running.is_empty() {
             return Some(SlotOutcome::Overlap { running });
         }
@@ -350,22 +433,27 @@ impl PendingClaim {
     }
 }
 
-/// Advances the ledger to `slot_ms` without running it (a skipped slot). Returns whether this
-/// caller advanced it, so exactly one worker records the skip.
+/// Advances the ledger to `slot_ms` without running it (a skipped slot), under the same
+/// expectation of the ledger as the claim that found the slot cannot run (`expect`). Returns
+/// whether this caller advanced it, so exactly one worker records the skip.
 pub async fn record_skip(
     store: &dyn KvStore,
     keys: &Keys,
     job: &str,
     job_revision: i64,
     slot_ms: i64,
+    expect: &LedgerExpect,
 ) -> Result<bool, KvError> {
     let ledger_key = keys.ledger(job);
-    for exists in [true, false] {
+    let guesses: &[bool] = match expect {
+        LedgerExpect::Before => &[true, false],
+        _ => &[true],
+    };
+    for exists in guesses {
+        let mut when = expect.conditions(&ledger_key, *exists, slot_ms);
+        when.push(Condition::unchanged(keys.job(job), job_revision));
         let txn = Txn {
-            when: vec![
-                ledger_condition(&ledger_key, exists, slot_ms),
-                Condition::unchanged(keys.job(job), job_revision),
-            ],
+            when,
             then: vec![Op::put(
                 &ledger_key,
                 distcron_core::records::ledger::encode(slot_ms),

@@ -9,7 +9,8 @@ use distcron_core::Keys;
 use distcron_kv::{EmbeddedKv, EtcdConfig, EtcdKv, KvStore, RangeRequest};
 use distcron_ledger::{
     claim_slot, claim_slots, record_skip, release, undelivered_of, workers_with_undelivered,
-    MarkerChanges, SlotClaim, SlotOutcome, UndeliveredMarker, MAX_CLAIMS_PER_TXN, MAX_TXN_OPS,
+    LedgerExpect, MarkerChanges, SlotClaim, SlotOutcome, UndeliveredMarker, MAX_CLAIMS_PER_TXN,
+    MAX_TXN_OPS,
 };
 use distcron_testkit::{shared_etcd, unique_name};
 
@@ -43,7 +44,8 @@ on_both_stores!(
     a_changed_job_is_not_claimed_from_its_old_revision,
     a_full_batch_settles_each_claim_by_its_own_conditions,
     concurrent_batches_give_each_slot_one_winner,
-    a_release_keeps_a_marker_of_its_runs_until_it_is_deleted
+    a_release_keeps_a_marker_of_its_runs_until_it_is_deleted,
+    a_claim_never_passes_over_an_unclaimed_slot_unless_it_takes_it_over
 );
 
 async fn setup(store: Arc<dyn KvStore>) -> (Arc<dyn KvStore>, Keys, i64) {
@@ -72,6 +74,7 @@ fn claim(rev: i64, slot: i64, worker: &str, session: i64, forbid: bool) -> SlotC
         now_ms: slot,
         trigger: RunTrigger::Schedule,
         forbid_overlap: forbid,
+        expect: LedgerExpect::Before,
     }
 }
 
@@ -159,12 +162,26 @@ async fn forbid_reports_overlap_and_the_skip_is_recorded_once(store: Arc<dyn KvS
         SlotOutcome::Overlap { running } => assert_eq!(running[0].run_id, "a-1000"),
         other => panic!("unexpected {other:?}"),
     }
-    let first = record_skip(store.as_ref(), &keys, "j", rev, 2_000)
-        .await
-        .unwrap();
-    let second = record_skip(store.as_ref(), &keys, "j", rev, 2_000)
-        .await
-        .unwrap();
+    let first = record_skip(
+        store.as_ref(),
+        &keys,
+        "j",
+        rev,
+        2_000,
+        &LedgerExpect::Before,
+    )
+    .await
+    .unwrap();
+    let second = record_skip(
+        store.as_ref(),
+        &keys,
+        "j",
+        rev,
+        2_000,
+        &LedgerExpect::Before,
+    )
+    .await
+    .unwrap();
     assert!(first && !second, "exactly one skip record");
     // `allow` runs next to the running one.
     assert!(matches!(
@@ -481,4 +498,132 @@ async fn a_release_keeps_a_marker_of_its_runs_until_it_is_deleted(store: Arc<dyn
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn a_claim_never_passes_over_an_unclaimed_slot_unless_it_takes_it_over(
+    store: Arc<dyn KvStore>,
+) {
+    let (store, keys, rev) = setup(store).await;
+    let s = store.as_ref();
+    let with = |slot: i64, expect: LedgerExpect| SlotClaim {
+        expect,
+        ..claim(rev, slot, "a", 0, false)
+    };
+    let won = |o: SlotOutcome| matches!(o, SlotOutcome::Won(_));
+    assert!(won(claim_slot(
+        s,
+        &keys,
+        &with(1_000, LedgerExpect::Before),
+        false
+    )
+    .await
+    .unwrap()));
+    // Slot 3000 needs slot 2000 claimed first: neither its claim nor a skip passes over it.
+    let behind = SlotOutcome::Behind {
+        ledger_ms: Some(1_000),
+    };
+    assert_eq!(
+        claim_slot(s, &keys, &with(3_000, LedgerExpect::Reached(2_000)), true)
+            .await
+            .unwrap(),
+        behind
+    );
+    assert!(
+        !record_skip(s, &keys, "j", rev, 3_000, &LedgerExpect::Reached(2_000))
+            .await
+            .unwrap()
+    );
+    assert!(won(claim_slot(
+        s,
+        &keys,
+        &with(2_000, LedgerExpect::Reached(1_000)),
+        true
+    )
+    .await
+    .unwrap()));
+    assert!(won(claim_slot(
+        s,
+        &keys,
+        &with(3_000, LedgerExpect::Reached(2_000)),
+        true
+    )
+    .await
+    .unwrap()));
+    // Taking slot 4000 over needs the ledger exactly where it was read.
+    let pass_over = |ledger_ms: Option<i64>| LedgerExpect::PassOver {
+        ledger_ms,
+        passed: distcron_core::records::PassedOver {
+            slots: vec![4_000],
+            reason: "not claimed in time".into(),
+            ..Default::default()
+        },
+    };
+    assert_eq!(
+        claim_slot(s, &keys, &with(5_000, pass_over(Some(2_000))), true)
+            .await
+            .unwrap(),
+        SlotOutcome::Behind {
+            ledger_ms: Some(3_000)
+        }
+    );
+    let SlotOutcome::Won(record) = claim_slot(s, &keys, &with(5_000, pass_over(Some(3_000))), true)
+        .await
+        .unwrap()
+    else {
+        panic!("the pass-over claim wins");
+    };
+    let passed = record
+        .passed_over
+        .expect("the record lists what it passed over");
+    assert_eq!(passed.slots, [4_000]);
+    let stored = s
+        .range(RangeRequest {
+            prefix: keys.running_of("j"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let stored: Vec<distcron_core::records::RunningRecord> = stored
+        .kvs
+        .iter()
+        .map(|kv| serde_json::from_slice(&kv.value).unwrap())
+        .collect();
+    assert!(
+        stored
+            .iter()
+            .any(|r| r.slot_ms == 5_000 && r.passed_over.as_ref() == Some(&passed)),
+        "the running record carries the passed-over slots: {stored:?}"
+    );
+    // The passed-over slot's own late claim finds the ledger past it.
+    assert_eq!(
+        claim_slot(s, &keys, &with(4_000, LedgerExpect::Reached(3_000)), true)
+            .await
+            .unwrap(),
+        SlotOutcome::AlreadyClaimed { ledger_ms: 5_000 }
+    );
+    // A job never claimed: a pass-over expects its ledger absent.
+    let fresh = SlotClaim {
+        job: "j-never".into(),
+        ..with(9_000, pass_over(None))
+    };
+    s.put(&keys.job("j-never"), b"{}".to_vec(), None)
+        .await
+        .unwrap();
+    let fresh_rev = s
+        .get(&keys.job("j-never"))
+        .await
+        .unwrap()
+        .unwrap()
+        .mod_revision;
+    assert!(won(claim_slot(
+        s,
+        &keys,
+        &SlotClaim {
+            job_revision: fresh_rev,
+            ..fresh
+        },
+        false
+    )
+    .await
+    .unwrap()));
 }

@@ -178,6 +178,21 @@ impl Etcd {
         }
     }
 
+    /// Freezes member `i` (SIGSTOP): it keeps its connections but answers nothing, as during a
+    /// long fsync or a stalled disk, until [`resume_member`](Self::resume_member).
+    pub fn pause_member(&self, i: usize) {
+        if let Some(c) = &self.members[i].child {
+            c.signal(libc::SIGSTOP);
+        }
+    }
+
+    /// Lets a member frozen by [`pause_member`](Self::pause_member) go on (SIGCONT).
+    pub fn resume_member(&self, i: usize) {
+        if let Some(c) = &self.members[i].child {
+            c.signal(libc::SIGCONT);
+        }
+    }
+
     /// Restarts a stopped member `i` on its old ports and data and waits until it is healthy.
     pub fn start_member(&mut self, i: usize) -> Result<(), HarnessError> {
         if self.members[i].child.is_none() {

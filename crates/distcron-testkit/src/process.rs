@@ -112,6 +112,18 @@ impl ChildGuard {
         let _ = child.wait();
     }
 
+    /// Sends `signal` to the process (e.g. `SIGSTOP` to freeze it as a stall would, `SIGCONT`
+    /// to let it go on); nothing when it has exited.
+    pub fn signal(&self, signal: libc::c_int) {
+        if let Some(pid) = self.pid().and_then(|p| i32::try_from(p).ok()) {
+            #[allow(unsafe_code)]
+            // SAFETY: kill(2) with a pid of our own child and a valid signal number.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+    }
+
     /// Kills the process at once (SIGKILL) and waits for it: a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -102,10 +102,7 @@ fn runtime_stage() -> String {
 /// The directories the runtime stage creates owned by `distcron` (`install -d -o distcron …`).
 fn directories_owned_by_distcron(stage: &str) -> BTreeSet<String> {
     let mut dirs = BTreeSet::new();
-    for command in stage
-        .split(['\n', ';'])
-        .flat_map(|l| l.split("&&"))
-    {
+    for command in stage.split(['\n', ';']).flat_map(|l| l.split("&&")) {
         let mut words = command.split_whitespace();
         if !words.any(|w| w == "install") {
             continue;

@@ -356,6 +356,7 @@ async fn kill_is_published_on_a_lease_and_reports_running_runs() {
         slot_ms: 1,
         claimed_at_ms: 1,
         trigger: RunTrigger::Schedule,
+        passed_over: None,
     };
     h.store
         .put(

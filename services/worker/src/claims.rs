@@ -188,6 +188,7 @@ mod tests {
             now_ms: 0,
             trigger: RunTrigger::Schedule,
             forbid_overlap: false,
+            expect: distcron_ledger::LedgerExpect::Before,
         };
         let r = ClaimRequest {
             claim,

@@ -19,7 +19,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::ctx::{Ctx, LocalRun};
+use crate::passed_over;
 
+/// How often a claim waiting for its unclaimed earlier slots asks again.
+const BEHIND_RETRY: Duration = Duration::from_millis(100);
 /// Most missed slots one catch-up looks at.
 const MAX_CATCH_UP_SCAN: usize = 100_000;
 /// How long after its time a slot whose claim keeps failing is retried.
@@ -102,9 +105,9 @@ fn started_event(f: &Facts<'_>, status: pb::RunStatus, err: &str) -> pb::RunEven
     }
 }
 
-/// Fires slot `slot_ms` of `def` (at store revision `revision`). The scheduler calls this up to
-/// the claim lead before the slot, so the claim's round trip is over by the slot; a won run starts
-/// at the slot.
+/// Fires slot `slot_ms` of `def` (at store revision `revision`, planned here since
+/// `planned_from_ms`). The scheduler calls this up to the claim lead before the slot, so the
+/// claim's round trip is over by the slot; a won run starts at the slot.
 ///
 /// A claim that fails because the store is unreachable, or because this worker is between
 /// sessions, is retried (the same run id, so a transaction that did apply is recognised) for up to
@@ -114,18 +117,30 @@ pub async fn fire(
     def: Arc<JobDefinition>,
     revision: i64,
     slot_ms: i64,
-    trigger: RunTrigger,
+    planned_from_ms: i64,
 ) {
-    fire_slot(ctx, def, revision, slot_ms, trigger, false).await;
+    let counts_from = passed_over::counts_from(&def, Some(planned_from_ms));
+    fire_slot(
+        ctx,
+        def,
+        revision,
+        slot_ms,
+        RunTrigger::Schedule,
+        counts_from,
+        false,
+    )
+    .await;
 }
 
-/// [`fire`], by a caller that holds the job's claim gate already (`gate_held`) or not.
+/// [`fire`], by a caller that holds the job's claim gate already (`gate_held`) or not; slots of
+/// the job before `counts_from_ms` are not passed over ([`passed_over::counts_from`]).
 async fn fire_slot(
     ctx: Arc<Ctx>,
     def: Arc<JobDefinition>,
     revision: i64,
     slot_ms: i64,
     trigger: RunTrigger,
+    counts_from_ms: i64,
     gate_held: bool,
 ) {
     let (rank, of) = ctx.place(&format!("{}/{slot_ms}", def.name));
@@ -136,7 +151,7 @@ async fn fire_slot(
             return;
         }
     }
-    let gate = if gate_held {
+    let mut gate = if gate_held {
         None
     } else {
         Some(ctx.claim_gate(&def.name).await)
@@ -144,6 +159,13 @@ async fn fire_slot(
     if ctx.ledger_of(&def.name).is_some_and(|l| l >= slot_ms) {
         return;
     }
+    let schedule = match def.validate() {
+        Ok(schedule) => schedule,
+        Err(e) => {
+            tracing::error!(job = %def.name, error = %e, "cannot claim a slot of an invalid job");
+            return;
+        }
+    };
     let run_id = distcron_core::new_run_id();
     let span = run_span(
         &ctx,
@@ -163,6 +185,7 @@ async fn fire_slot(
         now_ms: 0,
         trigger,
         forbid_overlap: def.overlap_policy == OverlapPolicy::Forbid,
+        expect: distcron_ledger::LedgerExpect::Before,
     };
     // A place for the run is taken before claiming. A worker without one leaves the slot to the
     // workers after it in line; the last one claims it all the same and waits for a place after
@@ -185,7 +208,7 @@ async fn fire_slot(
     if ctx.ledger_of(&def.name).is_some_and(|l| l >= slot_ms) {
         return;
     }
-    let outcome = claim_until_settled(&ctx, claim)
+    let outcome = claim_until_settled(&ctx, counts_from_ms, &schedule, claim, &mut gate)
         .instrument(span.clone())
         .await;
     drop(gate);
@@ -301,14 +324,27 @@ async fn end_unplaced(ctx: &Ctx, def: &JobDefinition, record: RunningRecord, unp
     ctx.release_record(record).await;
 }
 
-/// Claims `claim`'s slot until the store answers, the retry window is over, or this worker stops
-/// claiming. Returns the claim as sent and the store's answer.
-async fn claim_until_settled(ctx: &Ctx, mut claim: SlotClaim) -> Option<(SlotClaim, SlotOutcome)> {
+/// Claims `claim`'s slot (of a job whose parsed schedule is `schedule`, its slots counted from
+/// `counts_from_ms`) until the store answers,
+/// the retry window is over, or this worker stops claiming. Returns the claim as sent and the
+/// store's answer, never [`SlotOutcome::Behind`]: a claim whose earlier slots are unclaimed waits
+/// for them (without the job's claim `gate`, if it holds it, so this worker's claims of those
+/// slots can go first), then takes them over ([`crate::passed_over`]).
+async fn claim_until_settled<'a>(
+    ctx: &'a Ctx,
+    counts_from_ms: i64,
+    schedule: &distcron_schedule::Schedule,
+    mut claim: SlotClaim,
+    gate: &mut Option<crate::ctx::ClaimGate<'a>>,
+) -> Option<(SlotClaim, SlotOutcome)> {
     let (job, slot_ms) = (claim.job.clone(), claim.slot_ms);
     let give_up_at = slot_ms.max(ctx.clock.now_ms())
         + i64::try_from(CLAIM_RETRY_WINDOW.as_millis()).unwrap_or(i64::MAX);
+    claim.expect = passed_over::expect(counts_from_ms, schedule, ctx.ledger_of(&job), slot_ms);
     let mut attempt = 0;
     let mut released_own = false;
+    let mut behind_since = None;
+    let mut failures = None;
     loop {
         if ctx.stop_claiming.is_cancelled() {
             return None;
@@ -365,8 +401,51 @@ async fn claim_until_settled(ctx: &Ctx, mut claim: SlotClaim) -> Option<(SlotCla
                     tracing::warn!("cannot release finished runs before claiming");
                 }
             }
+            Ok(SlotOutcome::Behind { ledger_ms }) => {
+                let now = ctx.clock.now_ms();
+                let since = *behind_since.get_or_insert(now);
+                let fresh = passed_over::expect(counts_from_ms, schedule, ledger_ms, slot_ms);
+                if fresh == distcron_ledger::LedgerExpect::Before {
+                    // The ledger moved up to the slot before this one meanwhile.
+                    claim.expect = fresh;
+                    continue;
+                }
+                let earliest =
+                    passed_over::earliest_unclaimed(counts_from_ms, schedule, ledger_ms, slot_ms);
+                if passed_over::takes_over_now(claim.trigger, earliest, since, now) {
+                    let reason = passed_over::reason(
+                        ledger_ms,
+                        slot_ms,
+                        &ctx.id,
+                        now - since,
+                        failures.as_ref(),
+                    );
+                    tracing::info!(
+                        ?ledger_ms,
+                        ?earliest,
+                        "earlier slots unclaimed; taking them over"
+                    );
+                    claim.expect = passed_over::take_over(
+                        counts_from_ms,
+                        schedule,
+                        ledger_ms,
+                        slot_ms,
+                        reason,
+                    );
+                } else {
+                    tracing::debug!(?ledger_ms, "earlier slots unclaimed; waiting for them");
+                    // This worker's own claims of the earlier slots wait for the job's claim
+                    // gate: let them have it meanwhile.
+                    let held = gate.take().is_some();
+                    tokio::time::sleep(BEHIND_RETRY).await;
+                    if held {
+                        *gate = Some(ctx.claim_gate(&job).await);
+                    }
+                }
+            }
             Ok(outcome) => return Some((claim, outcome)),
             Err(e) if e.is_retryable() || matches!(e, KvError::LeaseNotFound(_)) => {
+                passed_over::StoreFailures::add(&mut failures, ctx.clock.now_ms(), e.to_string());
                 attempt += 1;
                 if ctx.clock.now_ms() > give_up_at {
                     tracing::error!(attempts = attempt, error = %e, "slot missed: it could not be claimed in time");
@@ -418,6 +497,9 @@ async fn settle_claim(
                     FireOutcome::Claimed
                 },
             );
+            if let Some(passed) = &record.passed_over {
+                passed_over::record(&ctx, &def.name, &def.command, passed).await;
+            }
             let tasks = ctx.run_tasks.clone();
             let local = LocalRun::of(&record);
             tasks.spawn(
@@ -467,6 +549,12 @@ async fn settle_claim(
             settled(&span, FireOutcome::Superseded);
             span.in_scope(|| tracing::debug!(revision, "job changed since the slot was planned"));
         }
+        SlotOutcome::Behind { ledger_ms } => {
+            // `claim_until_settled` waits out or takes over every `Behind`; the slot's own record
+            // then comes from the claim that passes over it.
+            settled(&span, FireOutcome::LostRace);
+            span.in_scope(|| tracing::warn!(?ledger_ms, "claim settled behind the ledger"));
+        }
     }
 }
 
@@ -486,11 +574,15 @@ async fn record_skipped(
         &def.name,
         revision,
         claim.slot_ms,
+        &claim.expect,
     )
     .instrument(span.clone())
     .await;
     match recorded {
         Ok(true) => {
+            if let distcron_ledger::LedgerExpect::PassOver { passed, .. } = &claim.expect {
+                passed_over::record(ctx, &def.name, &def.command, passed).await;
+            }
             settled(span, FireOutcome::Skipped);
             distcron_metrics::worker().run_finished("skipped");
             span.in_scope(|| tracing::info!(%err, "slot skipped"));
@@ -633,6 +725,9 @@ pub(crate) async fn ship_lost(ctx: &Ctx, record: &RunningRecord, err: String) {
     };
     distcron_metrics::worker().run_finished("lost");
     ship_ended_unstarted(ctx, &facts, pb::RunStatus::Lost, err).await;
+    if let Some(passed) = &record.passed_over {
+        passed_over::record(ctx, &record.job_name, "", passed).await;
+    }
 }
 
 /// Ships `started` at `facts.start_ms` and `finished` now with `status` and `err`, for a run that
@@ -718,13 +813,61 @@ pub async fn record_invalid(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i6
         .await;
 }
 
+/// Under the missed-slot policy `skip`: moves the ledger from `ledger_ms` to `last`, the latest
+/// slot missed, recording every missed slot `skipped` (exactly once: only the worker whose skip
+/// transaction moved the ledger records them).
+async fn skip_missed(
+    ctx: &Ctx,
+    def: &JobDefinition,
+    revision: i64,
+    schedule: &distcron_schedule::Schedule,
+    ledger_ms: i64,
+    last: i64,
+) {
+    let reason = format!(
+        "skipped: missed while no worker was claiming (missed-slot policy skip; the job's ledger \
+         was at {})",
+        Utc.timestamp_millis_opt(ledger_ms)
+            .single()
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default()
+    );
+    // The slots after the ledger up to and including `last`.
+    let expect = passed_over::take_over(
+        passed_over::counts_from(def, None),
+        schedule,
+        Some(ledger_ms),
+        last.saturating_add(1),
+        reason,
+    );
+    let distcron_ledger::LedgerExpect::PassOver { passed, .. } = &expect else {
+        return;
+    };
+    match record_skip(
+        ctx.store.as_ref(),
+        &ctx.keys,
+        &def.name,
+        revision,
+        last,
+        &expect,
+    )
+    .await
+    {
+        Ok(true) => passed_over::record(ctx, &def.name, &def.command, passed).await,
+        Ok(false) => {}
+        Err(e) => tracing::warn!(job = %def.name, error = %e, "cannot record the missed slots"),
+    }
+}
+
 /// Evaluates the missed-slot policy of a job from its ledger (at start-up and after a resync):
-/// `latest` runs the most recent missed slot once, `all` every missed slot in the window.
-/// Every worker that starts or resyncs does this; [`fire`] then picks one claimant per slot.
+/// `latest` runs the most recent missed slot once, `all` every missed slot in the window, `skip`
+/// records them skipped. The missed slots are those before `planned_from_ms`, when the
+/// scheduler began planning the job (the later ones are its own). Every worker that starts or
+/// resyncs does this; [`fire`] then picks one claimant per slot.
 /// The job's claim gate is held throughout, so this worker's regular slots of the job wait
 /// until the catch-up is settled: a regular slot claimed first would move the ledger past the
 /// missed ones, and they could no longer be claimed.
-pub async fn catch_up(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64) {
+pub async fn catch_up(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64, planned_from_ms: i64) {
     let _gate = ctx.claim_gate(&def.name).await;
     // A worker that just joined claims only once its clock offset has been judged.
     let deadline = tokio::time::Instant::now() + CATCH_UP_CLAIMING_WAIT;
@@ -738,7 +881,8 @@ pub async fn catch_up(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64) {
         return;
     };
     let Ok(schedule) = def.validate() else { return };
-    let now = ctx.cluster_now_ms();
+    // Slots from `planned_from_ms` on belong to the regular schedule.
+    let now = planned_from_ms;
     let mut from = ledger.max(def.created_at);
     if def.missed_policy == MissedPolicy::All {
         from = from.max(now - i64::from(def.missed_window_seconds) * 1000);
@@ -747,7 +891,6 @@ pub async fn catch_up(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64) {
         .timestamp_millis_opt(from)
         .single()
         .unwrap_or_else(Utc::now);
-    // Slots at or after now belong to the regular schedule.
     let missed: Vec<i64> = schedule
         .times_after(from)
         .map(|t| t.timestamp_millis())
@@ -757,7 +900,15 @@ pub async fn catch_up(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64) {
     let slots: Vec<i64> = match def.missed_policy {
         MissedPolicy::Latest => missed.last().copied().into_iter().collect(),
         MissedPolicy::All => missed,
-        MissedPolicy::Skip => Vec::new(),
+        MissedPolicy::Skip => {
+            if let Some(last) = missed
+                .last()
+                .filter(|l| **l >= passed_over::counts_from(&def, None))
+            {
+                skip_missed(&ctx, &def, revision, &schedule, ledger, *last).await;
+            }
+            Vec::new()
+        }
     };
     if !slots.is_empty() {
         tracing::info!(job = %def.name, slots = slots.len(), policy = ?def.missed_policy, "catching up missed slots");
@@ -769,6 +920,7 @@ pub async fn catch_up(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64) {
             revision,
             slot,
             RunTrigger::CatchUp,
+            passed_over::counts_from(&def, None),
             true,
         )
         .await;

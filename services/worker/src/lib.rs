@@ -15,6 +15,7 @@ mod data_dir;
 mod exec;
 mod fire;
 pub mod leader;
+mod passed_over;
 mod release;
 mod rendezvous;
 mod runner;
@@ -41,7 +42,7 @@ pub use clock::{Clock, OffsetEstimator};
 pub use config::WorkerConfig;
 pub use exec::{execute, Ending, ExecSpec, ProcessRecords};
 pub use runner::OutputChunker;
-pub use scheduler::{Plan, Upserted};
+pub use scheduler::{Due, Plan, Upserted};
 pub use shipper::{CallMetadata, Shipper, ShipperConfig};
 
 /// Why the worker could not start or stopped with an error.

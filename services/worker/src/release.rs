@@ -348,6 +348,7 @@ mod tests {
             slot_ms: 1_000,
             claimed_at_ms: 900,
             trigger: RunTrigger::Schedule,
+            passed_over: None,
         }
     }
 

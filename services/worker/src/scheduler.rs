@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use distcron_core::records::RunTrigger;
 use distcron_core::JobDefinition;
 use distcron_schedule::Schedule;
 use tokio::sync::mpsc;
@@ -34,6 +33,21 @@ struct Entry {
     revision: i64,
     schedule: Schedule,
     generation: u64,
+    /// When this revision began to be planned here, ms: its first slot is the first after it.
+    planned_from_ms: i64,
+}
+
+/// A slot that is due.
+#[derive(Debug)]
+pub struct Due {
+    /// The job.
+    pub def: Arc<JobDefinition>,
+    /// Its store revision.
+    pub revision: i64,
+    /// The slot, ms.
+    pub slot_ms: i64,
+    /// When this revision began to be planned here, ms.
+    pub planned_from_ms: i64,
 }
 
 /// The scheduler's state.
@@ -87,6 +101,7 @@ impl Plan {
                 revision,
                 schedule,
                 generation,
+                planned_from_ms: now_ms,
             },
         );
         Upserted::Scheduled(first)
@@ -118,7 +133,7 @@ impl Plan {
     }
 
     /// Pops every slot due at `now_ms`, re-arming each job for its following slot.
-    pub fn pop_due(&mut self, now_ms: i64) -> Vec<(Arc<JobDefinition>, i64, i64)> {
+    pub fn pop_due(&mut self, now_ms: i64) -> Vec<Due> {
         let mut due = Vec::new();
         while let Some(Reverse((t, generation, name))) = self.heap.peek().cloned() {
             if t > now_ms {
@@ -132,7 +147,12 @@ impl Plan {
             else {
                 continue;
             };
-            due.push((entry.def.clone(), entry.revision, t));
+            due.push(Due {
+                def: entry.def.clone(),
+                revision: entry.revision,
+                slot_ms: t,
+                planned_from_ms: entry.planned_from_ms,
+            });
             if let Some(next) = entry.schedule.next_after(utc(t)) {
                 self.heap
                     .push(Reverse((next.timestamp_millis(), generation, name)));
@@ -177,11 +197,15 @@ pub async fn schedule(
                     .set(i64::try_from(plan.len()).unwrap_or(i64::MAX));
             }
             () = tokio::time::sleep(sleep) => {
-                for (def, revision, slot) in plan.pop_due(ctx.cluster_now_ms() + lead) {
+                for due in plan.pop_due(ctx.cluster_now_ms() + lead) {
                     let ctx = ctx.clone();
-                    tokio::spawn(async move {
-                        crate::fire::fire(ctx, def, revision, slot, RunTrigger::Schedule).await;
-                    });
+                    tokio::spawn(crate::fire::fire(
+                        ctx,
+                        due.def,
+                        due.revision,
+                        due.slot_ms,
+                        due.planned_from_ms,
+                    ));
                 }
             }
         }
@@ -218,8 +242,8 @@ fn upsert(
 ) {
     match plan.upsert(def.clone(), revision, now) {
         Upserted::Scheduled(_) => {
-            if catch_up && def.missed_policy != distcron_core::MissedPolicy::Skip {
-                tokio::spawn(crate::fire::catch_up(ctx.clone(), def, revision));
+            if catch_up {
+                tokio::spawn(crate::fire::catch_up(ctx.clone(), def, revision, now));
             }
         }
         Upserted::Disabled => {}
@@ -258,7 +282,7 @@ mod tests {
         let due: Vec<(String, i64)> = plan
             .pop_due(t0 + 2000)
             .into_iter()
-            .map(|(d, _, t)| (d.name.clone(), t))
+            .map(|d| (d.def.name.clone(), d.slot_ms))
             .collect();
         assert_eq!(
             due,
@@ -287,7 +311,7 @@ mod tests {
         let due: Vec<(String, i64)> = plan
             .pop_due(t0 + 5000)
             .into_iter()
-            .map(|(d, r, t)| (format!("{}@{r}", d.name), t))
+            .map(|d| (format!("{}@{}", d.def.name, d.revision), d.slot_ms))
             .collect();
         assert_eq!(due, [("c@2".into(), t0 + 5000)]);
     }

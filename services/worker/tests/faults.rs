@@ -440,3 +440,57 @@ async fn a_run_ending_within_the_start_hold_is_stored_with_one_write() {
     assert_eq!(writes_of(&cluster, &short.run_id).await, 2);
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_ten_second_etcd_stall_leaves_every_slot_with_exactly_one_record() {
+    let _guard = exclusive().await;
+    let etcd = Etcd::single().unwrap();
+    let mut cluster = Cluster::on(etcd.endpoints(), shared_mongo().uri()).await;
+    // Sessions outlive the stall, as production's would outlive a leader election.
+    for id in ["stall-1", "stall-2", "stall-3"] {
+        cluster.start_worker(id, &["--session-ttl", "20s"]);
+    }
+    cluster.wait_for_workers(3).await;
+    let names: Vec<String> = (0..20).map(|i| format!("stall-{i}")).collect();
+    for name in &names {
+        cluster.save(job(name, "true", "* * * * * *")).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stalled_from = distcron_core::now_ms();
+    etcd.pause_member(0);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    etcd.resume_member(0);
+    let stalled_to = distcron_core::now_ms();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    disable(&mut cluster, &names).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle(&mut cluster, &names).await;
+    let (mut passed_over, mut in_stall) = (0, 0);
+    for name in &names {
+        // One record per slot, none missing between the first and the last: run, or skipped
+        // with its reason.
+        let runs = assert_each_slot_once(&mut cluster, name).await;
+        in_stall += runs
+            .iter()
+            .filter(|r| r.plan_time_ms > stalled_from && r.plan_time_ms < stalled_to)
+            .count();
+        for run in with_status(&runs, logs::RunStatus::Skipped) {
+            assert!(run.err.starts_with("skipped: "), "{:#?}", summary(&runs));
+            passed_over += usize::from(run.err.contains("not claimed in time"));
+        }
+        let first = runs.iter().map(|r| r.plan_time_ms).min().unwrap_or(0);
+        assert!(first < stalled_from, "{name}: ran before the stall");
+        assert!(
+            runs.iter().any(|r| r.plan_time_ms > stalled_to),
+            "{name}: ran after the stall: {:#?}",
+            summary(&runs)
+        );
+    }
+    // Every job had 9 or 10 slots during the stall, each with its record.
+    assert!(
+        in_stall >= 20 * 9,
+        "{in_stall} records of slots in the stall"
+    );
+    eprintln!("{in_stall} slots in the stall, {passed_over} of them passed over and recorded");
+    cluster.shutdown().await;
+}
