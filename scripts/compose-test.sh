@@ -216,7 +216,7 @@ while :; do
   ((SECONDS < deadline)) || { echo "$seen" >&2; die "no succeeded runs from both workers in 60 s"; }
   sleep 2
 done
-echo "$seen" | awk '{ print $1 }' | sort | uniq -c | sed 's/^/    runs seen (distinct outputs) on /' >&2
+echo "$seen" | awk 'NF { n[$1]++ } END { for (w in n) printf "    %s: runs of %d jobs\n", w, n[w] }' >&2
 for name in "${jobs[@]}"; do api DELETE "/api/v1/jobs/$name" >/dev/null; done
 
 log "triggering a long run and killing it"
