@@ -105,44 +105,46 @@ fn started_event(f: &Facts<'_>, status: pb::RunStatus, err: &str) -> pb::RunEven
     }
 }
 
-/// Fires slot `slot_ms` of `def` (at store revision `revision`, planned here since
-/// `planned_from_ms`). The scheduler calls this up to the claim lead before the slot, so the
-/// claim's round trip is over by the slot; a won run starts at the slot.
+/// Fires the slot `due` names. The scheduler calls this up to the claim lead before the slot, so
+/// the claim's round trip is over by the slot; a won run starts at the slot.
 ///
 /// A claim that fails because the store is unreachable, or because this worker is between
 /// sessions, is retried (the same run id, so a transaction that did apply is recognised) for up to
 /// [`CLAIM_RETRY_WINDOW`] after the slot; a slot still unclaimed then is reported missed.
-pub async fn fire(
-    ctx: Arc<Ctx>,
-    def: Arc<JobDefinition>,
-    revision: i64,
-    slot_ms: i64,
-    planned_from_ms: i64,
-) {
-    let counts_from = passed_over::counts_from(&def, Some(planned_from_ms));
-    fire_slot(
-        ctx,
-        def,
-        revision,
-        slot_ms,
-        RunTrigger::Schedule,
-        counts_from,
-        false,
-    )
-    .await;
+pub async fn fire(ctx: Arc<Ctx>, due: crate::scheduler::Due) {
+    let counts_from = passed_over::counts_from(&due.def, Some(due.planned_from_ms));
+    let slot = Slot {
+        def: due.def,
+        revision: due.revision,
+        schedule: due.schedule,
+        slot_ms: due.slot_ms,
+        trigger: RunTrigger::Schedule,
+        counts_from_ms: counts_from,
+    };
+    fire_slot(ctx, slot, false).await;
 }
 
-/// [`fire`], by a caller that holds the job's claim gate already (`gate_held`) or not; slots of
-/// the job before `counts_from_ms` are not passed over ([`passed_over::counts_from`]).
-async fn fire_slot(
-    ctx: Arc<Ctx>,
+/// A slot to claim, and what the claim needs to know of its job.
+struct Slot {
     def: Arc<JobDefinition>,
     revision: i64,
+    schedule: Arc<distcron_schedule::Schedule>,
     slot_ms: i64,
     trigger: RunTrigger,
+    /// Slots of the job before this instant are not passed over ([`passed_over::counts_from`]).
     counts_from_ms: i64,
-    gate_held: bool,
-) {
+}
+
+/// [`fire`], by a caller that holds the job's claim gate already (`gate_held`) or not.
+async fn fire_slot(ctx: Arc<Ctx>, slot: Slot, gate_held: bool) {
+    let Slot {
+        def,
+        revision,
+        schedule,
+        slot_ms,
+        trigger,
+        counts_from_ms,
+    } = slot;
     let (rank, of) = ctx.place(&format!("{}/{slot_ms}", def.name));
     tracing::debug!(job = %def.name, slot_ms, rank, "slot due");
     if rank > 0 {
@@ -159,13 +161,6 @@ async fn fire_slot(
     if ctx.ledger_of(&def.name).is_some_and(|l| l >= slot_ms) {
         return;
     }
-    let schedule = match def.validate() {
-        Ok(schedule) => schedule,
-        Err(e) => {
-            tracing::error!(job = %def.name, error = %e, "cannot claim a slot of an invalid job");
-            return;
-        }
-    };
     let run_id = distcron_core::new_run_id();
     let span = run_span(
         &ctx,
@@ -880,7 +875,9 @@ pub async fn catch_up(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64, pla
     let Some(ledger) = ctx.ledger_of(&def.name) else {
         return;
     };
-    let Ok(schedule) = def.validate() else { return };
+    let Ok(schedule) = def.validate().map(Arc::new) else {
+        return;
+    };
     // Slots from `planned_from_ms` on belong to the regular schedule.
     let now = planned_from_ms;
     let mut from = ledger.max(def.created_at);
@@ -914,15 +911,14 @@ pub async fn catch_up(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64, pla
         tracing::info!(job = %def.name, slots = slots.len(), policy = ?def.missed_policy, "catching up missed slots");
     }
     for slot in slots {
-        fire_slot(
-            ctx.clone(),
-            def.clone(),
+        let slot = Slot {
+            def: def.clone(),
             revision,
-            slot,
-            RunTrigger::CatchUp,
-            passed_over::counts_from(&def, None),
-            true,
-        )
-        .await;
+            schedule: schedule.clone(),
+            slot_ms: slot,
+            trigger: RunTrigger::CatchUp,
+            counts_from_ms: passed_over::counts_from(&def, None),
+        };
+        fire_slot(ctx.clone(), slot, true).await;
     }
 }

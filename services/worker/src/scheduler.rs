@@ -31,7 +31,7 @@ pub enum JobEvent {
 struct Entry {
     def: Arc<JobDefinition>,
     revision: i64,
-    schedule: Schedule,
+    schedule: Arc<Schedule>,
     generation: u64,
     /// When this revision began to be planned here, ms: its first slot is the first after it.
     planned_from_ms: i64,
@@ -44,6 +44,8 @@ pub struct Due {
     pub def: Arc<JobDefinition>,
     /// Its store revision.
     pub revision: i64,
+    /// Its parsed schedule (parsed once per revision, not per fire).
+    pub schedule: Arc<Schedule>,
     /// The slot, ms.
     pub slot_ms: i64,
     /// When this revision began to be planned here, ms.
@@ -99,7 +101,7 @@ impl Plan {
             Entry {
                 def,
                 revision,
-                schedule,
+                schedule: Arc::new(schedule),
                 generation,
                 planned_from_ms: now_ms,
             },
@@ -150,6 +152,7 @@ impl Plan {
             due.push(Due {
                 def: entry.def.clone(),
                 revision: entry.revision,
+                schedule: entry.schedule.clone(),
                 slot_ms: t,
                 planned_from_ms: entry.planned_from_ms,
             });
@@ -199,13 +202,7 @@ pub async fn schedule(
             () = tokio::time::sleep(sleep) => {
                 for due in plan.pop_due(ctx.cluster_now_ms() + lead) {
                     let ctx = ctx.clone();
-                    tokio::spawn(crate::fire::fire(
-                        ctx,
-                        due.def,
-                        due.revision,
-                        due.slot_ms,
-                        due.planned_from_ms,
-                    ));
+                    tokio::spawn(crate::fire::fire(ctx, due));
                 }
             }
         }
