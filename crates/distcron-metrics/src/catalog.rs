@@ -178,7 +178,12 @@ pub struct WorkerMetrics {
 impl WorkerMetrics {
     /// Counts a fire with its outcome.
     pub fn fire(&self, outcome: FireOutcome) {
-        self.fires.with_label_values(&[outcome.label()]).inc();
+        self.fires(outcome, 1);
+    }
+
+    /// Counts `n` fires with the same outcome.
+    pub fn fires(&self, outcome: FireOutcome, n: u64) {
+        self.fires.with_label_values(&[outcome.label()]).inc_by(n);
     }
 
     /// Counts a run that ended in `status` (a lower-case run status such as "succeeded").

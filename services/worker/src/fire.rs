@@ -822,21 +822,23 @@ async fn skip_missed(
     let reason = format!(
         "skipped: missed while no worker was claiming (missed-slot policy skip; the job's ledger \
          was at {})",
-        Utc.timestamp_millis_opt(ledger_ms)
-            .single()
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-            .unwrap_or_default()
+        passed_over::iso(ledger_ms)
     );
-    // The slots after the ledger up to and including `last`.
-    let expect = passed_over::take_over(
+    // The slots after the ledger up to and including `last`; none when they all came before the
+    // job's revision.
+    let passed = passed_over::between(
         passed_over::counts_from(def, None),
         schedule,
         Some(ledger_ms),
         last.saturating_add(1),
         reason,
     );
-    let distcron_ledger::LedgerExpect::PassOver { passed, .. } = &expect else {
+    if passed.slots.is_empty() {
         return;
+    }
+    let expect = distcron_ledger::LedgerExpect::PassOver {
+        ledger_ms: Some(ledger_ms),
+        passed: passed.clone(),
     };
     match record_skip(
         ctx.store.as_ref(),
@@ -848,7 +850,7 @@ async fn skip_missed(
     )
     .await
     {
-        Ok(true) => passed_over::record(ctx, &def.name, &def.command, passed).await,
+        Ok(true) => passed_over::record(ctx, &def.name, &def.command, &passed).await,
         Ok(false) => {}
         Err(e) => tracing::warn!(job = %def.name, error = %e, "cannot record the missed slots"),
     }
@@ -898,10 +900,7 @@ pub async fn catch_up(ctx: Arc<Ctx>, def: Arc<JobDefinition>, revision: i64, pla
         MissedPolicy::Latest => missed.last().copied().into_iter().collect(),
         MissedPolicy::All => missed,
         MissedPolicy::Skip => {
-            if let Some(last) = missed
-                .last()
-                .filter(|l| **l >= passed_over::counts_from(&def, None))
-            {
+            if let Some(last) = missed.last() {
                 skip_missed(&ctx, &def, revision, &schedule, ledger, *last).await;
             }
             Vec::new()

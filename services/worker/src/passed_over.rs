@@ -76,16 +76,28 @@ pub fn take_over(
     slot_ms: i64,
     reason: String,
 ) -> LedgerExpect {
+    let passed = between(from_ms, schedule, ledger_ms, slot_ms, reason);
+    LedgerExpect::PassOver { ledger_ms, passed }
+}
+
+/// The slots (counted from `from_ms`) after the ledger at `ledger_ms` and before `slot_ms`, with
+/// `reason`: the latest [`PassedOver::MAX_LISTED`] listed, the earlier ones counted.
+pub fn between(
+    from_ms: i64,
+    schedule: &Schedule,
+    ledger_ms: Option<i64>,
+    slot_ms: i64,
+    reason: String,
+) -> PassedOver {
     let after = ledger_ms.unwrap_or(i64::MIN).max(from_ms);
     let all: Vec<i64> = slots_between(schedule, after, slot_ms).collect();
     let listed_from = all.len().saturating_sub(PassedOver::MAX_LISTED);
-    let passed = PassedOver {
+    PassedOver {
         slots: all[listed_from..].to_vec(),
         earlier: u64::try_from(listed_from).unwrap_or(u64::MAX),
         earlier_from_ms: all.first().copied().unwrap_or_default(),
         reason,
-    };
-    LedgerExpect::PassOver { ledger_ms, passed }
+    }
 }
 
 /// Whether a claim answered [`distcron_ledger::SlotOutcome::Behind`] takes its predecessors over
@@ -142,7 +154,8 @@ pub fn reason(
     )
 }
 
-fn iso(ms: i64) -> String {
+/// `ms` as an RFC 3339 UTC time with milliseconds.
+pub fn iso(ms: i64) -> String {
     utc(ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -207,9 +220,7 @@ pub async fn record(ctx: &Ctx, job: &str, command: &str, passed: &PassedOver) {
         let from = passed.earlier_from_ms;
         ctx.ship(skipped(PassedOver::run_id(job, from), from, err))
             .await;
-        for _ in 0..passed.earlier {
-            metrics.fire(FireOutcome::Missed);
-        }
+        metrics.fires(FireOutcome::Missed, passed.earlier);
         metrics.run_finished("skipped");
     }
     for slot in &passed.slots {
