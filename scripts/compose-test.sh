@@ -31,6 +31,8 @@ done
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'compose-test: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=lib/apt.sh
+. scripts/lib/apt.sh
 
 work=${COMPOSE_TEST_WORK:-/var/tmp/distcron-compose-test}
 project=distcron-compose-test
@@ -44,14 +46,7 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
-if ((${#missing[@]})); then
-  log "installing ${missing[*]} (apt)"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_install ${missing[@]+"${missing[@]}"}
 
 started_dockerd=""
 if ! docker info >/dev/null 2>&1; then

@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf '==> %s\n' "$*" >&2; }
+# shellcheck source=lib/apt.sh
+. scripts/lib/apt.sh
 
 # --- System packages (Debian) ------------------------------------------------------------------
 apt_missing=()
@@ -15,14 +17,7 @@ command -v etcd >/dev/null 2>&1 || apt_missing+=(etcd-server)
 [ -x /usr/bin/chromium ] || apt_missing+=(chromium)
 command -v npm >/dev/null 2>&1 || apt_missing+=(nodejs npm)
 command -v docker-compose >/dev/null 2>&1 || apt_missing+=(docker-compose)
-if ((${#apt_missing[@]})); then
-  log "installing ${apt_missing[*]} (apt)"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
-fi
+apt_install ${apt_missing[@]+"${apt_missing[@]}"}
 
 # --- Python tools pinned in tools/requirements-test.txt (nx-27017, grpcurl) --------------------
 req=tools/requirements-test.txt
