@@ -79,6 +79,43 @@ impl OffsetEstimator {
     }
 }
 
+/// How often a worker that does not claim says so again in its log, while it lasts.
+const REFUSAL_LOG_EVERY_MS: i64 = 60_000;
+
+/// Why a worker does not claim slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// Its clock offset against its peers is not measured yet.
+    Measuring,
+    /// Its clock offset is beyond the bound.
+    BeyondBound,
+}
+
+/// Why this worker does not claim (shown in its registration), and when it last said so in its
+/// log: at once when the reason starts or changes (at start-up too), then every minute while it
+/// lasts.
+#[derive(Debug, Default)]
+pub struct Refusal {
+    /// The reason; empty while claiming.
+    pub reason: String,
+    kind: Option<RefusalKind>,
+    logged_at_ms: i64,
+}
+
+impl Refusal {
+    /// Records the current judgement at `now_ms`; returns whether to log it.
+    pub fn update(&mut self, kind: Option<RefusalKind>, reason: String, now_ms: i64) -> bool {
+        let log = kind.is_some()
+            && (kind != self.kind || now_ms - self.logged_at_ms >= REFUSAL_LOG_EVERY_MS);
+        if log {
+            self.logged_at_ms = now_ms;
+        }
+        self.kind = kind;
+        self.reason = reason;
+        log
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +145,33 @@ mod tests {
         assert!(!alone.judgeable());
         alone.forget("x");
         assert_eq!(alone.offset_ms(), 0);
+    }
+
+    #[test]
+    fn a_refusal_is_logged_when_it_starts_or_changes_and_every_minute_while_it_lasts() {
+        let mut r = Refusal::default();
+        assert!(r.update(Some(RefusalKind::Measuring), "measuring".into(), 0));
+        assert!(!r.update(Some(RefusalKind::Measuring), "measuring".into(), 2_000));
+        assert!(r.update(
+            Some(RefusalKind::BeyondBound),
+            "offset 900 ms".into(),
+            4_000
+        ));
+        assert_eq!(r.reason, "offset 900 ms");
+        assert!(!r.update(
+            Some(RefusalKind::BeyondBound),
+            "offset 910 ms".into(),
+            63_000
+        ));
+        assert!(r.update(
+            Some(RefusalKind::BeyondBound),
+            "offset 920 ms".into(),
+            64_000
+        ));
+        assert!(!r.update(None, String::new(), 66_000));
+        assert!(r.reason.is_empty());
+        // Beyond the bound from the start: said at once.
+        let mut fresh = Refusal::default();
+        assert!(fresh.update(Some(RefusalKind::BeyondBound), "offset".into(), 1_000));
     }
 }

@@ -144,7 +144,7 @@ pub struct Ctx {
     /// Whether the clock is within bounds.
     pub clock_ok: AtomicBool,
     /// Why not claiming, if not.
-    pub status_reason: Mutex<String>,
+    pub status_reason: Mutex<crate::clock::Refusal>,
     /// The clock offset estimate.
     pub offset: Mutex<OffsetEstimator>,
     /// How long this worker's claim transactions take lately.

@@ -139,7 +139,7 @@ pub async fn run(
         events: shipper.sender(),
         release: release_tx,
         clock_ok: AtomicBool::new(false),
-        status_reason: Mutex::new(String::new()),
+        status_reason: Mutex::new(crate::clock::Refusal::default()),
         offset: Mutex::new(OffsetEstimator::default()),
         claim_latency: ctx::ClaimLatency::default(),
         processes,

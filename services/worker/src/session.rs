@@ -11,11 +11,11 @@ use distcron_core::records::WorkerRegistration;
 use distcron_kv::{backoff, bounded, KvError, LeaseId};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::RefusalKind;
 use crate::ctx::Ctx;
 
 /// How often the registration is rewritten (heartbeat, running count, clock offset).
 pub const REGISTRATION_REFRESH: Duration = Duration::from_secs(2);
-
 fn addresses() -> Vec<String> {
     // Addresses of this host as the resolver sees its name; informational only.
     use std::net::ToSocketAddrs;
@@ -42,39 +42,43 @@ fn registration(ctx: &Ctx, addresses: &[String]) -> WorkerRegistration {
         .read()
         .map(|v| v.workers.keys().filter(|id| **id != ctx.id).count())
         .unwrap_or(0);
-    let (ok, reason) = if peers < 2 {
+    let (kind, reason) = if peers < 2 {
         // Alone or with one peer nobody can tell whose clock is wrong: claim.
-        (true, String::new())
+        (None, String::new())
     } else if !judgeable {
         (
-            false,
+            Some(RefusalKind::Measuring),
             "measuring clock offset against peers; not claiming yet".to_owned(),
         )
     } else if offset.abs() <= bound {
-        (true, String::new())
+        (None, String::new())
     } else {
         (
-            false,
+            Some(RefusalKind::BeyondBound),
             format!("clock offset {offset} ms exceeds the bound of {bound} ms; not claiming"),
         )
     };
+    let ok = kind.is_none();
     let was_ok = ctx.clock_ok.swap(ok, Ordering::Relaxed);
-    if ok != was_ok {
-        if ok {
-            tracing::info!(
-                offset_ms = offset,
-                "clock offset back within bound; claiming again"
-            );
-        } else {
-            tracing::error!(
-                offset_ms = offset,
-                bound_ms = bound,
-                "clock offset beyond bound; refusing to claim slots"
-            );
-        }
+    if ok && !was_ok {
+        tracing::info!(offset_ms = offset, "clock offset within bound; claiming");
     }
-    if let Ok(mut r) = ctx.status_reason.lock() {
-        r.clone_from(&reason);
+    let now = ctx.clock.now_ms();
+    let log = ctx
+        .status_reason
+        .lock()
+        .is_ok_and(|mut r| r.update(kind, reason.clone(), now));
+    match kind {
+        Some(RefusalKind::BeyondBound) if log => tracing::error!(
+            offset_ms = offset,
+            bound_ms = bound,
+            %reason,
+            "clock offset beyond bound; refusing to claim slots"
+        ),
+        Some(RefusalKind::Measuring) if log => {
+            tracing::warn!(peers, %reason, "not claiming slots yet")
+        }
+        _ => {}
     }
     let metrics = distcron_metrics::worker();
     metrics.clock_offset.set(offset as f64 / 1000.0);

@@ -67,6 +67,12 @@ async fn clock_skew_within_the_bound_is_harmless_and_beyond_it_stops_claims() {
     }
     let refused = refused.expect("the skewed worker reports that it refuses to claim");
     assert!(refused.clock_offset_ms > 1500, "{refused:?}");
+    // It says so in its log too, though it never claimed (issue 19: only a change was logged).
+    let log = cluster.worker_log("ahead-2000");
+    assert!(
+        log.contains("refusing to claim slots") && log.contains("exceeds the bound"),
+        "{log}"
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
     disable(&mut cluster, &names).await;
     tokio::time::sleep(Duration::from_secs(2)).await;

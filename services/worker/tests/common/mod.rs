@@ -258,6 +258,11 @@ impl Cluster {
     }
 
     /// Starts a worker process with extra flags.
+    /// What worker `id` has logged so far.
+    pub fn worker_log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.dirs.path().join(format!("{id}.log"))).unwrap_or_default()
+    }
+
     pub fn start_worker(&mut self, id: &str, extra: &[&str]) -> usize {
         let data_dir = self.dirs.path().join(id);
         let mut args: Vec<String> = vec![
