@@ -116,71 +116,35 @@ pub async fn open(ctx: &Ctx) -> Result<(), KvError> {
     register(ctx, lease, &addresses()).await
 }
 
-/// Keeps the session alive and the registration fresh until `stop` is cancelled.
+/// Keeps the session alive and the registration fresh until `stop` is cancelled: the session is
+/// renewed every TTL/3 (at most [`REGISTRATION_REFRESH`] apart), the registration rewritten every
+/// [`REGISTRATION_REFRESH`], each on its own deadline.
 pub async fn keep(ctx: Arc<Ctx>, stop: CancellationToken) {
     let ttl = ctx.settings.session_ttl;
     let addresses = addresses();
     let mut last_renewal = tokio::time::Instant::now();
-    let mut last_registration = tokio::time::Instant::now();
     let period = (ttl / 3)
         .max(Duration::from_millis(200))
         .min(REGISTRATION_REFRESH);
+    let mut renew_at = last_renewal + period;
+    let mut register_at = last_renewal + REGISTRATION_REFRESH;
     let mut failures = 0u32;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(period) => {}
+            () = tokio::time::sleep_until(renew_at.min(register_at)) => {}
         }
-        let lease = ctx.session();
-        // A renewal stuck on a dying etcd member must not outlast the lease: give up on it after
-        // one period and try again.
-        let renewal = bounded(period, "keep-alive", ctx.store.keep_alive(lease)).await;
-        let expired = match renewal {
-            Ok(_) => {
-                last_renewal = tokio::time::Instant::now();
-                failures = 0;
-                false
+        if tokio::time::Instant::now() >= renew_at {
+            renew_at = tokio::time::Instant::now() + period;
+            if renew(&ctx, ttl, period, &mut last_renewal, &mut failures, &stop).await {
+                // A new session: register under it at once.
+                register_at = tokio::time::Instant::now();
             }
-            Err(KvError::LeaseNotFound(_)) => true,
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %e, failures, "session keep-alive failed");
-                last_renewal.elapsed() > ttl
+            if stop.is_cancelled() {
+                return;
             }
-        };
-        if expired {
-            // No claims under the dead lease; claims wait for the next one.
-            ctx.session.store(0, Ordering::Relaxed);
-            let fenced = ctx.stop_runs(
-                "session lost: the cluster recorded this run as lost",
-                |_, _| true,
-            );
-            tracing::error!(
-                runs_ended = fenced,
-                "session lease lost; runs ended, starting a new session"
-            );
-            let mut attempt = 0;
-            loop {
-                match ctx.store.grant_lease(ttl).await {
-                    Ok(new) => {
-                        distcron_metrics::worker().sessions_opened.inc();
-                        ctx.session.store(new, Ordering::Relaxed);
-                        last_renewal = tokio::time::Instant::now();
-                        break;
-                    }
-                    Err(e) => {
-                        attempt += 1;
-                        tracing::warn!(error = %e, attempt, "cannot open a new session");
-                        tokio::select! {
-                            () = stop.cancelled() => return,
-                            () = tokio::time::sleep(backoff(attempt, Duration::from_secs(2))) => {}
-                        }
-                    }
-                }
-            }
-            last_registration = tokio::time::Instant::now() - REGISTRATION_REFRESH;
         }
-        if last_registration.elapsed() >= REGISTRATION_REFRESH {
+        if tokio::time::Instant::now() >= register_at {
             // Bounded like the renewal, so a stuck write never delays the next renewal.
             let refreshed = bounded(
                 period,
@@ -188,9 +152,73 @@ pub async fn keep(ctx: Arc<Ctx>, stop: CancellationToken) {
                 register(&ctx, ctx.session(), &addresses),
             )
             .await;
-            match refreshed {
-                Ok(()) => last_registration = tokio::time::Instant::now(),
-                Err(e) => tracing::warn!(error = %e, "registration refresh failed"),
+            register_at = match refreshed {
+                Ok(()) => tokio::time::Instant::now() + REGISTRATION_REFRESH,
+                Err(e) => {
+                    tracing::warn!(error = %e, "registration refresh failed");
+                    renew_at
+                }
+            };
+        }
+    }
+}
+
+/// Renews the session once; when it has expired (or renewals failed for a whole TTL), ends this
+/// worker's runs and opens a new session. Returns whether a new session was opened.
+async fn renew(
+    ctx: &Ctx,
+    ttl: Duration,
+    period: Duration,
+    last_renewal: &mut tokio::time::Instant,
+    failures: &mut u32,
+    stop: &CancellationToken,
+) -> bool {
+    let lease = ctx.session();
+    // A renewal stuck on a dying etcd member must not outlast the lease: give up on it after
+    // one period and try again.
+    let renewal = bounded(period, "keep-alive", ctx.store.keep_alive(lease)).await;
+    let expired = match renewal {
+        Ok(_) => {
+            *last_renewal = tokio::time::Instant::now();
+            *failures = 0;
+            false
+        }
+        Err(KvError::LeaseNotFound(_)) => true,
+        Err(e) => {
+            *failures += 1;
+            tracing::warn!(error = %e, failures = *failures, "session keep-alive failed");
+            last_renewal.elapsed() > ttl
+        }
+    };
+    if !expired {
+        return false;
+    }
+    // No claims under the dead lease; claims wait for the next one.
+    ctx.session.store(0, Ordering::Relaxed);
+    let fenced = ctx.stop_runs(
+        "session lost: the cluster recorded this run as lost",
+        |_, _| true,
+    );
+    tracing::error!(
+        runs_ended = fenced,
+        "session lease lost; runs ended, starting a new session"
+    );
+    let mut attempt = 0;
+    loop {
+        match ctx.store.grant_lease(ttl).await {
+            Ok(new) => {
+                distcron_metrics::worker().sessions_opened.inc();
+                ctx.session.store(new, Ordering::Relaxed);
+                *last_renewal = tokio::time::Instant::now();
+                return true;
+            }
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "cannot open a new session");
+                tokio::select! {
+                    () = stop.cancelled() => return false,
+                    () = tokio::time::sleep(backoff(attempt, Duration::from_secs(2))) => {}
+                }
             }
         }
     }
