@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::{Clock, OffsetEstimator};
 use crate::exec::{ProcessRecords, StopReason};
+use crate::shipper::Shipment;
 
 /// Fixed settings of this worker.
 #[derive(Debug, Clone)]
@@ -138,7 +139,7 @@ pub struct Ctx {
     /// Runs claimed here that wait for a place (the last worker in line had none), by run id.
     pub waiting: Mutex<HashMap<String, LocalRun>>,
     /// Run events to ship.
-    pub events: mpsc::Sender<pb::RunEvent>,
+    pub events: mpsc::Sender<Shipment>,
     /// Ended runs whose running records are to be released ([`crate::release`]).
     pub release: mpsc::Sender<crate::release::Release>,
     /// Whether the clock is within bounds.
@@ -340,9 +341,21 @@ impl Ctx {
 
     /// Queues an event for logsvc (waits while the shipper is busy).
     pub async fn ship(&self, event: pb::RunEvent) {
-        if self.events.send(event).await.is_err() {
+        if self.events.send(Shipment::event(event)).await.is_err() {
             tracing::error!("log shipper is gone; run event lost");
         }
+    }
+
+    /// Queues a run's last event for logsvc and waits until it is on disk in the spool, so the
+    /// run's running record is released only once its end survives a crash of this worker.
+    pub async fn ship_durably(&self, event: pb::RunEvent) {
+        let (shipment, spooled) = Shipment::durable(event);
+        if self.events.send(shipment).await.is_err() {
+            tracing::error!("log shipper is gone; run event lost");
+            return;
+        }
+        // Dropped unanswered when the spool could not take the batch (counted and logged there).
+        let _ = spooled.await;
     }
 }
 

@@ -307,13 +307,17 @@ async fn end_unplaced(ctx: &Ctx, def: &JobDefinition, record: RunningRecord, unp
         Unplaced::Skipped(err) => {
             tracing::info!(%err, "slot skipped");
             distcron_metrics::worker().run_finished("skipped");
-            ctx.ship(started_event(&facts, pb::RunStatus::Skipped, &err))
+            ctx.ship_durably(started_event(&facts, pb::RunStatus::Skipped, &err))
                 .await;
         }
         Unplaced::Killed(err) => {
             tracing::info!(%err, "run ended before it started");
             distcron_metrics::worker().run_finished("killed");
-            ship_ended_unstarted(ctx, &facts, pb::RunStatus::Killed, err).await;
+            let [started, finished] =
+                ended_unstarted(&facts, pb::RunStatus::Killed, err, ctx.clock.now_ms());
+            ctx.ship(started).await;
+            // Its running record is released next: the end goes to disk first.
+            ctx.ship_durably(finished).await;
         }
     }
     ctx.release_record(record).await;
@@ -719,31 +723,39 @@ pub(crate) async fn ship_lost(ctx: &Ctx, record: &RunningRecord, err: String) {
         trace: (String::new(), String::new()),
     };
     distcron_metrics::worker().run_finished("lost");
-    ship_ended_unstarted(ctx, &facts, pb::RunStatus::Lost, err).await;
+    // Another worker's run (its record gone with its session, or marked undelivered): nothing of
+    // this worker waits on it, so it goes in its batch's time.
+    for event in ended_unstarted(&facts, pb::RunStatus::Lost, err, ctx.clock.now_ms()) {
+        ctx.ship(event).await;
+    }
     if let Some(passed) = &record.passed_over {
         passed_over::record(ctx, &record.job_name, "", passed).await;
     }
 }
 
-/// Ships `started` at `facts.start_ms` and `finished` now with `status` and `err`, for a run that
-/// ended without a process of its own here (lost, or killed while waiting for a place).
-async fn ship_ended_unstarted(ctx: &Ctx, facts: &Facts<'_>, status: pb::RunStatus, err: String) {
-    ctx.ship(started_event(facts, pb::RunStatus::Running, ""))
-        .await;
-    ctx.ship(pb::RunEvent {
+/// The `started` event at `facts.start_ms` and the `finished` event at `end_ms` with `status` and
+/// `err`, for a run that ended without a process of its own here (lost, or killed while waiting
+/// for a place).
+fn ended_unstarted(
+    facts: &Facts<'_>,
+    status: pb::RunStatus,
+    err: String,
+    end_ms: i64,
+) -> [pb::RunEvent; 2] {
+    let finished = pb::RunEvent {
         run_id: facts.run_id.to_owned(),
         trace_id: facts.trace.0.clone(),
         span_id: facts.trace.1.clone(),
         kind: Some(pb::run_event::Kind::Finished(pb::RunFinished {
             status: status as i32,
-            end_time_ms: ctx.clock.now_ms(),
+            end_time_ms: end_ms,
             exit_code: None,
             signal: None,
             err,
             output_bytes_dropped: 0,
         })),
-    })
-    .await;
+    };
+    [started_event(facts, pb::RunStatus::Running, ""), finished]
 }
 
 /// Running records of this worker that no local run owns and that are older than `min_age`: a

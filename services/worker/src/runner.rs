@@ -333,7 +333,9 @@ async fn run_inner(
     metrics
         .run_duration
         .observe((end - start).max(0) as f64 / 1000.0);
-    ctx.ship(events.event(pb::run_event::Kind::Finished(pb::RunFinished {
+    // On disk before the running record is released: a crash from here on leaves the real end in
+    // the spool, delivered by the worker restarted on its data dir.
+    ctx.ship_durably(events.event(pb::run_event::Kind::Finished(pb::RunFinished {
         status: status as i32,
         end_time_ms: end,
         exit_code,

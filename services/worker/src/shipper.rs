@@ -9,6 +9,11 @@
 //! lost) does no harm. When the spool is full, new batches are dropped, with an error log line and
 //! a counter, never silently.
 //!
+//! A run's end is shipped durably ([`Shipment::durable`]): its batch leaves after at most
+//! [`DURABLE_FLUSH_DELAY`] (ends arriving meanwhile join it, a group commit), and the sender is
+//! told once the batch is on disk, so the worker releases a run's running record only after its
+//! end would survive a crash of the worker (see [`crate::release`]).
+//!
 //! After each delivery the shipper reports the runs whose ends logsvc stored (so the releaser can
 //! delete their markers, see [`crate::release`]).
 //!
@@ -27,7 +32,7 @@ use distcron_proto::logs::v1::log_service_client::LogServiceClient;
 use tonic::service::interceptor::InterceptedService;
 
 use prost::Message;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tracing::Instrument;
@@ -53,6 +58,40 @@ const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 /// Most events in one delivery (logsvc takes up to 10,000): large enough to catch up on a
 /// backlog in few requests, small enough that logsvc stores one well within its store timeout.
 const MAX_DELIVERY_EVENTS: usize = 1_000;
+
+/// Longest a batch holding a durable event (a run's end) waits for more events before it is
+/// spooled: ends arriving meanwhile share its write and fsync.
+pub const DURABLE_FLUSH_DELAY: Duration = Duration::from_millis(5);
+
+/// An event for logsvc and, for a durable one, who waits until it is on disk.
+#[derive(Debug)]
+pub struct Shipment {
+    /// The event.
+    pub event: pb::RunEvent,
+    /// Told when the batch holding the event is spooled (written and synced), or dropped if it
+    /// could not be (the spool is full or failing: counted and logged as dropped events).
+    pub spooled: Option<oneshot::Sender<()>>,
+}
+
+impl Shipment {
+    /// An event delivered in its batch's time.
+    pub fn event(event: pb::RunEvent) -> Self {
+        Self {
+            event,
+            spooled: None,
+        }
+    }
+
+    /// An event whose sender waits (on the returned receiver) until it is on disk.
+    pub fn durable(event: pb::RunEvent) -> (Self, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let shipment = Self {
+            event,
+            spooled: Some(tx),
+        };
+        (shipment, rx)
+    }
+}
 
 /// How the shipper batches and spools.
 #[derive(Debug, Clone)]
@@ -160,7 +199,7 @@ impl Spool {
 
 /// A running shipper: send events into [`Shipper::sender`]; [`Shipper::finish`] flushes.
 pub struct Shipper {
-    tx: mpsc::Sender<pb::RunEvent>,
+    tx: mpsc::Sender<Shipment>,
     close: tokio_util::sync::CancellationToken,
     collector: JoinHandle<()>,
     deliverer: JoinHandle<()>,
@@ -227,7 +266,7 @@ impl Shipper {
     }
 
     /// Where producers send events.
-    pub fn sender(&self) -> mpsc::Sender<pb::RunEvent> {
+    pub fn sender(&self) -> mpsc::Sender<Shipment> {
         self.tx.clone()
     }
 
@@ -268,8 +307,41 @@ async fn spool_batch(shared: &Arc<Shared>, events: Vec<pb::RunEvent>) {
     }
 }
 
+/// A batch being collected: its events, their encoded size, and who waits for it to be on disk.
+#[derive(Default)]
+struct Batch {
+    events: Vec<pb::RunEvent>,
+    bytes: usize,
+    waiting: Vec<oneshot::Sender<()>>,
+}
+
+impl Batch {
+    /// Adds a shipment; returns whether it is durable (its sender waits).
+    fn push(&mut self, shipment: Shipment) -> bool {
+        self.bytes += shipment.event.encoded_len();
+        self.events.push(shipment.event);
+        match shipment.spooled {
+            Some(waiter) => {
+                self.waiting.push(waiter);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Spools the batch, then tells those waiting for it.
+    async fn spool(self, shared: &Arc<Shared>) {
+        if !self.events.is_empty() {
+            spool_batch(shared, self.events).await;
+        }
+        for waiter in self.waiting {
+            let _ = waiter.send(());
+        }
+    }
+}
+
 async fn collect(
-    mut rx: mpsc::Receiver<pb::RunEvent>,
+    mut rx: mpsc::Receiver<Shipment>,
     shared: Arc<Shared>,
     config: ShipperConfig,
     close: tokio_util::sync::CancellationToken,
@@ -280,15 +352,20 @@ async fn collect(
             () = close.cancelled() => None,
         };
         let Some(first) = first else { break };
-        let mut bytes = first.encoded_len();
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + config.batch_delay;
-        while batch.len() < config.batch_events && bytes < MAX_REQUEST_BYTES {
+        let mut batch = Batch::default();
+        let mut deadline = tokio::time::Instant::now() + config.batch_delay;
+        let durable_deadline =
+            |d: tokio::time::Instant| d.min(tokio::time::Instant::now() + DURABLE_FLUSH_DELAY);
+        if batch.push(first) {
+            deadline = durable_deadline(deadline);
+        }
+        while batch.events.len() < config.batch_events && batch.bytes < MAX_REQUEST_BYTES {
             tokio::select! {
                 e = rx.recv() => match e {
                     Some(e) => {
-                        bytes += e.encoded_len();
-                        batch.push(e);
+                        if batch.push(e) {
+                            deadline = durable_deadline(deadline);
+                        }
                     }
                     None => break,
                 },
@@ -296,16 +373,17 @@ async fn collect(
                 () = close.cancelled() => break,
             }
         }
-        spool_batch(&shared, batch).await;
+        batch.spool(&shared).await;
     }
     // Whatever was sent before closing is spooled too.
-    let mut rest = Vec::new();
+    let mut batch = Batch::default();
     while let Ok(e) = rx.try_recv() {
-        rest.push(e);
+        batch.push(e);
+        if batch.events.len() >= config.batch_events.max(1) {
+            std::mem::take(&mut batch).spool(&shared).await;
+        }
     }
-    for batch in rest.chunks(config.batch_events.max(1)) {
-        spool_batch(&shared, batch.to_vec()).await;
-    }
+    batch.spool(&shared).await;
     shared.closing.store(true, Ordering::Relaxed);
     shared.wake.notify_one();
 }

@@ -494,3 +494,71 @@ async fn a_ten_second_etcd_stall_leaves_every_slot_with_exactly_one_record() {
     eprintln!("{in_stall} slots in the stall, {passed_over} of them passed over and recorded");
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn runs_that_ended_just_before_a_crash_keep_their_real_status() {
+    let _guard = exclusive().await;
+    let mut cluster = Cluster::shared().await;
+    // Events wait up to a second for their batch; a run's end must not.
+    cluster.start_worker("durable-1", &["--log-batch-delay", "1s"]);
+    cluster.wait_for_workers(1).await;
+    let names: Vec<String> = (0..8).map(|i| format!("durable-{i}")).collect();
+    for name in &names {
+        cluster
+            .save(job(name, "sleep 1; true # ends-before-crash", YEARLY))
+            .await;
+    }
+    // Their ends can only wait in the worker's spool.
+    cluster.stop_logsvc().await;
+    let mut run_ids = Vec::new();
+    for name in &names {
+        let run = cluster
+            .jobs
+            .trigger_job(jobs::TriggerJobRequest { name: name.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .run_id;
+        run_ids.push(run);
+    }
+    wait_running("ends-before-crash").await;
+    // The moment the last run has ended, then a few ms: well within the shipper's batch delay.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while process_running("ends-before-crash") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the runs never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    cluster.workers[0].crash();
+    // Restarted on its data dir, with logsvc back: it delivers what its spool holds.
+    cluster.workers[0].restart();
+    cluster.start_logsvc(None).await;
+    cluster.wait_for_workers(1).await;
+    for name in &names {
+        cluster
+            .wait_runs(name, Duration::from_secs(20), |runs| {
+                runs.iter().any(|r| status(r) != logs::RunStatus::Running)
+            })
+            .await;
+    }
+    // Past the old incarnation's session (2 s): whatever records it lost has done so.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut checked = 0;
+    for name in &names {
+        let runs = cluster.runs(name).await;
+        for run in runs.iter().filter(|r| run_ids.contains(&r.run_id)) {
+            assert_eq!(
+                status(run),
+                logs::RunStatus::Succeeded,
+                "{name}: {:#?}",
+                summary(&runs)
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, names.len(), "every triggered run has its record");
+    cluster.shutdown().await;
+}
