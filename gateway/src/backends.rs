@@ -1,5 +1,6 @@
 //! The gRPC clients of jobsvc and logsvc: balanced over the registered (or configured) instances,
-//! carrying the caller's token and trace context, retrying idempotent calls on `Unavailable`.
+//! carrying the caller's token and trace context, retrying idempotent calls that failed before an
+//! instance answered.
 
 use std::future::Future;
 use std::time::Duration;
@@ -49,8 +50,24 @@ pub fn request<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
     request
 }
 
-/// Calls `f` until it succeeds, fails with something other than `Unavailable` or `Cancelled`, or
-/// three attempts were made. Only for idempotent calls.
+/// Most attempts of an idempotent call.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// Whether a call failed before any instance answered it: none was reachable (`Unavailable`), the
+/// instance died with the call in flight (`Cancelled`, or `Unknown` made here from a transport
+/// error: a status an instance sent has no source), so another instance may answer it.
+fn failed_in_transport(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Cancelled => true,
+        tonic::Code::Unknown => std::error::Error::source(status).is_some(),
+        _ => false,
+    }
+}
+
+/// Calls `f` until it succeeds, fails with an answer from an instance, or [`MAX_ATTEMPTS`]
+/// attempts failed in transport, backing off 100, 200, 400, 800 ms: longer than discovery takes
+/// to leave an unreachable instance out of the balancer (it probes every second). Only for
+/// idempotent calls.
 pub async fn retry<T, F, Fut>(mut f: F) -> Result<T, tonic::Status>
 where
     F: FnMut() -> Fut,
@@ -59,16 +76,39 @@ where
     let mut attempt = 0u32;
     loop {
         match f().await {
-            // `Cancelled` is what a call in flight to an instance that just died gets.
-            Err(s)
-                if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Cancelled)
-                    && attempt < 2 =>
-            {
+            Err(s) if failed_in_transport(&s) && attempt + 1 < MAX_ATTEMPTS => {
                 attempt += 1;
-                tracing::debug!(attempt, error = %s.message(), "backend unavailable; retrying");
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                tracing::debug!(attempt, error = %s.message(), "backend unreachable; retrying");
+                tokio::time::sleep(Duration::from_millis(100 << (attempt - 1))).await;
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_before_an_instance_answered_are_retried() {
+        assert!(failed_in_transport(&tonic::Status::unavailable(
+            "tcp connect error"
+        )));
+        assert!(failed_in_transport(&tonic::Status::cancelled("gone")));
+        let transport =
+            tonic::Status::from_error(Box::new(std::io::Error::other("transport error")));
+        assert_eq!(transport.code(), tonic::Code::Unknown);
+        assert!(failed_in_transport(&transport));
+        // An instance's own answers are final.
+        assert!(!failed_in_transport(&tonic::Status::unknown(
+            "from the server"
+        )));
+        assert!(!failed_in_transport(&tonic::Status::internal(
+            "store failed"
+        )));
+        assert!(!failed_in_transport(&tonic::Status::not_found(
+            "no such run"
+        )));
     }
 }

@@ -148,6 +148,33 @@ impl Stack {
         });
     }
 
+    /// Starts a logsvc process (on the same run database as the in-process one), registered in
+    /// etcd; returns it for the test to kill.
+    fn start_logsvc_process(&self, database: &str) -> Child {
+        let log = std::fs::File::create(
+            self.dirs
+                .path()
+                .join(format!("{}.log", unique_name("logsvc"))),
+        )
+        .unwrap();
+        Command::new(workspace_binary("distcron-logsvc", "logsvc"))
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(["--etcd-endpoints", &shared_etcd().endpoints().join(",")])
+            .args(["--key-prefix", self.keys.prefix()])
+            .args([
+                "--mongo-uri",
+                &shared_mongo().uri(),
+                "--mongo-database",
+                database,
+            ])
+            .args(["--registration-ttl", "3s"])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
     fn start_worker(&mut self) {
         let data_dir = self.dirs.path().join("worker");
         let log = std::fs::File::create(self.dirs.path().join("worker.log")).unwrap();
@@ -868,5 +895,73 @@ async fn the_console_works_in_a_real_browser() {
             shots.join(format!("{page}.png")).exists(),
             "{page}.png missing\n{log}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_runs_keeps_succeeding_when_a_logsvc_instance_is_killed() {
+    let s = Stack::start(false).await;
+    let database = unique_name("gwkill");
+    let mut victim = s.start_logsvc_process(&database);
+    let _survivor = KillOnDrop(s.start_logsvc_process(&database));
+    // Three instances registered: the in-process one and two processes.
+    let mut registered = 0;
+    for _ in 0..100 {
+        registered = distcron_kv::list_keys(s.store.as_ref(), &s.keys.services("logsvc"))
+            .await
+            .unwrap()
+            .0
+            .len();
+        if registered == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(registered, 3, "logsvc instances registered");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = format!("{}/api/v1/jobs/kill-target/runs?limit=5", s.url);
+    let stop_at = tokio::time::Instant::now() + Duration::from_secs(4);
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let (http, url) = (s.http.clone(), url.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0, Vec::new());
+                while tokio::time::Instant::now() < stop_at {
+                    let r = http.get(&url).send().await.unwrap();
+                    if r.status() == StatusCode::OK {
+                        ok += 1;
+                    } else {
+                        failed.push((r.status(), r.text().await.unwrap_or_default()));
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let (mut ok, mut failed) = (0, Vec::new());
+    for client in clients {
+        let (o, f) = client.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(ok > 100, "{ok} requests answered");
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+}
+
+/// A child process killed when the test ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -1,10 +1,13 @@
 //! A tonic channel balanced over the instances registered under a prefix.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use distcron_core::records::ServiceRegistration;
 use distcron_kv::{list_prefix, resilient_watch, KvStore, ResilientWatchEvent, WatchEventKind};
 use futures::StreamExt;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
@@ -62,86 +65,153 @@ pub async fn balanced_channel(
             // Listed in the background, retried while etcd is unreachable: calls on the channel
             // wait (and time out) until an instance is known, instead of the caller failing to
             // start.
-            tokio::spawn(async move {
-                let mut attempt = 0;
-                let (kvs, revision) = loop {
-                    match list_prefix(store.as_ref(), &prefix).await {
-                        Ok(listed) => break listed,
-                        Err(e) => {
-                            attempt += 1;
-                            tracing::warn!(%prefix, error = %e, attempt, "cannot list service instances; retrying");
-                            tokio::select! {
-                                () = stop.cancelled() => return,
-                                () = tokio::time::sleep(distcron_kv::backoff(attempt, std::time::Duration::from_secs(2))) => {}
-                            }
-                        }
-                    }
-                };
-                let mut live = std::collections::HashSet::new();
-                for kv in kvs {
-                    if let Some(addr) = registration_addr(&kv.value) {
-                        if let Ok(ep) = endpoint(&addr) {
-                            live.insert(kv.key.clone());
-                            let _ = tx.send(Change::Insert(kv.key, ep)).await;
-                        }
-                    }
-                }
-                let mut watch = resilient_watch(store, prefix, revision + 1);
-                loop {
-                    let event = tokio::select! {
-                        () = stop.cancelled() => return,
-                        e = watch.next() => e,
-                    };
-                    let Some(event) = event else { return };
-                    let changes: Vec<(String, Option<Vec<u8>>)> = match event {
-                        ResilientWatchEvent::Batch(b) => b
-                            .events
-                            .into_iter()
-                            .map(|e| {
-                                (
-                                    e.kv.key,
-                                    (e.kind == WatchEventKind::Put).then_some(e.kv.value),
-                                )
-                            })
-                            .collect(),
-                        ResilientWatchEvent::Resync { kvs, .. } => {
-                            let now: std::collections::HashSet<String> =
-                                kvs.iter().map(|kv| kv.key.clone()).collect();
-                            let mut c: Vec<_> = live
-                                .iter()
-                                .filter(|k| !now.contains(*k))
-                                .map(|k| (k.clone(), None))
-                                .collect();
-                            c.extend(kvs.into_iter().map(|kv| (kv.key, Some(kv.value))));
-                            c
-                        }
-                    };
-                    for (key, value) in changes {
-                        let change = match value.as_deref().and_then(registration_addr) {
-                            Some(addr) => match endpoint(&addr) {
-                                Ok(ep) => {
-                                    tracing::info!(instance = %key, %addr, "instance added");
-                                    live.insert(key.clone());
-                                    Change::Insert(key, ep)
-                                }
-                                Err(e) => {
-                                    tracing::warn!(instance = %key, error = %e, "ignoring registration");
-                                    continue;
-                                }
-                            },
-                            None => {
-                                tracing::info!(instance = %key, "instance removed");
-                                live.remove(&key);
-                                Change::Remove(key)
-                            }
-                        };
-                        if tx.send(change).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
+            tokio::spawn(follow(store, prefix, tx, stop));
         }
     }
     Ok(channel)
+}
+
+/// How often the registered instances are probed (a TCP connect each).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How long a probe's connect may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The registered instances of a service, and which of them the balancer leaves out because
+/// they do not accept connections: a killed instance stays registered until its lease expires
+/// (`--registration-ttl`), and the balancer would keep sending calls to it meanwhile.
+#[derive(Default)]
+struct Instances {
+    /// Registration key → its endpoint.
+    registered: HashMap<String, Endpoint>,
+    /// Registered but unreachable at the last probe: not in the balancer.
+    down: HashSet<String>,
+}
+
+impl Instances {
+    /// The balancer change for a registration put (`Some`) or deleted (`None`) at `key`.
+    fn apply(&mut self, key: String, value: Option<&[u8]>) -> Option<Change<String, Endpoint>> {
+        self.down.remove(&key);
+        match value.and_then(registration_addr) {
+            Some(addr) => match endpoint(&addr) {
+                Ok(ep) => {
+                    tracing::info!(instance = %key, %addr, "instance added");
+                    self.registered.insert(key.clone(), ep.clone());
+                    Some(Change::Insert(key, ep))
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %key, error = %e, "ignoring registration");
+                    None
+                }
+            },
+            None => {
+                tracing::info!(instance = %key, "instance removed");
+                self.registered.remove(&key);
+                Some(Change::Remove(key))
+            }
+        }
+    }
+
+    /// Probes every registered instance; returns the changes: an unreachable one leaves the
+    /// balancer, one reachable again comes back.
+    async fn probe(&mut self) -> Vec<Change<String, Endpoint>> {
+        let probes = self.registered.iter().map(|(key, ep)| async move {
+            let reachable = match ep.uri().authority() {
+                Some(authority) => matches!(
+                    tokio::time::timeout(
+                        PROBE_TIMEOUT,
+                        tokio::net::TcpStream::connect(authority.as_str())
+                    )
+                    .await,
+                    Ok(Ok(_))
+                ),
+                None => true,
+            };
+            (key.clone(), reachable)
+        });
+        let mut changes = Vec::new();
+        for (key, reachable) in futures::future::join_all(probes).await {
+            if !reachable && self.down.insert(key.clone()) {
+                tracing::warn!(instance = %key, "instance unreachable; calls go to the others");
+                changes.push(Change::Remove(key));
+            } else if reachable && self.down.remove(&key) {
+                if let Some(ep) = self.registered.get(&key) {
+                    tracing::info!(instance = %key, "instance reachable again");
+                    changes.push(Change::Insert(key, ep.clone()));
+                }
+            }
+        }
+        changes
+    }
+}
+
+/// Lists the instances under `prefix` (retrying while the store is unreachable), then follows
+/// their registrations and probes them, sending each change to the balancer, until `stop`.
+async fn follow(
+    store: Arc<dyn KvStore>,
+    prefix: String,
+    tx: mpsc::Sender<Change<String, Endpoint>>,
+    stop: CancellationToken,
+) {
+    let mut attempt = 0;
+    let (kvs, revision) = loop {
+        match list_prefix(store.as_ref(), &prefix).await {
+            Ok(listed) => break listed,
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(%prefix, error = %e, attempt, "cannot list service instances; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(distcron_kv::backoff(attempt, Duration::from_secs(2))) => {}
+                }
+            }
+        }
+    };
+    let mut instances = Instances::default();
+    for kv in kvs {
+        if let Some(change) = instances.apply(kv.key, Some(&kv.value)) {
+            let _ = tx.send(change).await;
+        }
+    }
+    let mut watch = resilient_watch(store, prefix, revision + 1);
+    let mut probe = tokio::time::interval(PROBE_EVERY);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let changes: Vec<(String, Option<Vec<u8>>)> = tokio::select! {
+            () = stop.cancelled() => return,
+            _ = probe.tick() => {
+                for change in instances.probe().await {
+                    if tx.send(change).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            event = watch.next() => match event {
+                None => return,
+                Some(ResilientWatchEvent::Batch(b)) => b
+                    .events
+                    .into_iter()
+                    .map(|e| (e.kv.key, (e.kind == WatchEventKind::Put).then_some(e.kv.value)))
+                    .collect(),
+                Some(ResilientWatchEvent::Resync { kvs, .. }) => {
+                    let now: HashSet<String> = kvs.iter().map(|kv| kv.key.clone()).collect();
+                    let mut c: Vec<_> = instances
+                        .registered
+                        .keys()
+                        .filter(|k| !now.contains(*k))
+                        .map(|k| (k.clone(), None))
+                        .collect();
+                    c.extend(kvs.into_iter().map(|kv| (kv.key, Some(kv.value))));
+                    c
+                }
+            },
+        };
+        for (key, value) in changes {
+            if let Some(change) = instances.apply(key, value.as_deref()) {
+                if tx.send(change).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
