@@ -125,6 +125,8 @@ pub struct WorkerGauges {
     pub lag_sum_s: f64,
     /// Runs whose lag was timed.
     pub lag_count: f64,
+    /// Batches of run events in its spool, not yet acknowledged by logsvc.
+    pub spool_batches: f64,
 }
 
 impl WorkerGauges {
@@ -137,6 +139,7 @@ impl WorkerGauges {
             claim_count: get("distcron_worker_claim_duration_seconds_count"),
             lag_sum_s: get("distcron_worker_trigger_lag_seconds_sum"),
             lag_count: get("distcron_worker_trigger_lag_seconds_count"),
+            spool_batches: get("distcron_worker_spool_batches"),
         }
     }
 }

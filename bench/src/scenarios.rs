@@ -145,6 +145,8 @@ pub struct SteadyResult {
     pub workers: Vec<WorkerWindow>,
     /// The faults injected, if any.
     pub faults: Option<Faults>,
+    /// Whether every worker's spool was empty when the runs were counted.
+    pub spools_empty: bool,
 }
 
 /// Polls the runs of `jobs` through the API until `stop`; returns when each run id was first
@@ -172,9 +174,19 @@ async fn probe_visibility(
     }
 }
 
+/// Runs read from the run store at the end of a window.
+pub struct Drained {
+    /// The window's runs.
+    pub runs: Vec<crate::truth::StoredRun>,
+    /// Whether every running worker's spool was empty when they were read, so a slot without a
+    /// record was not merely late (waiting in a spool).
+    pub spools_empty: bool,
+}
+
 /// Waits until the run store holds a final record for `expected` runs of the window, or the count
-/// of final records makes no progress for [`DRAIN_STALL`] (a slot that never ran never arrives),
-/// or [`DRAIN_TIMEOUT`] passes; then reads them. A slow log path therefore shows as visibility
+/// of final records makes no progress for [`DRAIN_STALL`] while every running worker's spool is
+/// empty (a slot that never ran never arrives; one still in a spool is waited for), or
+/// [`DRAIN_TIMEOUT`] passes; then reads them. A slow log path therefore shows as visibility
 /// latency, not as missing slots.
 async fn drain(
     bench: &Bench,
@@ -182,7 +194,7 @@ async fn drain(
     from_ms: i64,
     to_ms: i64,
     expected: usize,
-) -> anyhow::Result<Vec<crate::truth::StoredRun>> {
+) -> anyhow::Result<Drained> {
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     let mut progress = (0, Instant::now());
     loop {
@@ -195,11 +207,25 @@ async fn drain(
         if done != progress.0 {
             progress = (done, Instant::now());
         }
-        if done >= expected || Instant::now() > deadline || progress.1.elapsed() > DRAIN_STALL {
+        let spooled: f64 = worker_gauges(bench)
+            .await
+            .values()
+            .map(|g| g.spool_batches)
+            .sum();
+        let stalled = progress.1.elapsed() > DRAIN_STALL && spooled == 0.0;
+        if done >= expected || Instant::now() > deadline || stalled {
             if done < expected {
-                tracing::warn!(done, expected, "run store drain ended short");
+                tracing::warn!(
+                    done,
+                    expected,
+                    spooled_batches = spooled,
+                    "run store drain ended short"
+                );
             }
-            return Ok(runs);
+            return Ok(Drained {
+                runs,
+                spools_empty: spooled == 0.0,
+            });
         }
         tokio::time::sleep(pause).await;
     }
@@ -269,7 +295,8 @@ pub async fn steady(
         .iter()
         .flat_map(|n| (t0..t1).step_by(1000).map(move |s| (n.clone(), s)))
         .collect();
-    let runs = drain(bench, &format!("{tag}-"), t0, t1, expected.len()).await?;
+    let Drained { runs, spools_empty } =
+        drain(bench, &format!("{tag}-"), t0, t1, expected.len()).await?;
     let _ = stop_tx.send(true);
     let seen = probes.await.unwrap_or_default();
     let slots = account(&expected, &runs);
@@ -306,6 +333,7 @@ pub async fn steady(
         visibility,
         workers,
         faults,
+        spools_empty,
     })
 }
 
@@ -326,7 +354,19 @@ pub fn steady_checks(r: &SteadyResult) -> Vec<Check> {
             "ms",
         ),
         Check::info("fires/s", r.fires_per_s, ""),
+        spools_check(r.spools_empty),
     ]
+}
+
+/// Whether the runs were counted with every worker's spool empty (else a slot without a record
+/// may only be late).
+fn spools_check(empty: bool) -> Check {
+    Check::at_most(
+        "worker spools non-empty when counted",
+        0.0,
+        if empty { 0.0 } else { 1.0 },
+        "",
+    )
 }
 
 /// Checks of scenario 8 on a steady result with faults.
@@ -508,6 +548,8 @@ pub struct BurstResult {
     pub slots: SlotAccount,
     /// Last start − slot, ms.
     pub last_start_after_slot_ms: i64,
+    /// Whether every worker's spool was empty when the runs were counted.
+    pub spools_empty: bool,
 }
 
 /// Scenario 4: `jobs` jobs all due at the same second.
@@ -525,13 +567,14 @@ pub async fn burst(bench: &Bench, jobs: usize) -> anyhow::Result<BurstResult> {
     sleep_until_ms(slot_ms + 5000).await;
     let names: Vec<String> = specs.into_iter().map(|j| j.name).collect();
     let expected: Vec<(String, i64)> = names.iter().map(|n| (n.clone(), slot_ms)).collect();
-    let runs = drain(bench, "burst-", slot_ms, slot_ms + 1, jobs).await?;
+    let Drained { runs, spools_empty } = drain(bench, "burst-", slot_ms, slot_ms + 1, jobs).await?;
     bench.gateway.delete_all(&names).await?;
     let last = runs.iter().map(|r| r.start_ms).max().unwrap_or(0);
     Ok(BurstResult {
         jobs,
         slots: account(&expected, &runs),
         last_start_after_slot_ms: last - slot_ms,
+        spools_empty,
     })
 }
 
@@ -548,6 +591,7 @@ pub fn burst_checks(r: &BurstResult) -> Vec<Check> {
         ),
         Check::info("lag p50", r.slots.lag.p50_ms, "ms"),
         Check::info("lag p99", r.slots.lag.p99_ms, "ms"),
+        spools_check(r.spools_empty),
     ]
 }
 
