@@ -17,6 +17,7 @@ command -v etcd >/dev/null 2>&1 || apt_missing+=(etcd-server)
 [ -x /usr/bin/chromium ] || apt_missing+=(chromium)
 command -v npm >/dev/null 2>&1 || apt_missing+=(nodejs npm)
 command -v docker-compose >/dev/null 2>&1 || apt_missing+=(docker-compose)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || apt_missing+=(faketime)
 apt_install ${apt_missing[@]+"${apt_missing[@]}"}
 
 # --- Python tools pinned in tools/requirements-test.txt (nx-27017, grpcurl) --------------------

@@ -55,6 +55,12 @@ impl OffsetEstimator {
         self.samples.remove(peer);
     }
 
+    /// Forgets every peer sample (taken before this worker's clock stepped): the offset is
+    /// judged again from fresh heartbeats.
+    pub fn reset(&mut self) {
+        self.samples.clear();
+    }
+
     /// Whether there are enough peers to tell whose clock is off.
     pub fn judgeable(&self) -> bool {
         self.samples.len() >= 2
@@ -79,6 +85,49 @@ impl OffsetEstimator {
     }
 }
 
+/// Smallest jump of the wall clock against the monotonic clock taken for a step (NTP step, VM
+/// resume, an operator's `date -s`), on top of [`SLEW_ALLOWANCE`] of the time between checks.
+pub const STEP_THRESHOLD_MS: i64 = 200;
+/// How much the wall clock may drift from the monotonic clock per millisecond between checks
+/// without counting as a step: NTP slews at most 500 ppm.
+const SLEW_ALLOWANCE: f64 = 0.001;
+
+/// Detects steps of the wall clock by comparing it with the monotonic clock at each check.
+#[derive(Debug)]
+pub struct StepDetector {
+    mono: std::time::Instant,
+    wall_ms: i64,
+}
+
+impl StepDetector {
+    /// Anchored at `wall_ms`, now.
+    pub fn new(wall_ms: i64) -> Self {
+        Self {
+            mono: std::time::Instant::now(),
+            wall_ms,
+        }
+    }
+
+    /// Compares the wall clock `wall_ms`, read now, with the monotonic clock since the last
+    /// check; returns the step (ms, positive: the wall clock jumped ahead) if there was one.
+    pub fn check(&mut self, wall_ms: i64) -> Option<i64> {
+        let now = std::time::Instant::now();
+        let elapsed = i64::try_from(now.duration_since(self.mono).as_millis()).unwrap_or(i64::MAX);
+        let step = self.step(elapsed, wall_ms);
+        self.mono = now;
+        self.wall_ms = wall_ms;
+        step
+    }
+
+    /// The step seen when the monotonic clock advanced `elapsed_ms` and the wall clock reads
+    /// `wall_ms`, if it is one.
+    fn step(&self, elapsed_ms: i64, wall_ms: i64) -> Option<i64> {
+        let drift = (wall_ms - self.wall_ms) - elapsed_ms;
+        let allowed = STEP_THRESHOLD_MS + (elapsed_ms as f64 * SLEW_ALLOWANCE) as i64;
+        (drift.abs() > allowed).then_some(drift)
+    }
+}
+
 /// How often a worker that does not claim says so again in its log, while it lasts.
 const REFUSAL_LOG_EVERY_MS: i64 = 60_000;
 
@@ -89,6 +138,8 @@ pub enum RefusalKind {
     Measuring,
     /// Its clock offset is beyond the bound.
     BeyondBound,
+    /// Its wall clock stepped; the offset is being measured again.
+    Stepped,
 }
 
 /// Why this worker does not claim (shown in its registration), and when it last said so in its
@@ -173,5 +224,19 @@ mod tests {
         // Beyond the bound from the start: said at once.
         let mut fresh = Refusal::default();
         assert!(fresh.update(Some(RefusalKind::BeyondBound), "offset".into(), 1_000));
+    }
+
+    #[test]
+    fn a_wall_clock_jump_against_the_monotonic_clock_is_a_step_a_slew_is_not() {
+        let d = StepDetector {
+            mono: std::time::Instant::now(),
+            wall_ms: 1_000_000,
+        };
+        assert_eq!(d.step(2_000, 1_002_000), None, "in step");
+        assert_eq!(d.step(2_000, 1_004_000), Some(2_000), "stepped ahead 2 s");
+        assert_eq!(d.step(2_000, 1_000_000), Some(-2_000), "stepped back 2 s");
+        assert_eq!(d.step(2_000, 1_002_150), None, "150 ms is jitter");
+        // An hour between checks: NTP's slew (up to 1.8 s/h) is no step.
+        assert_eq!(d.step(3_600_000, 1_000_000 + 3_600_000 + 1_500), None);
     }
 }

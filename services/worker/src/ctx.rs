@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::{Clock, OffsetEstimator};
+use crate::clock::{Clock, OffsetEstimator, RefusalKind, StepDetector};
 use crate::exec::{ProcessRecords, StopReason};
 use crate::shipper::Shipment;
 
@@ -148,6 +148,8 @@ pub struct Ctx {
     pub status_reason: Mutex<crate::clock::Refusal>,
     /// The clock offset estimate.
     pub offset: Mutex<OffsetEstimator>,
+    /// Watches the wall clock for steps ([`Ctx::check_clock`]).
+    pub clock_steps: Mutex<StepDetector>,
     /// How long this worker's claim transactions take lately.
     pub claim_latency: ClaimLatency,
     /// Process-group records.
@@ -198,6 +200,28 @@ impl Ctx {
     /// The current session lease.
     pub fn session(&self) -> LeaseId {
         self.session.load(Ordering::Relaxed)
+    }
+
+    /// Checks the wall clock for a step (against the monotonic clock). After one, this worker
+    /// stops claiming at once and forgets its offset samples, so it claims again only once its
+    /// offset is judged from fresh heartbeats (by the session's next registration). Called on
+    /// every scheduler wake-up and session tick.
+    pub fn check_clock(&self) {
+        let wall = self.clock.now_ms();
+        let Some(step) = self.clock_steps.lock().ok().and_then(|mut d| d.check(wall)) else {
+            return;
+        };
+        self.clock_ok.store(false, Ordering::Relaxed);
+        if let Ok(mut o) = self.offset.lock() {
+            o.reset();
+        }
+        let reason = format!(
+            "the wall clock stepped by {step} ms; not claiming until the offset is measured again"
+        );
+        if let Ok(mut r) = self.status_reason.lock() {
+            r.update(Some(RefusalKind::Stepped), reason.clone(), wall);
+        }
+        tracing::error!(step_ms = step, %reason, "wall clock stepped");
     }
 
     /// Cluster time, ms: this worker's clock corrected by its estimated offset from its peers

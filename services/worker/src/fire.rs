@@ -145,6 +145,9 @@ async fn fire_slot(ctx: Arc<Ctx>, slot: Slot, gate_held: bool) {
         trigger,
         counts_from_ms,
     } = slot;
+    // When the slot is due by the monotonic clock, which no step of the wall clock moves.
+    let starts_at = tokio::time::Instant::now()
+        + Duration::from_millis(u64::try_from(slot_ms - ctx.cluster_now_ms()).unwrap_or(0));
     let (rank, of) = ctx.place(&format!("{}/{slot_ms}", def.name));
     tracing::debug!(job = %def.name, slot_ms, rank, "slot due");
     if rank > 0 {
@@ -208,7 +211,7 @@ async fn fire_slot(ctx: Arc<Ctx>, slot: Slot, gate_held: bool) {
         .await;
     drop(gate);
     if let Some((claim, outcome)) = outcome {
-        settle_claim(ctx, def, revision, claim, outcome, place, span).await;
+        settle_claim(ctx, def, revision, claim, outcome, place, starts_at, span).await;
     }
 }
 
@@ -476,6 +479,7 @@ fn finished_here(ctx: &Ctx, running: &[RunningRecord]) -> bool {
 
 /// Acts on the outcome of a claim: runs a won slot (which keeps `place` until it has ended),
 /// records a skipped one.
+#[allow(clippy::too_many_arguments)]
 async fn settle_claim(
     ctx: Arc<Ctx>,
     def: Arc<JobDefinition>,
@@ -483,6 +487,7 @@ async fn settle_claim(
     claim: SlotClaim,
     outcome: SlotOutcome,
     place: Option<OwnedSemaphorePermit>,
+    starts_at: tokio::time::Instant,
     span: tracing::Span,
 ) {
     let slot_ms = claim.slot_ms;
@@ -524,6 +529,9 @@ async fn settle_claim(
                     if early > 0 {
                         tokio::time::sleep(Duration::from_millis(early.unsigned_abs())).await;
                     }
+                    // Nor a wall clock that stepped ahead since the slot was fired: the slot's
+                    // time as the monotonic clock counts it.
+                    tokio::time::sleep_until(starts_at).await;
                     if def.overlap_policy == OverlapPolicy::Replace {
                         replace_running(&ctx, &record).await;
                     }

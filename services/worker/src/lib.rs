@@ -141,6 +141,7 @@ pub async fn run(
         clock_ok: AtomicBool::new(false),
         status_reason: Mutex::new(crate::clock::Refusal::default()),
         offset: Mutex::new(OffsetEstimator::default()),
+        clock_steps: Mutex::new(clock::StepDetector::new(clock.now_ms())),
         claim_latency: ctx::ClaimLatency::default(),
         processes,
         stop_claiming: CancellationToken::new(),

@@ -184,6 +184,8 @@ pub async fn schedule(
 ) {
     let mut plan = Plan::default();
     loop {
+        // A step of the wall clock stops claims before any slot it made due is fired.
+        ctx.check_clock();
         // Slots are fired `claim_lead` early: claimed ahead, started at their time.
         let lead = i64::try_from(ctx.settings.claim_lead.as_millis()).unwrap_or(0);
         let now = ctx.cluster_now_ms();
@@ -200,6 +202,7 @@ pub async fn schedule(
                     .set(i64::try_from(plan.len()).unwrap_or(i64::MAX));
             }
             () = tokio::time::sleep(sleep) => {
+                ctx.check_clock();
                 for due in plan.pop_due(ctx.cluster_now_ms() + lead) {
                     let ctx = ctx.clone();
                     tokio::spawn(crate::fire::fire(ctx, due));

@@ -134,6 +134,8 @@ pub async fn keep(ctx: Arc<Ctx>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep_until(renew_at.min(register_at)) => {}
         }
+        // At least every 2 s, even while no slot is due.
+        ctx.check_clock();
         if tokio::time::Instant::now() >= renew_at {
             renew_at = tokio::time::Instant::now() + period;
             if renew(&ctx, ttl, period, &mut last_renewal, &mut failures, &stop).await {

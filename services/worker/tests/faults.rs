@@ -562,3 +562,76 @@ async fn runs_that_ended_just_before_a_crash_keep_their_real_status() {
     assert_eq!(checked, names.len(), "every triggered run has its record");
     cluster.shutdown().await;
 }
+
+/// Debian's libfaketime (package `faketime`; scripts/test.sh installs it).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[tokio::test]
+async fn a_worker_whose_wall_clock_steps_starts_nothing_early_and_every_slot_has_one_record() {
+    let _guard = exclusive().await;
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} (apt faketime; scripts/test.sh installs it)"
+    );
+    let mut cluster = Cluster::shared().await;
+    cluster.start_worker("steady-1", &[]);
+    cluster.start_worker("steady-2", &[]);
+    // The third worker's wall clock follows a time file (its monotonic clock stays true).
+    let offset_file = cluster.dirs.path().join("faketime");
+    std::fs::write(&offset_file, "+0\n").unwrap();
+    let offset = offset_file.display().to_string();
+    cluster.start_worker_with_env(
+        "stepped",
+        &[],
+        &[
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", &offset),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    cluster.wait_for_workers(3).await;
+    let names: Vec<String> = (0..10).map(|i| format!("step-{i}")).collect();
+    for name in &names {
+        // Prints the real time it started (outside libfaketime), ms.
+        cluster
+            .save(job(name, "env -u LD_PRELOAD date +%s%3N", "* * * * * *"))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    std::fs::write(&offset_file, "+2\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    std::fs::write(&offset_file, "+0\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    disable(&mut cluster, &names).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle(&mut cluster, &names).await;
+    let (mut checked, mut on_stepped) = (0, 0);
+    for name in &names {
+        let runs = assert_each_slot_once(&mut cluster, name).await;
+        for run in with_status(&runs, logs::RunStatus::Succeeded) {
+            let output = String::from_utf8_lossy(&run.output);
+            let started: i64 = output
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: output {output:?} is no time"));
+            assert!(
+                started >= run.plan_time_ms,
+                "{name}: run {} started {} ms before its slot on {}",
+                run.run_id,
+                run.plan_time_ms - started,
+                run.worker_id
+            );
+            checked += 1;
+            on_stepped += usize::from(run.worker_id == "stepped");
+        }
+    }
+    assert!(checked >= 10 * 20, "{checked} runs checked");
+    let log = cluster.worker_log("stepped");
+    assert!(
+        log.contains("wall clock stepped"),
+        "the step was detected: {log}"
+    );
+    eprintln!("{checked} runs started at or after their slot, {on_stepped} on the stepped worker");
+    cluster.shutdown().await;
+}

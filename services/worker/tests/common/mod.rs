@@ -33,6 +33,7 @@ pub struct WorkerProcess {
     pub data_dir: PathBuf,
     pub child: Option<Child>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl WorkerProcess {
@@ -67,7 +68,7 @@ impl WorkerProcess {
     /// Starts it again with the same id and data dir.
     pub fn restart(&mut self) {
         assert!(self.child.is_none());
-        self.child = Some(spawn_worker(&self.args));
+        self.child = Some(spawn_worker(&self.args, &self.env));
     }
 }
 
@@ -78,7 +79,7 @@ impl Drop for WorkerProcess {
 }
 
 /// Starts a worker; its log goes to `<data-dir>.log` (level from `WORKER_LOG`, default info).
-fn spawn_worker(args: &[String]) -> Child {
+fn spawn_worker(args: &[String], env: &[(String, String)]) -> Child {
     let data_dir = args
         .iter()
         .skip_while(|a| *a != "--data-dir")
@@ -97,6 +98,7 @@ fn spawn_worker(args: &[String]) -> Child {
             std::env::var("WORKER_LOG").unwrap_or_else(|_| "info".into()),
         )
         .env("NO_COLOR", "1")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -264,6 +266,16 @@ impl Cluster {
     }
 
     pub fn start_worker(&mut self, id: &str, extra: &[&str]) -> usize {
+        self.start_worker_with_env(id, extra, &[])
+    }
+
+    /// [`Cluster::start_worker`] with extra environment variables.
+    pub fn start_worker_with_env(
+        &mut self,
+        id: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> usize {
         let data_dir = self.dirs.path().join(id);
         let mut args: Vec<String> = vec![
             "--worker-id".into(),
@@ -294,12 +306,17 @@ impl Cluster {
             }
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let child = spawn_worker(&args);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let child = spawn_worker(&args, &env);
         self.workers.push(WorkerProcess {
             id: id.into(),
             data_dir,
             child: Some(child),
             args,
+            env,
         });
         self.workers.len() - 1
     }
