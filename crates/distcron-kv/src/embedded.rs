@@ -6,8 +6,10 @@
 //! - Every committed write is one revision and one batch: applied to the map, written to SQLite in
 //!   one transaction, kept in a bounded history for watch replay and snapshot reads, and
 //!   broadcast to watchers.
-//! - Leases live in memory: a process restart ends them, so keys that were on a lease are deleted
-//!   (in one revision) when the file is opened, as etcd would after their TTL.
+//! - Leases are kept in the file with their TTL, as etcd keeps them: after a restart each lease
+//!   lives one more TTL from the moment the file is opened, so its keys are deleted (in one
+//!   revision, seen by watchers) only then, unless it is kept alive. A worker of the same process
+//!   thus sees its earlier incarnation's running records expire and records those runs `lost`.
 //! - Calls run on the blocking pool: SQLite is synchronous.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -286,6 +288,9 @@ impl State {
         let Some(l) = self.leases.remove(&lease) else {
             return Ok(());
         };
+        self.db
+            .execute("DELETE FROM leases WHERE id = ?1", params![lease])
+            .map_err(db_err)?;
         if l.keys.is_empty() {
             return Ok(());
         }
@@ -357,8 +362,8 @@ fn compare<T: PartialOrd + ?Sized>(have: &T, want: &T, op: CompareOp) -> bool {
 }
 
 impl EmbeddedKv {
-    /// Opens (or creates) the store in the SQLite file at `path` (`:memory:` for none). Keys that
-    /// were on leases are deleted: their leases ended with the process that held them.
+    /// Opens (or creates) the store in the SQLite file at `path` (`:memory:` for none). Leases
+    /// kept in the file live one more TTL from now; keys on a lease it does not know are deleted.
     pub fn open(path: &Path) -> Result<Self, KvError> {
         let db = Connection::open(path).map_err(db_err)?;
         db.pragma_update(None, "journal_mode", "WAL")
@@ -369,7 +374,8 @@ impl EmbeddedKv {
             "CREATE TABLE IF NOT EXISTS kv (
                 key TEXT PRIMARY KEY, value BLOB NOT NULL, create_revision INTEGER NOT NULL,
                 mod_revision INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+             CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl_ms INTEGER NOT NULL);",
         )
         .map_err(db_err)?;
         let revision: Revision = db
@@ -399,20 +405,54 @@ impl EmbeddedKv {
                 kvs.insert(kv.key.clone(), kv);
             }
         }
+        let mut leases: HashMap<LeaseId, Lease> = HashMap::new();
+        {
+            let mut stmt = db
+                .prepare("SELECT id, ttl_ms FROM leases")
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, LeaseId>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(db_err)?;
+            let opened = Instant::now();
+            for row in rows {
+                let (id, ttl_ms) = row.map_err(db_err)?;
+                let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
+                leases.insert(
+                    id,
+                    Lease {
+                        ttl,
+                        deadline: opened + ttl,
+                        keys: BTreeSet::new(),
+                    },
+                );
+            }
+        }
+        for kv in kvs.values().filter(|kv| kv.lease != 0) {
+            if let Some(l) = leases.get_mut(&kv.lease) {
+                l.keys.insert(kv.key.clone());
+            }
+        }
+        let next_lease = leases
+            .keys()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(lease_id_base());
         let (events, _) = broadcast::channel(4096);
         let mut state = State {
             revision,
             kvs,
             history: VecDeque::new(),
             compacted: revision,
-            leases: HashMap::new(),
-            next_lease: lease_id_base(),
+            leases,
+            next_lease,
             db,
         };
+        // Keys on a lease the file does not know (written before leases were kept) are deleted.
         let leased: Vec<String> = state
             .kvs
             .values()
-            .filter(|kv| kv.lease != 0)
+            .filter(|kv| kv.lease != 0 && !state.leases.contains_key(&kv.lease))
             .map(|kv| kv.key.clone())
             .collect();
         if !leased.is_empty() {
@@ -592,6 +632,12 @@ impl KvStore for EmbeddedKv {
         self.with("grant_lease", move |s, _| {
             s.next_lease += 1;
             let id = s.next_lease;
+            let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+            s.db.execute(
+                "INSERT INTO leases (id, ttl_ms) VALUES (?1, ?2)",
+                params![id, ttl_ms],
+            )
+            .map_err(db_err)?;
             s.leases.insert(
                 id,
                 Lease {

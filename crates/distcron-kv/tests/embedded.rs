@@ -17,26 +17,42 @@ async fn fresh_store() -> (Store, String) {
 distcron_kv::kv_conformance_tests!(fresh_store);
 
 #[tokio::test]
-async fn keys_and_revisions_survive_a_restart_and_leased_keys_do_not() {
+async fn keys_and_revisions_survive_a_restart_and_leased_keys_live_one_more_ttl() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kv.sqlite");
-    let (revision, kept) = {
+    let (revision, kept, lease) = {
         let kv = EmbeddedKv::open(&path).unwrap();
         kv.put("/jobs/a", b"job".to_vec(), None).await.unwrap();
-        let lease = kv.grant_lease(Duration::from_secs(60)).await.unwrap();
+        let lease = kv.grant_lease(Duration::from_secs(2)).await.unwrap();
         kv.put("/workers/w", b"me".to_vec(), Some(lease))
             .await
             .unwrap();
         let kept = kv.get("/jobs/a").await.unwrap().unwrap();
         let revision = kv.get("/workers/w").await.unwrap().unwrap().mod_revision;
-        (revision, kept)
+        (revision, kept, lease)
     };
     let kv = EmbeddedKv::open(&path).unwrap();
     assert_eq!(kv.get("/jobs/a").await.unwrap(), Some(kept));
-    assert!(
-        kv.get("/workers/w").await.unwrap().is_none(),
-        "its lease ended with the process"
-    );
+    // The lease outlives the process by one TTL, as etcd's would: its key is still there, and
+    // goes (in a revision watchers see) once that TTL has passed without a keep-alive.
+    let leased = kv
+        .get("/workers/w")
+        .await
+        .unwrap()
+        .expect("kept until its TTL");
+    assert_eq!(leased.lease, lease);
+    let mut watch = kv
+        .watch("/workers/", leased.mod_revision + 1)
+        .await
+        .unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut watch))
+        .await
+        .expect("the lease expired within its TTL")
+        .expect("a batch")
+        .expect("no watch error");
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(batch.events[0].kind, distcron_kv::WatchEventKind::Delete);
+    assert!(kv.get("/workers/w").await.unwrap().is_none());
     let next = kv.put("/jobs/b", b"x".to_vec(), None).await.unwrap();
     assert!(next.is_none());
     let b = kv.get("/jobs/b").await.unwrap().unwrap();
@@ -44,6 +60,38 @@ async fn keys_and_revisions_survive_a_restart_and_leased_keys_do_not() {
         b.mod_revision > revision,
         "revisions keep growing across restarts"
     );
+    // A lease kept alive after the restart keeps its keys; new lease ids never reuse old ones.
+    let renewed = kv.grant_lease(Duration::from_secs(60)).await.unwrap();
+    assert!(renewed > lease);
+}
+
+#[tokio::test]
+async fn a_lease_kept_alive_after_a_restart_keeps_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.sqlite");
+    let lease = {
+        let kv = EmbeddedKv::open(&path).unwrap();
+        let lease = kv.grant_lease(Duration::from_secs(1)).await.unwrap();
+        kv.put("/running/j/r", b"run".to_vec(), Some(lease))
+            .await
+            .unwrap();
+        lease
+    };
+    let kv = EmbeddedKv::open(&path).unwrap();
+    for _ in 0..6 {
+        kv.keep_alive(lease).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(kv.get("/running/j/r").await.unwrap().is_some());
+    kv.revoke_lease(lease).await.unwrap();
+    assert!(kv.get("/running/j/r").await.unwrap().is_none());
+    drop(kv);
+    // A revoked lease is gone from the file too.
+    let kv = EmbeddedKv::open(&path).unwrap();
+    assert!(matches!(
+        kv.keep_alive(lease).await,
+        Err(distcron_kv::KvError::LeaseNotFound(_))
+    ));
 }
 
 #[tokio::test]

@@ -152,3 +152,92 @@ async fn one_process_runs_jobs_and_keeps_them_across_restarts() {
     );
     second.stop();
 }
+
+async fn runs_of(http: &reqwest::Client, url: &str, job: &str) -> Vec<Value> {
+    let page = get_json(http, &format!("{url}/api/v1/jobs/{job}/runs?limit=1000")).await;
+    page["runs"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_crash_leaves_no_run_running_and_every_slot_with_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ports = [
+        free_port().unwrap(),
+        free_port().unwrap(),
+        free_port().unwrap(),
+    ];
+    let url = format!("http://127.0.0.1:{}", ports[0]);
+    let http = reqwest::Client::new();
+    let mut first = Distcron::start(&data, ports);
+    wait_ready(&http, &url).await;
+    let names: Vec<String> = (0..5).map(|i| format!("crash-{i}")).collect();
+    for name in &names {
+        let job = json!({"name": name, "command": "echo x; sleep 2", "cronExpr": "* * * * * *",
+                         "overlapPolicy": "allow"});
+        let r = http
+            .post(format!("{url}/api/v1/jobs"))
+            .json(&job)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // A crash with runs in flight (each runs 2 s), some of them just started.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let second = Distcron::start(&data, ports);
+    wait_ready(&http, &url).await;
+    // The earlier incarnation's session lives one TTL (5 s) more, then its runs are recorded.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    for name in &names {
+        let r = http
+            .post(format!("{url}/api/v1/jobs/{name}/disable"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let mut all = Vec::new();
+    for _ in 0..60 {
+        all.clear();
+        for name in &names {
+            all.push((name.clone(), runs_of(&http, &url, name).await));
+        }
+        if all
+            .iter()
+            .all(|(_, runs)| runs.iter().all(|r| r["status"] != "running"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut lost = 0;
+    for (name, runs) in &all {
+        let left: Vec<&Value> = runs.iter().filter(|r| r["status"] == "running").collect();
+        assert!(left.is_empty(), "{name}: runs left running: {left:#?}");
+        let mut per_slot: HashMap<i64, usize> = HashMap::new();
+        for r in runs.iter().filter(|r| r["trigger"] == "schedule") {
+            *per_slot.entry(r["planTime"].as_i64().unwrap()).or_default() += 1;
+        }
+        assert!(
+            per_slot.values().all(|n| *n == 1),
+            "{name}: a slot with two records: {per_slot:?}"
+        );
+        let mut slots: Vec<i64> = per_slot.keys().copied().collect();
+        slots.sort_unstable();
+        let gaps: Vec<_> = slots.windows(2).filter(|w| w[1] - w[0] != 1000).collect();
+        assert!(
+            gaps.is_empty(),
+            "{name}: slots without a record between {gaps:?}"
+        );
+        assert!(slots.len() >= 10, "{name}: {} slots", slots.len());
+        lost += runs.iter().filter(|r| r["status"] == "lost").count();
+    }
+    assert!(
+        lost > 0,
+        "the runs in flight at the crash are recorded lost"
+    );
+    second.stop();
+}
