@@ -36,7 +36,8 @@ enum Scenario {
     Burst,
     /// Raises the every-second job count until a slot is missed or p99 lag exceeds 100 ms.
     Ceiling,
-    /// The steady run with a worker SIGKILLed and an etcd member stopped.
+    /// The steady run with every etcd member frozen for 10 s, then a worker SIGKILLed and an etcd
+    /// member stopped.
     Failover,
 }
 
@@ -215,6 +216,8 @@ async fn run_scenarios(
             }
             Scenario::Failover => {
                 let faults = Faults {
+                    stall_etcd_at: Duration::from_secs(5),
+                    stall_etcd_for: Duration::from_secs(10),
                     kill_worker_at: Duration::from_secs(20),
                     stop_etcd_member_at: Duration::from_secs(40),
                 };

@@ -116,6 +116,10 @@ async fn worker_gauges(bench: &Bench) -> HashMap<String, WorkerGauges> {
 /// Faults injected during a steady run.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Faults {
+    /// Freeze every etcd member (SIGSTOP) this long after the window opens: a stall.
+    pub stall_etcd_at: Duration,
+    /// For this long (then SIGCONT).
+    pub stall_etcd_for: Duration,
     /// SIGKILL the last worker this long after the window opens.
     pub kill_worker_at: Duration,
     /// Stop the first etcd member this long after the window opens.
@@ -259,6 +263,19 @@ pub async fn steady(
     let mut etcd_at_stop: Option<(usize, Option<EtcdWrites>)> = None;
     let mut cpu_at_kill = HashMap::new();
     if let Some(f) = faults {
+        sleep_until_ms(t0 + i64::try_from(f.stall_etcd_at.as_millis())?).await;
+        tracing::warn!(
+            seconds = f.stall_etcd_for.as_secs(),
+            "SIGSTOP every etcd member"
+        );
+        for i in 0..bench.stack.etcd.size() {
+            bench.stack.etcd.pause_member(i);
+        }
+        tokio::time::sleep(f.stall_etcd_for).await;
+        for i in 0..bench.stack.etcd.size() {
+            bench.stack.etcd.resume_member(i);
+        }
+        tracing::warn!("SIGCONT every etcd member");
         sleep_until_ms(t0 + i64::try_from(f.kill_worker_at.as_millis())?).await;
         let last = bench.stack.workers.len().saturating_sub(1);
         cpu_at_kill = workers_cpu_ms(&bench.stack);
@@ -380,8 +397,10 @@ pub fn failover_checks(r: &SteadyResult) -> Vec<Check> {
             "",
         ),
         Check::info("slots recorded lost", r.slots.lost as f64, ""),
+        Check::info("slots recorded skipped", r.slots.skipped as f64, ""),
         Check::info("lag p99", r.slots.lag.p99_ms, "ms"),
         Check::info("lag max", r.slots.lag.max_ms, "ms"),
+        spools_check(r.spools_empty),
     ]
 }
 
