@@ -437,9 +437,21 @@ async fn claim_until_settled<'a>(
                 } else {
                     tracing::debug!(?ledger_ms, "earlier slots unclaimed; waiting for them");
                     // This worker's own claims of the earlier slots wait for the job's claim
-                    // gate: let them have it meanwhile.
+                    // gate: let them have it meanwhile. The claim is sent again only once this
+                    // worker's view shows the ledger moved, or when it is time to take over: not
+                    // a transaction per wait, which after an etcd stall (every job behind at
+                    // once) would swamp the store.
                     let held = gate.take().is_some();
-                    tokio::time::sleep(BEHIND_RETRY).await;
+                    loop {
+                        tokio::time::sleep(BEHIND_RETRY).await;
+                        let now = ctx.clock.now_ms();
+                        if ctx.ledger_of(&job) != ledger_ms
+                            || ctx.stop_claiming.is_cancelled()
+                            || passed_over::takes_over_now(claim.trigger, earliest, since, now)
+                        {
+                            break;
+                        }
+                    }
                     if held {
                         *gate = Some(ctx.claim_gate(&job).await);
                     }
