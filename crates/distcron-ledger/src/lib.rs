@@ -176,7 +176,14 @@ pub enum SlotOutcome {
         ledger_ms: i64,
     },
     /// The job was changed or deleted since the slot was computed.
-    JobChanged,
+    JobChanged {
+        /// The job's current revision (its key's mod revision), or `None` when it was deleted.
+        revision: Option<i64>,
+        /// When that revision took effect (its `updatedAt`, ms; 0 when deleted or unknown).
+        updated_at_ms: i64,
+        /// The ledger as read (`None`: absent).
+        ledger_ms: Option<i64>,
+    },
     /// `forbid` and a run of the job is in progress: the slot is not run. Use [`record_skip`].
     Overlap {
         /// The runs in progress.
@@ -420,7 +427,16 @@ impl PendingClaim {
             return Some(SlotOutcome::AlreadyClaimed { ledger_ms });
         }
         if job.first().map(|kv| kv.mod_revision) != Some(self.claim.job_revision) {
-            return Some(SlotOutcome::JobChanged);
+            let updated_at_ms = job
+                .first()
+                .and_then(|kv| serde_json::from_slice::<serde_json::Value>(&kv.value).ok())
+                .and_then(|v| v.get("updatedAt").and_then(serde_json::Value::as_i64))
+                .unwrap_or(0);
+            return Some(SlotOutcome::JobChanged {
+                revision: job.first().map(|kv| kv.mod_revision),
+                updated_at_ms,
+                ledger_ms: ledger,
+            });
         }
         if self.claim.expect.is_behind(ledger) {
             return Some(SlotOutcome::Behind { ledger_ms: ledger });

@@ -220,7 +220,7 @@ async fn forbid_reports_overlap_and_the_skip_is_recorded_once(store: Arc<dyn KvS
 async fn a_changed_job_is_not_claimed_from_its_old_revision(store: Arc<dyn KvStore>) {
     let (store, keys, rev) = setup(store).await;
     store
-        .put(&keys.job("j"), b"{\"changed\":1}".to_vec(), None)
+        .put(&keys.job("j"), b"{\"updatedAt\":900}".to_vec(), None)
         .await
         .unwrap();
     let session = store.grant_lease(Duration::from_secs(30)).await.unwrap();
@@ -232,7 +232,21 @@ async fn a_changed_job_is_not_claimed_from_its_old_revision(store: Arc<dyn KvSto
     )
     .await
     .unwrap();
-    assert_eq!(outcome, SlotOutcome::JobChanged);
+    // Changed, and when: the claimant can tell whether the new revision plans this slot.
+    let current = store
+        .get(&keys.job("j"))
+        .await
+        .unwrap()
+        .unwrap()
+        .mod_revision;
+    assert_eq!(
+        outcome,
+        SlotOutcome::JobChanged {
+            revision: Some(current),
+            updated_at_ms: 900,
+            ledger_ms: None
+        }
+    );
     store.delete(&keys.job("j")).await.unwrap();
     let outcome = claim_slot(
         store.as_ref(),
@@ -242,7 +256,14 @@ async fn a_changed_job_is_not_claimed_from_its_old_revision(store: Arc<dyn KvSto
     )
     .await
     .unwrap();
-    assert_eq!(outcome, SlotOutcome::JobChanged);
+    assert_eq!(
+        outcome,
+        SlotOutcome::JobChanged {
+            revision: None,
+            updated_at_ms: 0,
+            ledger_ms: None
+        }
+    );
 }
 
 /// Saves jobs `j0..jn` and returns their revisions.
@@ -317,7 +338,17 @@ async fn a_full_batch_settles_each_claim_by_its_own_conditions(store: Arc<dyn Kv
         outcomes[0],
         SlotOutcome::AlreadyClaimed { ledger_ms: 5_000 }
     );
-    assert_eq!(outcomes[1], SlotOutcome::JobChanged);
+    assert!(
+        matches!(
+            outcomes[1],
+            SlotOutcome::JobChanged {
+                revision: Some(_),
+                ..
+            }
+        ),
+        "{:?}",
+        outcomes[1]
+    );
     match &outcomes[2] {
         SlotOutcome::Overlap { running } => assert_eq!(running[0].run_id, earlier.run_id),
         other => panic!("unexpected {other:?}"),

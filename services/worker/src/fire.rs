@@ -211,7 +211,10 @@ async fn fire_slot(ctx: Arc<Ctx>, slot: Slot, gate_held: bool) {
         .await;
     drop(gate);
     if let Some((claim, outcome)) = outcome {
-        settle_claim(ctx, def, revision, claim, outcome, place, starts_at, span).await;
+        settle_claim(
+            ctx, def, revision, &schedule, claim, outcome, place, starts_at, span,
+        )
+        .await;
     }
 }
 
@@ -496,6 +499,7 @@ async fn settle_claim(
     ctx: Arc<Ctx>,
     def: Arc<JobDefinition>,
     revision: i64,
+    schedule: &distcron_schedule::Schedule,
     claim: SlotClaim,
     outcome: SlotOutcome,
     place: Option<OwnedSemaphorePermit>,
@@ -564,9 +568,22 @@ async fn settle_claim(
             settled(&span, FireOutcome::LostRace);
             span.in_scope(|| tracing::debug!(ledger_ms, "slot already claimed"));
         }
-        SlotOutcome::JobChanged => {
+        SlotOutcome::JobChanged {
+            revision: current,
+            updated_at_ms,
+            ledger_ms,
+        } => {
             settled(&span, FireOutcome::Superseded);
-            span.in_scope(|| tracing::debug!(revision, "job changed since the slot was planned"));
+            span.in_scope(|| {
+                tracing::debug!(revision, ?current, "job changed since the slot was planned")
+            });
+            if let Some(current) = current.filter(|_| updated_at_ms > slot_ms) {
+                let change = Superseded {
+                    revision: current,
+                    ledger_ms,
+                };
+                record_superseded(&ctx, &def, schedule, &claim, change, &span).await;
+            }
         }
         SlotOutcome::Behind { ledger_ms } => {
             // `claim_until_settled` waits out or takes over every `Behind`; the slot's own record
@@ -574,6 +591,64 @@ async fn settle_claim(
             settled(&span, FireOutcome::LostRace);
             span.in_scope(|| tracing::warn!(?ledger_ms, "claim settled behind the ledger"));
         }
+    }
+}
+
+/// The change of a job that stopped a claim of one of its slots.
+struct Superseded {
+    /// The job's new revision.
+    revision: i64,
+    /// The ledger when the claim failed.
+    ledger_ms: Option<i64>,
+}
+
+/// Records `claim`'s slot, which a change of its job (after the slot: the new revision plans
+/// only later slots) stopped from being claimed, `skipped`, with the job's slots between the
+/// ledger and it that nobody claimed either: one skip transaction under the new revision that
+/// requires the ledger as it was read, so they are recorded only if no other claim or skip moved
+/// it meanwhile, and exactly once. (A deleted job's slots are not recorded: its ledger went with
+/// it, so whether another worker claimed them first cannot be told.)
+async fn record_superseded(
+    ctx: &Ctx,
+    def: &JobDefinition,
+    schedule: &distcron_schedule::Schedule,
+    claim: &SlotClaim,
+    change: Superseded,
+    span: &tracing::Span,
+) {
+    let slot = claim.slot_ms;
+    let reason = format!(
+        "skipped: the job was changed (revision {}) before the slot was claimed",
+        change.revision
+    );
+    // The slot itself and the unclaimed ones before it, counted as the claim counted them.
+    let passed = passed_over::between(
+        passed_over::counts_from(def, None),
+        schedule,
+        change.ledger_ms,
+        slot.saturating_add(1),
+        reason.clone(),
+    );
+    let expect = distcron_ledger::LedgerExpect::PassOver {
+        ledger_ms: change.ledger_ms,
+        passed: passed.clone(),
+    };
+    let skipped = record_skip(
+        ctx.store.as_ref(),
+        &ctx.keys,
+        &def.name,
+        change.revision,
+        slot,
+        &expect,
+    )
+    .await;
+    match skipped {
+        Ok(true) => {
+            span.in_scope(|| tracing::info!(%reason, "slot skipped"));
+            passed_over::record(ctx, &def.name, &def.command, &passed).await;
+        }
+        Ok(false) => {}
+        Err(e) => span.in_scope(|| tracing::warn!(error = %e, "cannot record a superseded slot")),
     }
 }
 

@@ -635,3 +635,62 @@ async fn a_worker_whose_wall_clock_steps_starts_nothing_early_and_every_slot_has
     eprintln!("{checked} runs started at or after their slot, {on_stepped} on the stepped worker");
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn slots_still_unclaimed_when_their_job_is_changed_are_recorded_once() {
+    let _guard = exclusive().await;
+    let etcd = Etcd::single().unwrap();
+    let mut cluster = Cluster::on(etcd.endpoints(), shared_mongo().uri()).await;
+    for id in ["gone-job-1", "gone-job-2"] {
+        cluster.start_worker(id, &["--session-ttl", "20s"]);
+    }
+    cluster.wait_for_workers(2).await;
+    let names: Vec<String> = (0..10).map(|i| format!("superseded-{i}")).collect();
+    for name in &names {
+        cluster.save(job(name, "true", "* * * * * *")).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A stall leaves every job with slots whose claims are still being retried...
+    etcd.pause_member(0);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    etcd.resume_member(0);
+    // ...when half the jobs are deleted and the others disabled.
+    let changed_at = distcron_core::now_ms();
+    for (i, name) in names.iter().enumerate() {
+        if i % 2 == 0 {
+            cluster
+                .jobs
+                .delete_job(jobs::DeleteJobRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        } else {
+            disable(&mut cluster, std::slice::from_ref(name)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Every slot before the change has its record: run, or skipped because the job changed. (A
+    // deleted job's are only never duplicated: its ledger went with it, see `record_superseded`.)
+    let last_due = (changed_at / 1000) * 1000 - 1000;
+    let mut superseded = 0;
+    for (i, name) in names.iter().enumerate() {
+        let runs = assert_each_slot_once(&mut cluster, name).await;
+        if i % 2 == 0 {
+            continue;
+        }
+        let last = runs.iter().map(|r| r.plan_time_ms).max().unwrap_or(0);
+        assert!(
+            last >= last_due,
+            "{name}: slots up to {last_due} have no record (last {last}): {:#?}",
+            summary(&runs)
+        );
+        superseded += with_status(&runs, logs::RunStatus::Skipped)
+            .iter()
+            .filter(|r| r.err.contains("before the slot was claimed"))
+            .count();
+    }
+    eprintln!("{superseded} slots recorded skipped because their job went first");
+    cluster.shutdown().await;
+}
