@@ -359,6 +359,11 @@ async fn claim_until_settled<'a>(
             // Between sessions the worker waits for the next one; otherwise (clock offset out of
             // bounds) the slot is left to the other workers.
             if ctx.session() != 0 || ctx.clock.now_ms() > give_up_at {
+                if attempt > 0 {
+                    // An attempt that timed out may have applied: find out, so a claim this
+                    // worker will not run does not hold the slot unrecorded.
+                    resolve_abandoned(ctx, &claim, give_up_at).await;
+                }
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -478,6 +483,52 @@ async fn claim_until_settled<'a>(
                 return None;
             }
         }
+    }
+}
+
+/// Settles a claim this worker stopped trying while an attempt that timed out may have applied:
+/// reads its running record (until the store answers, or `give_up_at`); when it is there, the
+/// slot is this worker's but will not run here, so it is recorded `lost` with why and released.
+async fn resolve_abandoned(ctx: &Ctx, claim: &SlotClaim, give_up_at: i64) {
+    let key = ctx.keys.running(&claim.job, &claim.run_id);
+    let mut attempt = 0;
+    let kv = loop {
+        match bounded(
+            crate::claims::attempt_timeout(ctx),
+            "get",
+            ctx.store.get(&key),
+        )
+        .await
+        {
+            Ok(kv) => break kv,
+            Err(e) if ctx.clock.now_ms() < give_up_at && !ctx.stop_claiming.is_cancelled() => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "cannot read an abandoned claim yet");
+                tokio::time::sleep(distcron_kv::backoff(attempt, Duration::from_secs(1))).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell whether an abandoned claim applied");
+                return;
+            }
+        }
+    };
+    let Some(record) = kv.and_then(|kv| serde_json::from_slice::<RunningRecord>(&kv.value).ok())
+    else {
+        return;
+    };
+    tracing::warn!("a claim this worker had given up on applied; recording the run lost");
+    let err = "the slot was claimed by a worker that then stopped claiming (its clock offset \
+               judged beyond the bound, or its session lost); it did not run";
+    ship_lost(ctx, &record, err.into()).await;
+    let released = distcron_ledger::release(
+        ctx.store.as_ref(),
+        &ctx.keys,
+        &[(record.job_name.clone(), record.run_id.clone())],
+        distcron_ledger::MarkerChanges::default(),
+    )
+    .await;
+    if let Err(e) = released {
+        tracing::warn!(error = %e, "cannot release an abandoned claim; it goes with the session");
     }
 }
 
