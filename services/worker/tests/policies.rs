@@ -358,11 +358,17 @@ async fn a_slot_whose_last_worker_in_line_is_gone_is_still_recorded() {
     // recorded: none is missing.
     let runs = assert_each_slot_once(&mut cluster, "ghosted").await;
     let skipped = with_status(&runs, logs::RunStatus::Skipped);
-    assert!(skipped.len() >= 6, "{:#?}", summary(&runs));
+    let at_capacity = skipped
+        .iter()
+        .filter(|r| r.err.contains("every worker was at capacity"))
+        .count();
+    assert!(at_capacity >= 6, "{:#?}", summary(&runs));
+    // The others: slots still pending when the test disabled the job, recorded as such.
     assert!(
         skipped
             .iter()
-            .all(|r| r.err.contains("every worker was at capacity")),
+            .all(|r| r.err.contains("every worker was at capacity")
+                || r.err.contains("the job was changed")),
         "{:#?}",
         summary(&runs)
     );
