@@ -66,10 +66,15 @@ async fn forbid_records_skipped_slots_and_never_overlaps() {
     let ran = with_status(&runs, logs::RunStatus::Succeeded);
     let skipped = with_status(&runs, logs::RunStatus::Skipped);
     assert!(ran.len() >= 2, "{:#?}", summary(&runs));
-    assert!(skipped.len() >= 4, "{:#?}", summary(&runs));
+    let forbidden = skipped
+        .iter()
+        .filter(|r| r.err.contains("overlap policy forbid"))
+        .count();
+    assert!(forbidden >= 4, "{:#?}", summary(&runs));
+    // The others: slots still pending when the test disabled the job, recorded as such.
     assert!(skipped
         .iter()
-        .all(|r| r.err.contains("overlap policy forbid")));
+        .all(|r| r.err.contains("overlap policy forbid") || r.err.contains("the job was changed")));
     let mut spans: Vec<(i64, i64)> = ran
         .iter()
         .map(|r| (r.start_time_ms, r.end_time_ms))
@@ -256,11 +261,19 @@ async fn a_slot_no_worker_has_room_for_is_recorded_skipped() {
     // Every slot has its record: a run, or a skip saying why.
     let runs = assert_each_slot_once(&mut cluster, "crowded").await;
     let skipped = with_status(&runs, logs::RunStatus::Skipped);
-    assert!(!skipped.is_empty(), "{:#?}", summary(&runs));
     assert!(
         skipped
             .iter()
-            .all(|r| r.err.contains("every worker was at capacity")),
+            .any(|r| r.err.contains("every worker was at capacity")),
+        "{:#?}",
+        summary(&runs)
+    );
+    // The others: slots still pending when the test disabled the job, recorded as such.
+    assert!(
+        skipped
+            .iter()
+            .all(|r| r.err.contains("every worker was at capacity")
+                || r.err.contains("the job was changed")),
         "{:#?}",
         summary(&runs)
     );
