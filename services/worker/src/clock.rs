@@ -1,6 +1,6 @@
 //! The worker's clock, and the estimate of its offset from the cluster.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// Wall-clock time as this worker sees it (the system clock, shifted in tests).
 #[derive(Debug, Clone, Copy, Default)]
@@ -20,34 +20,67 @@ impl Clock {
     }
 }
 
-/// Estimates this worker's clock offset from the heartbeat timestamps of its peers: each peer
-/// sample is `peer_time - my_time` at arrival plus the delivery delay, which this worker measures
-/// on its own heartbeats (written and read back through the same etcd and the same watch, so under
-/// load the backlog that delays a peer's heartbeat delays its own alike). The estimate is minus the
-/// median of the samples, this worker's own zero included, so with three or more workers one
-/// skewed worker is outvoted. With fewer than two peers nobody can tell which clock is wrong, and
-/// [`OffsetEstimator::judgeable`] is false.
+/// How long heartbeat samples count towards the offset estimate.
+pub const SAMPLE_WINDOW_MS: i64 = 20_000;
+
+/// Estimates this worker's clock offset from the heartbeat timestamps of its peers.
+///
+/// A peer's heartbeat carries its clock at the moment it was written; seen here at local time
+/// `local`, `peer_time - local` is the two clocks' difference minus how long the heartbeat took to
+/// arrive (the write and the watch). Delivery delay only ever makes that difference smaller, so of
+/// a peer's samples in the last [`SAMPLE_WINDOW_MS`] the largest is the one least delayed (the
+/// minimum-delay filter of NTP). Under steady load every heartbeat arrives late alike, this
+/// worker's own included (written and read back through the same etcd and the same watch), so the
+/// smallest delay of its own heartbeats in the window is added back. A burst of heartbeats held
+/// back by an etcd stall (all of them seconds late at once) therefore moves neither figure.
+///
+/// The estimate is minus the median of the peers' differences, this worker's own zero included,
+/// so with three or more workers one skewed worker is outvoted. With fewer than two peers nobody
+/// can tell which clock is wrong, and [`OffsetEstimator::judgeable`] is false.
 #[derive(Debug, Default)]
 pub struct OffsetEstimator {
-    samples: HashMap<String, i64>,
-    delivery_delay_ms: i64,
+    /// Per peer: (local time seen, `peer_time - local`).
+    samples: HashMap<String, VecDeque<(i64, i64)>>,
+    /// This worker's own heartbeats: (local time seen, delivery delay).
+    own: VecDeque<(i64, i64)>,
+}
+
+/// Drops the samples seen before the window that ends at `now_ms`.
+fn prune(samples: &mut VecDeque<(i64, i64)>, now_ms: i64) {
+    while samples
+        .front()
+        .is_some_and(|(seen, _)| *seen < now_ms - SAMPLE_WINDOW_MS)
+    {
+        samples.pop_front();
+    }
 }
 
 impl OffsetEstimator {
     /// Records this worker's own heartbeat time `sent_ms`, seen back at local time `local_ms`.
     pub fn observe_own(&mut self, sent_ms: i64, local_ms: i64) {
-        self.delivery_delay_ms = (local_ms - sent_ms).max(0);
+        self.own.push_back((local_ms, (local_ms - sent_ms).max(0)));
+        prune(&mut self.own, local_ms);
+        for samples in self.samples.values_mut() {
+            prune(samples, local_ms);
+        }
+        self.samples.retain(|_, s| !s.is_empty());
     }
 
     /// How late this worker's own last heartbeat came back through the watch.
     pub fn delivery_delay(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.delivery_delay_ms.unsigned_abs())
+        let last = self.own.back().map_or(0, |(_, d)| *d);
+        std::time::Duration::from_millis(last.unsigned_abs())
+    }
+
+    fn min_own_delay_ms(&self) -> i64 {
+        self.own.iter().map(|(_, d)| *d).min().unwrap_or(0)
     }
 
     /// Records a peer's heartbeat time `peer_ms`, seen at local time `local_ms`.
     pub fn observe(&mut self, peer: &str, peer_ms: i64, local_ms: i64) {
-        self.samples
-            .insert(peer.to_owned(), peer_ms - local_ms + self.delivery_delay_ms);
+        let samples = self.samples.entry(peer.to_owned()).or_default();
+        samples.push_back((local_ms, peer_ms - local_ms));
+        prune(samples, local_ms);
     }
 
     /// Forgets a peer that left.
@@ -55,10 +88,11 @@ impl OffsetEstimator {
         self.samples.remove(peer);
     }
 
-    /// Forgets every peer sample (taken before this worker's clock stepped): the offset is
-    /// judged again from fresh heartbeats.
+    /// Forgets every sample (taken before this worker's clock stepped): the offset is judged
+    /// again from fresh heartbeats.
     pub fn reset(&mut self) {
         self.samples.clear();
+        self.own.clear();
     }
 
     /// Whether there are enough peers to tell whose clock is off.
@@ -68,10 +102,12 @@ impl OffsetEstimator {
 
     /// This worker's estimated offset from the cluster, ms (positive: ahead).
     pub fn offset_ms(&self) -> i64 {
+        let delay = self.min_own_delay_ms();
         let mut all: Vec<i64> = self
             .samples
             .values()
-            .copied()
+            .filter_map(|s| s.iter().map(|(_, d)| *d).max())
+            .map(|d| d + delay)
             .chain(std::iter::once(0))
             .collect();
         all.sort_unstable();
@@ -196,6 +232,38 @@ mod tests {
         assert!(!alone.judgeable());
         alone.forget("x");
         assert_eq!(alone.offset_ms(), 0);
+    }
+
+    #[test]
+    fn heartbeats_held_back_by_a_stall_do_not_move_the_estimate() {
+        let mut me = OffsetEstimator::default();
+        // Steady: every heartbeat 20 ms late, this worker's own alike.
+        for t in (0..10_000).step_by(2_000) {
+            me.observe_own(t, t + 20);
+            me.observe("a", t + 5, t + 25);
+            me.observe("b", t + 10, t + 30);
+        }
+        assert!(me.offset_ms().abs() <= 10, "{}", me.offset_ms());
+        // etcd stalls 10 s: the heartbeats written meanwhile all arrive at once when it resumes.
+        let resumed = 20_000;
+        for t in (10_000..resumed).step_by(2_000) {
+            me.observe_own(t, resumed);
+            me.observe("a", t, resumed + 1);
+            me.observe("b", t, resumed + 2);
+        }
+        assert!(me.offset_ms().abs() <= 10, "{}", me.offset_ms());
+        // Samples older than the window stop counting: a peer whose clock stepped back 3 s (and
+        // the other peer agreeing) moves the estimate once the old samples have aged out.
+        for t in (resumed..resumed + SAMPLE_WINDOW_MS + 4_000).step_by(2_000) {
+            me.observe_own(t, t + 20);
+            me.observe("a", t - 3_000, t + 20);
+            me.observe("b", t - 3_000, t + 20);
+        }
+        assert!(
+            (2_990..=3_010).contains(&me.offset_ms()),
+            "{}",
+            me.offset_ms()
+        );
     }
 
     #[test]
