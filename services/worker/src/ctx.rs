@@ -138,6 +138,8 @@ pub struct Ctx {
     pub runs: Mutex<HashMap<String, LocalRun>>,
     /// Runs claimed here that wait for a place (the last worker in line had none), by run id.
     pub waiting: Mutex<HashMap<String, LocalRun>>,
+    /// Claims given up on while an attempt may still apply ([`crate::abandoned`]).
+    pub abandoned: crate::abandoned::Abandoned,
     /// Run events to ship.
     pub events: mpsc::Sender<Shipment>,
     /// Ended runs whose running records are to be released ([`crate::release`]).

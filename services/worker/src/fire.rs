@@ -206,16 +206,29 @@ async fn fire_slot(ctx: Arc<Ctx>, slot: Slot, gate_held: bool) {
     if ctx.ledger_of(&def.name).is_some_and(|l| l >= slot_ms) {
         return;
     }
+    let run_id = claim.run_id.clone();
     let outcome = claim_until_settled(&ctx, counts_from_ms, &schedule, claim, &mut gate)
         .instrument(span.clone())
         .await;
     drop(gate);
-    if let Some((claim, outcome)) = outcome {
-        settle_claim(
-            ctx, def, revision, &schedule, claim, outcome, place, starts_at, span,
-        )
-        .await;
+    match outcome {
+        Ok((claim, outcome)) => {
+            settle_claim(
+                ctx, def, revision, &schedule, claim, outcome, place, starts_at, span,
+            )
+            .await;
+        }
+        // An attempt that failed (timed out, cut off) may still apply: its record, if it shows
+        // up, is recorded and released by the orphan sweep.
+        Err(GaveUp { uncertain: true }) => ctx.abandoned.abandon(&run_id, ctx.clock.now_ms()),
+        Err(GaveUp { uncertain: false }) => {}
     }
+}
+
+/// A claim [`claim_until_settled`] stopped trying without the store's answer.
+struct GaveUp {
+    /// Whether an attempt went out without a definite answer, so it may still apply.
+    uncertain: bool,
 }
 
 /// How much longer than its standby a worker of `rank` with no place waits before claiming a slot
@@ -330,45 +343,44 @@ async fn end_unplaced(ctx: &Ctx, def: &JobDefinition, record: RunningRecord, unp
 }
 
 /// Claims `claim`'s slot (of a job whose parsed schedule is `schedule`, its slots counted from
-/// `counts_from_ms`) until the store answers,
-/// the retry window is over, or this worker stops claiming. Returns the claim as sent and the
-/// store's answer, never [`SlotOutcome::Behind`]: a claim whose earlier slots are unclaimed waits
-/// for them (without the job's claim `gate`, if it holds it, so this worker's claims of those
-/// slots can go first), then takes them over ([`crate::passed_over`]).
+/// `counts_from_ms`) until the store answers, the retry window is over, or this worker stops
+/// claiming. Returns the claim as sent and the store's answer, never [`SlotOutcome::Behind`]: a
+/// claim whose earlier slots are unclaimed waits for them (without the job's claim `gate`, if it
+/// holds it, so this worker's claims of those slots can go first), then takes them over
+/// ([`crate::passed_over`]).
 async fn claim_until_settled<'a>(
     ctx: &'a Ctx,
     counts_from_ms: i64,
     schedule: &distcron_schedule::Schedule,
     mut claim: SlotClaim,
     gate: &mut Option<crate::ctx::ClaimGate<'a>>,
-) -> Option<(SlotClaim, SlotOutcome)> {
+) -> Result<(SlotClaim, SlotOutcome), GaveUp> {
     let (job, slot_ms) = (claim.job.clone(), claim.slot_ms);
     let give_up_at = slot_ms.max(ctx.clock.now_ms())
         + i64::try_from(CLAIM_RETRY_WINDOW.as_millis()).unwrap_or(i64::MAX);
     claim.expect = passed_over::expect(counts_from_ms, schedule, ctx.ledger_of(&job), slot_ms);
     let mut attempt = 0;
+    // Whether an attempt went out and got no definite answer: it may still apply.
+    let mut uncertain = false;
+    let gave_up = |uncertain| Err(GaveUp { uncertain });
     let mut released_own = false;
     let mut behind_since = None;
     let mut failures = None;
     loop {
         if ctx.stop_claiming.is_cancelled() {
-            return None;
+            return gave_up(uncertain);
         }
         if !ctx.is_claiming() {
             tracing::debug!(session = ctx.session(), "not claiming");
             // Between sessions the worker waits for the next one; otherwise (clock offset out of
             // bounds) the slot is left to the other workers.
             if ctx.session() != 0 || ctx.clock.now_ms() > give_up_at {
-                if attempt > 0 {
-                    // An attempt that timed out may have applied: find out, so a claim this
-                    // worker will not run does not hold the slot unrecorded.
-                    resolve_abandoned(ctx, &claim, give_up_at).await;
-                }
-                return None;
+                return gave_up(uncertain);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
             if ctx.ledger_of(&job).is_some_and(|l| l >= slot_ms) {
-                return None;
+                // Claimed elsewhere, or by an attempt of this worker that applied late.
+                return gave_up(uncertain);
             }
             continue;
         }
@@ -382,7 +394,7 @@ async fn claim_until_settled<'a>(
             result = ctx
                 .claim_slot(claim.clone(), exists)
                 .instrument(tracing::info_span!("claim", attempt)) => result,
-            () = ctx.stop_claiming.cancelled() => return None,
+            () = ctx.stop_claiming.cancelled() => return gave_up(true),
         };
         match attempt_result {
             Ok(SlotOutcome::Overlap { running })
@@ -465,14 +477,15 @@ async fn claim_until_settled<'a>(
                     }
                 }
             }
-            Ok(outcome) => return Some((claim, outcome)),
+            Ok(outcome) => return Ok((claim, outcome)),
             Err(e) if e.is_retryable() || matches!(e, KvError::LeaseNotFound(_)) => {
                 passed_over::StoreFailures::add(&mut failures, ctx.clock.now_ms(), e.to_string());
                 attempt += 1;
+                uncertain = true;
                 if ctx.clock.now_ms() > give_up_at {
                     tracing::error!(attempts = attempt, error = %e, "slot missed: it could not be claimed in time");
                     settled(&tracing::Span::current(), FireOutcome::Missed);
-                    return None;
+                    return gave_up(true);
                 }
                 tracing::warn!(attempt, error = %e, "claim failed; retrying");
                 tokio::time::sleep(distcron_kv::backoff(attempt, Duration::from_secs(1))).await;
@@ -480,55 +493,9 @@ async fn claim_until_settled<'a>(
             Err(e) => {
                 tracing::error!(error = %e, "claim failed");
                 settled(&tracing::Span::current(), FireOutcome::Missed);
-                return None;
+                return gave_up(true);
             }
         }
-    }
-}
-
-/// Settles a claim this worker stopped trying while an attempt that timed out may have applied:
-/// reads its running record (until the store answers, or `give_up_at`); when it is there, the
-/// slot is this worker's but will not run here, so it is recorded `lost` with why and released.
-async fn resolve_abandoned(ctx: &Ctx, claim: &SlotClaim, give_up_at: i64) {
-    let key = ctx.keys.running(&claim.job, &claim.run_id);
-    let mut attempt = 0;
-    let kv = loop {
-        match bounded(
-            crate::claims::attempt_timeout(ctx),
-            "get",
-            ctx.store.get(&key),
-        )
-        .await
-        {
-            Ok(kv) => break kv,
-            Err(e) if ctx.clock.now_ms() < give_up_at && !ctx.stop_claiming.is_cancelled() => {
-                attempt += 1;
-                tracing::debug!(error = %e, attempt, "cannot read an abandoned claim yet");
-                tokio::time::sleep(distcron_kv::backoff(attempt, Duration::from_secs(1))).await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot tell whether an abandoned claim applied");
-                return;
-            }
-        }
-    };
-    let Some(record) = kv.and_then(|kv| serde_json::from_slice::<RunningRecord>(&kv.value).ok())
-    else {
-        return;
-    };
-    tracing::warn!("a claim this worker had given up on applied; recording the run lost");
-    let err = "the slot was claimed by a worker that then stopped claiming (its clock offset \
-               judged beyond the bound, or its session lost); it did not run";
-    ship_lost(ctx, &record, err.into()).await;
-    let released = distcron_ledger::release(
-        ctx.store.as_ref(),
-        &ctx.keys,
-        &[(record.job_name.clone(), record.run_id.clone())],
-        distcron_ledger::MarkerChanges::default(),
-    )
-    .await;
-    if let Err(e) = released {
-        tracing::warn!(error = %e, "cannot release an abandoned claim; it goes with the session");
     }
 }
 
@@ -853,11 +820,13 @@ pub async fn record_lost(ctx: &Arc<Ctx>, record: RunningRecord) {
         record.worker_id
     );
     tracing::warn!(job = %record.job_name, run_id = %record.run_id, worker = %record.worker_id, "run lost");
-    ship_lost(ctx, &record, err).await;
+    ship_lost(ctx, &record, err, false).await;
 }
 
-/// Ships `started` (for a run logsvc may not know yet) and `finished` as `lost` for `record`.
-pub(crate) async fn ship_lost(ctx: &Ctx, record: &RunningRecord, err: String) {
+/// Ships `started` (for a run logsvc may not know yet) and `finished` as `lost` for `record`,
+/// with the slots it passed over; `durably` when its running record is released next, so the
+/// record survives a crash of this worker.
+pub(crate) async fn ship_lost(ctx: &Ctx, record: &RunningRecord, err: String, durably: bool) {
     let facts = Facts {
         run_id: &record.run_id,
         job: &record.job_name,
@@ -869,13 +838,17 @@ pub(crate) async fn ship_lost(ctx: &Ctx, record: &RunningRecord, err: String) {
         trace: (String::new(), String::new()),
     };
     distcron_metrics::worker().run_finished("lost");
-    // Another worker's run (its record gone with its session, or marked undelivered): nothing of
-    // this worker waits on it, so it goes in its batch's time.
-    for event in ended_unstarted(&facts, pb::RunStatus::Lost, err, ctx.clock.now_ms()) {
-        ctx.ship(event).await;
-    }
     if let Some(passed) = &record.passed_over {
         passed_over::record(ctx, &record.job_name, "", passed).await;
+    }
+    let [started, finished] = ended_unstarted(&facts, pb::RunStatus::Lost, err, ctx.clock.now_ms());
+    ctx.ship(started).await;
+    if durably {
+        ctx.ship_durably(finished).await;
+    } else {
+        // Another worker's run (its record gone with its session, or marked undelivered): nothing
+        // of this worker waits on it, so it goes in its batch's time.
+        ctx.ship(finished).await;
     }
 }
 
@@ -904,18 +877,23 @@ fn ended_unstarted(
     [started_event(facts, pb::RunStatus::Running, ""), finished]
 }
 
-/// Running records of this worker that no local run owns and that are older than `min_age`: a
-/// claim transaction that applied after this worker had given up on it. Each is recorded `lost`
-/// (ignored by logsvc if the run in fact finished and only its release is pending) and released,
-/// so it never blocks the job's overlap policy. Returns the (job, run id) pairs to release.
+/// Running records of this worker that no local run owns: a claim transaction that applied
+/// after this worker had given up on it. Those of claims this worker knows it abandoned
+/// ([`crate::abandoned`]) are taken at once, others once older than `min_age`. Each is recorded
+/// `lost` (ignored by logsvc if the run in fact finished and only its release is pending), its
+/// end on disk before it is released, so it never blocks the job's overlap policy or leaves its
+/// slot without a record. Returns the (job, run id) pairs to release.
 pub async fn sweep_orphans(ctx: &Arc<Ctx>, min_age: Duration) -> Vec<(String, String)> {
     let now = ctx.clock.now_ms();
     let min_age_ms = i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX);
-    let local: std::collections::HashSet<String> = ctx
+    let mut local: std::collections::HashSet<String> = ctx
         .runs
         .lock()
         .map(|r| r.keys().cloned().collect())
         .unwrap_or_default();
+    if let Ok(waiting) = ctx.waiting.lock() {
+        local.extend(waiting.keys().cloned());
+    }
     let orphans: Vec<RunningRecord> = ctx
         .view
         .read()
@@ -925,7 +903,7 @@ pub async fn sweep_orphans(ctx: &Arc<Ctx>, min_age: Duration) -> Vec<(String, St
                 .filter(|r| {
                     r.worker_id == ctx.id
                         && !local.contains(&r.run_id)
-                        && now - r.claimed_at_ms > min_age_ms
+                        && (ctx.abandoned.take(&r.run_id) || now - r.claimed_at_ms > min_age_ms)
                 })
                 .cloned()
                 .collect()
@@ -935,7 +913,7 @@ pub async fn sweep_orphans(ctx: &Arc<Ctx>, min_age: Duration) -> Vec<(String, St
         tracing::warn!(job = %record.job_name, run_id = %record.run_id, "releasing a running record no run of this worker owns");
         let err =
             "the slot was claimed after this worker had given up on the claim; it did not run";
-        ship_lost(ctx, record, err.into()).await;
+        ship_lost(ctx, record, err.into(), true).await;
     }
     orphans
         .into_iter()

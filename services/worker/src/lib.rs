@@ -7,6 +7,7 @@
 //! releaser ([`release`]), the log shipper ([`shipper`]), and one task per run ([`runner`]);
 //! short tasks record the undelivered runs of gone workers ([`undelivered`]).
 
+mod abandoned;
 mod claims;
 mod clock;
 mod config;
@@ -135,6 +136,7 @@ pub async fn run(
         view: RwLock::new(ctx::View::default()),
         runs: Mutex::new(Default::default()),
         waiting: Mutex::new(Default::default()),
+        abandoned: Default::default(),
         places: Arc::new(tokio::sync::Semaphore::new(config.capacity as usize)),
         events: shipper.sender(),
         release: release_tx,

@@ -95,7 +95,7 @@ async fn record(ctx: &Ctx, worker_id: &str, take: impl Fn(&str) -> bool) {
             return;
         }
         for run in &runs {
-            crate::fire::ship_lost(ctx, run, err.clone()).await;
+            crate::fire::ship_lost(ctx, run, err.clone(), false).await;
         }
     }
 }
