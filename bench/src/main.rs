@@ -36,8 +36,8 @@ enum Scenario {
     Burst,
     /// Raises the every-second job count until a slot is missed or p99 lag exceeds 100 ms.
     Ceiling,
-    /// The steady run with every etcd member frozen for 10 s, then a worker SIGKILLed and an etcd
-    /// member stopped.
+    /// The steady run with every etcd member frozen for 10 s, then a worker SIGKILLed, another
+    /// one's wall clock stepped +2 s for 6 s, and an etcd member stopped.
     Failover,
 }
 
@@ -219,6 +219,9 @@ async fn run_scenarios(
                     stall_etcd_at: Duration::from_secs(5),
                     stall_etcd_for: Duration::from_secs(10),
                     kill_worker_at: Duration::from_secs(20),
+                    step_clock_at: Duration::from_secs(25),
+                    step_clock_by_s: 2,
+                    step_clock_for: Duration::from_secs(6),
                     stop_etcd_member_at: Duration::from_secs(40),
                 };
                 let r =

@@ -113,6 +113,9 @@ async fn worker_gauges(bench: &Bench) -> HashMap<String, WorkerGauges> {
     out
 }
 
+/// Debian's libfaketime (package `faketime`, which scripts/test.sh installs).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 /// Faults injected during a steady run.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Faults {
@@ -122,6 +125,13 @@ pub struct Faults {
     pub stall_etcd_for: Duration,
     /// SIGKILL the last worker this long after the window opens.
     pub kill_worker_at: Duration,
+    /// Step the first worker's wall clock forward this long after the window opens (libfaketime
+    /// reading a time file; its monotonic clock stays true), as an NTP step or a VM resume would.
+    pub step_clock_at: Duration,
+    /// By this much, seconds.
+    pub step_clock_by_s: u32,
+    /// Then back, this long later.
+    pub step_clock_for: Duration,
     /// Stop the first etcd member this long after the window opens.
     pub stop_etcd_member_at: Duration,
 }
@@ -245,6 +255,26 @@ pub async fn steady(
 ) -> anyhow::Result<SteadyResult> {
     let specs = jobs_named(tag, jobs, "* * * * * *");
     let names: Vec<String> = specs.iter().map(|j| j.name.clone()).collect();
+    let time_file = bench.stack.file("faketime");
+    if faults.is_some() {
+        // The first worker's wall clock follows a time file from now on.
+        std::fs::write(&time_file, "+0\n")?;
+        let time_file = time_file.display().to_string();
+        tracing::info!("restarting worker 0 under libfaketime");
+        tokio::task::block_in_place(|| {
+            bench.stack.restart_worker_with_env(
+                0,
+                &[
+                    ("LD_PRELOAD", LIBFAKETIME),
+                    ("FAKETIME_TIMESTAMP_FILE", &time_file),
+                    ("FAKETIME_NO_CACHE", "1"),
+                    ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+                ],
+            )
+        })?;
+        // Registered, and its offset judged from its peers' heartbeats.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+    }
     tracing::info!(jobs, tag, "saving every-second jobs");
     bench.gateway.save_all(&specs).await?;
     // Every worker has seen every job well before the window opens.
@@ -281,6 +311,12 @@ pub async fn steady(
         cpu_at_kill = workers_cpu_ms(&bench.stack);
         tracing::warn!(worker = %bench.stack.workers[last].id, "SIGKILL");
         bench.stack.kill_worker(last);
+        sleep_until_ms(t0 + i64::try_from(f.step_clock_at.as_millis())?).await;
+        tracing::warn!(seconds = f.step_clock_by_s, worker = %bench.stack.workers[0].id, "wall clock steps forward");
+        std::fs::write(&time_file, format!("+{}\n", f.step_clock_by_s))?;
+        tokio::time::sleep(f.step_clock_for).await;
+        tracing::warn!(worker = %bench.stack.workers[0].id, "wall clock steps back");
+        std::fs::write(&time_file, "+0\n")?;
         sleep_until_ms(t0 + i64::try_from(f.stop_etcd_member_at.as_millis())?).await;
         let before_stop = etcd_per_member(bench).await;
         etcd_at_stop = Some((0, before_stop.first().copied().flatten()));

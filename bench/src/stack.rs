@@ -51,6 +51,8 @@ pub struct Stack {
     pub logsvc_url: String,
     /// The workers, in start order.
     pub workers: Vec<WorkerProcess>,
+    /// Runs at once per worker.
+    worker_capacity: u32,
     services: Vec<ChildGuard>,
 }
 
@@ -87,6 +89,7 @@ impl Stack {
             gateway_url: String::new(),
             logsvc_url: String::new(),
             workers: Vec::new(),
+            worker_capacity: shape.worker_capacity,
             services: Vec::new(),
         };
         let logsvc_port = free_port()?;
@@ -100,7 +103,7 @@ impl Stack {
         let jobsvc_port = free_port()?;
         stack.spawn_service("jobsvc", jobsvc_port, &["--instance-id", "jobsvc-1"])?;
         for i in 1..=shape.workers {
-            stack.start_worker(&format!("worker-{i}"), shape.worker_capacity)?;
+            stack.start_worker(&format!("worker-{i}"))?;
         }
         let gateway_port = free_port()?;
         stack.spawn_service("gateway", gateway_port, &[])?;
@@ -138,24 +141,51 @@ impl Stack {
     }
 
     /// Starts a worker with its own data directory.
-    pub fn start_worker(&mut self, id: &str, capacity: u32) -> anyhow::Result<()> {
+    pub fn start_worker(&mut self, id: &str) -> anyhow::Result<()> {
+        let process = self.spawn_worker(id, free_port()?, &[])?;
+        self.workers.push(process);
+        Ok(())
+    }
+
+    /// Stops worker `i` (as an operator would: SIGTERM, it drains) and starts it again on its
+    /// data directory with extra environment variables `env`.
+    pub fn restart_worker_with_env(
+        &mut self,
+        i: usize,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let Some(w) = self.workers.get_mut(i) else {
+            bail!("no worker {i}");
+        };
+        w.process.stop(Duration::from_secs(10));
+        let (id, port) = (w.id.clone(), w.metrics_port);
+        let process = self.spawn_worker(&id, port, env)?;
+        self.workers[i] = process;
+        Ok(())
+    }
+
+    fn spawn_worker(
+        &self,
+        id: &str,
+        metrics_port: u16,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<WorkerProcess> {
         let (mut cmd, _) = self.command("worker", id)?;
-        let metrics_port = free_port()?;
         cmd.arg("--metrics-listen")
             .arg(format!("127.0.0.1:{metrics_port}"))
             .arg("--worker-id")
             .arg(id)
             .arg("--capacity")
-            .arg(capacity.to_string())
+            .arg(self.worker_capacity.to_string())
             .arg("--data-dir")
-            .arg(self.dir.path().join(id));
+            .arg(self.dir.path().join(id))
+            .envs(env.iter().copied());
         let process = spawn_guarded(cmd).with_context(|| format!("starting {id}"))?;
-        self.workers.push(WorkerProcess {
+        Ok(WorkerProcess {
             id: id.to_owned(),
             process,
             metrics_port,
-        });
-        Ok(())
+        })
     }
 
     /// Process ids of the running workers.
@@ -171,6 +201,11 @@ impl Stack {
         if let Some(w) = self.workers.get_mut(i) {
             w.process.kill();
         }
+    }
+
+    /// A file in the stack's directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     /// Where the processes' logs are.
