@@ -711,6 +711,16 @@ pub async fn create_session(
     let identity = state.tokens.verify(&body.token).ok_or_else(|| {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "unknown token")
     })?;
+    if !identity.role.grants(distcron_auth::Role::Viewer) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            format!(
+                "token {:?} has role {}, which may only ship run events",
+                identity.name, identity.role
+            ),
+        ));
+    }
     let cookie = format!(
         "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
         body.token

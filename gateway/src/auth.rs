@@ -95,7 +95,7 @@ pub async fn authorize(State(gate): State<Gate>, mut request: Request, next: Nex
     let Some(identity) = gate.tokens.verify(&token) else {
         return unauthenticated("unknown token");
     };
-    if identity.role < gate.role {
+    if !identity.role.grants(gate.role) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "permission_denied",

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 const ADMIN: &str = "admin-secret";
 const OPERATOR: &str = "operator-secret";
 const VIEWER: &str = "viewer-secret";
+const WORKER: &str = "worker-secret";
 
 struct Stack {
     store: Arc<dyn KvStore>,
@@ -37,6 +38,8 @@ struct Stack {
     tokens: Arc<distcron_auth::TokenStore>,
     /// jobsvc addresses.
     jobsvc_addrs: Vec<String>,
+    /// The in-process logsvc's address.
+    logsvc_addr: String,
 }
 
 impl Drop for Stack {
@@ -57,10 +60,11 @@ impl Stack {
         let keys = Keys::new(&format!("/{}/", unique_name("gw")));
         let tokens = if with_auth {
             distcron_auth::TokenStore::parse(&format!(
-                "boss:admin:{},oncall:operator:{},dash:viewer:{}",
+                "boss:admin:{},oncall:operator:{},dash:viewer:{},gw-worker:worker:{}",
                 hash_token(ADMIN),
                 hash_token(OPERATOR),
-                hash_token(VIEWER)
+                hash_token(VIEWER),
+                hash_token(WORKER)
             ))
             .unwrap()
         } else {
@@ -78,6 +82,7 @@ impl Stack {
             stop,
             tokens: Arc::new(tokens),
             jobsvc_addrs: Vec::new(),
+            logsvc_addr: String::new(),
         };
         stack.start_jobsvc().await;
         stack.start_logsvc().await;
@@ -126,6 +131,7 @@ impl Stack {
     async fn start_logsvc(&mut self) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("http://{}", listener.local_addr().unwrap());
+        self.logsvc_addr = addr.clone();
         let mut config = MongoConfig::new(shared_mongo().uri());
         config.database = unique_name("gwruns");
         let runs = Arc::new(MongoRunStore::connect(&config).await.unwrap());
@@ -198,7 +204,7 @@ impl Stack {
                 "--metrics-listen",
                 "127.0.0.1:0",
             ])
-            .args(["--token", OPERATOR])
+            .args(["--token", WORKER])
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)
@@ -749,7 +755,9 @@ async fn grpc_services_enforce_the_same_tokens() {
         }
         r
     };
-    let code = |r: Result<_, tonic::Status>| r.map(drop).err().map(|s| s.code());
+    fn code<T>(r: Result<T, tonic::Status>) -> Option<tonic::Code> {
+        r.err().map(|s| s.code())
+    }
     assert_eq!(
         code(client.save_job(call(None)).await),
         Some(tonic::Code::Unauthenticated)
@@ -763,6 +771,38 @@ async fn grpc_services_enforce_the_same_tokens() {
         Some(tonic::Code::PermissionDenied)
     );
     assert_eq!(code(client.save_job(call(Some(ADMIN))).await), None);
+    // A worker's token does nothing but ship run events; nobody else's token may.
+    assert_eq!(
+        code(client.save_job(call(Some(WORKER))).await),
+        Some(tonic::Code::PermissionDenied)
+    );
+    let mut logs = LogServiceClient::connect(s.logsvc_addr.clone())
+        .await
+        .unwrap();
+    let append = |token: &str| {
+        let mut r = tonic::Request::new(logs::AppendRunEventsRequest { events: Vec::new() });
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    };
+    for person in [VIEWER, OPERATOR, ADMIN] {
+        assert_eq!(
+            code(logs.append_run_events(append(person)).await),
+            Some(tonic::Code::PermissionDenied),
+            "{person}"
+        );
+    }
+    assert_eq!(code(logs.append_run_events(append(WORKER)).await), None);
+    let mut list = tonic::Request::new(logs::ListRunsRequest {
+        job_name: "grpc-auth".into(),
+        ..Default::default()
+    });
+    list.metadata_mut()
+        .insert("authorization", format!("Bearer {WORKER}").parse().unwrap());
+    assert_eq!(
+        code(logs.list_runs(list).await),
+        Some(tonic::Code::PermissionDenied)
+    );
     // Health checks need no token.
     let channel = tonic::transport::Channel::from_shared(s.jobsvc_addrs[0].clone())
         .unwrap()
@@ -776,6 +816,57 @@ async fn grpc_services_enforce_the_same_tokens() {
         })
         .await;
     assert!(status.is_ok(), "{status:?}");
+}
+
+#[tokio::test]
+async fn every_route_needs_a_token_and_a_worker_token_opens_none() {
+    let s = Stack::start(true).await;
+    let doc: Value = s.get("/api/v1/openapi.json", Some(VIEWER)).value().await;
+    // Every route of the API document, plus the seed's routes (not in the document).
+    let mut routes: Vec<(reqwest::Method, String)> = [
+        ("GET", "/job/list"),
+        ("GET", "/job/log"),
+        ("POST", "/job/log"),
+        ("GET", "/worker/list"),
+        ("POST", "/job/kill"),
+        ("POST", "/job/save"),
+        ("POST", "/job/delete"),
+    ]
+    .into_iter()
+    .map(|(m, p)| (m.parse().unwrap(), p.to_owned()))
+    .collect();
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        for method in methods.as_object().unwrap().keys() {
+            let concrete = path.replace("{name}", "walk").replace("{run_id}", "walk");
+            routes.push((method.to_uppercase().parse().unwrap(), concrete));
+        }
+    }
+    assert!(routes.len() > 20, "{} routes", routes.len());
+    // Only the console's login takes no token: it is how one is presented.
+    let open = ["/api/v1/session"];
+    let mut checked = 0;
+    for (method, path) in &routes {
+        if open.contains(&path.as_str()) {
+            continue;
+        }
+        let anonymous = s.request(method.clone(), path, None).code().await;
+        assert_eq!(anonymous, StatusCode::UNAUTHORIZED, "{method} {path}");
+        let worker = s.request(method.clone(), path, Some(WORKER)).code().await;
+        assert_eq!(
+            worker,
+            StatusCode::FORBIDDEN,
+            "{method} {path} with a worker token"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "{checked} routes checked");
+    // Nor does a worker token open a console session.
+    let session = s
+        .post("/api/v1/session", None)
+        .json(&serde_json::json!({ "token": WORKER }))
+        .code()
+        .await;
+    assert_eq!(session, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,10 @@
 //! token itself), separated by commas or new lines; `#` starts a comment. A presented token is
 //! hashed and compared against every entry in constant time.
 //!
-//! Roles are ordered: `viewer` reads; `operator` also runs now, kills, enables and disables (and
-//! ships run events, for workers); `admin` also creates, updates and deletes jobs.
+//! Roles: `viewer` reads; `operator` also runs now, kills, enables and disables; `admin` also
+//! creates, updates and deletes jobs. `worker` is apart: it may only ship run events
+//! (`AppendRunEvents`), which no other role may, so a person's token cannot write run history
+//! and a worker's token cannot do anything else.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,12 +15,15 @@ use std::str::FromStr;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// What a caller may do; each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// What a caller may do: people's roles each include the ones before them (viewer, operator,
+/// admin); a worker's role includes no other, and no other includes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Ship run events (workers), nothing else.
+    Worker,
     /// Read jobs, runs, workers.
     Viewer,
-    /// Also run now, kill, enable/disable, append run events.
+    /// Also run now, kill, enable/disable.
     Operator,
     /// Also create, update and delete jobs.
     Admin,
@@ -28,9 +33,25 @@ impl Role {
     /// The role's name in configuration.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Worker => "worker",
             Self::Viewer => "viewer",
             Self::Operator => "operator",
             Self::Admin => "admin",
+        }
+    }
+
+    /// Whether a caller of this role may do what `needed` is required for.
+    pub fn grants(self, needed: Role) -> bool {
+        let rank = |r: Role| match r {
+            Role::Worker => None,
+            Role::Viewer => Some(0),
+            Role::Operator => Some(1),
+            Role::Admin => Some(2),
+        };
+        match (rank(self), rank(needed)) {
+            (Some(have), Some(need)) => have >= need,
+            (None, None) => true,
+            _ => false,
         }
     }
 }
@@ -49,8 +70,9 @@ impl FromStr for Role {
             "viewer" => Ok(Self::Viewer),
             "operator" => Ok(Self::Operator),
             "admin" => Ok(Self::Admin),
+            "worker" => Ok(Self::Worker),
             other => Err(AuthError::Config(format!(
-                "unknown role {other:?} (viewer, operator or admin)"
+                "unknown role {other:?} (viewer, operator, admin or worker)"
             ))),
         }
     }
@@ -213,13 +235,33 @@ pub fn bearer(header: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
 }
 
-/// The role a gRPC method (`/package.Service/Method`) needs.
+/// Every gRPC method distcron serves (`package.Service/Method`) with the role it needs. A test
+/// checks it against the methods of the served descriptor sets, so a new RPC cannot go unlisted.
+pub const GRPC_METHODS: &[(&str, Role)] = &[
+    ("distcron.jobs.v1.JobService/SaveJob", Role::Admin),
+    ("distcron.jobs.v1.JobService/DeleteJob", Role::Admin),
+    ("distcron.jobs.v1.JobService/GetJob", Role::Viewer),
+    ("distcron.jobs.v1.JobService/ListJobs", Role::Viewer),
+    ("distcron.jobs.v1.JobService/KillJob", Role::Operator),
+    ("distcron.jobs.v1.JobService/TriggerJob", Role::Operator),
+    ("distcron.jobs.v1.JobService/SetJobEnabled", Role::Operator),
+    ("distcron.jobs.v1.JobService/PreviewSchedule", Role::Viewer),
+    ("distcron.jobs.v1.JobService/ListWorkers", Role::Viewer),
+    ("distcron.logs.v1.LogService/AppendRunEvents", Role::Worker),
+    ("distcron.logs.v1.LogService/ListRuns", Role::Viewer),
+    ("distcron.logs.v1.LogService/GetRun", Role::Viewer),
+    ("distcron.logs.v1.LogService/TailRun", Role::Viewer),
+    ("distcron.logs.v1.LogService/JobStats", Role::Viewer),
+];
+
+/// The role a gRPC method (`/package.Service/Method`) needs: its entry in [`GRPC_METHODS`], and
+/// for any method not listed there, admin (fail closed).
 pub fn grpc_required_role(path: &str) -> Role {
-    match path.rsplit('/').next().unwrap_or("") {
-        "SaveJob" | "DeleteJob" => Role::Admin,
-        "KillJob" | "TriggerJob" | "SetJobEnabled" | "AppendRunEvents" => Role::Operator,
-        _ => Role::Viewer,
-    }
+    let method = path.strip_prefix('/').unwrap_or(path);
+    GRPC_METHODS
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map_or(Role::Admin, |(_, role)| *role)
 }
 
 #[cfg(test)]
@@ -274,7 +316,25 @@ mod tests {
 
     #[test]
     fn roles_are_ordered_and_methods_need_the_right_one() {
-        assert!(Role::Admin > Role::Operator && Role::Operator > Role::Viewer);
+        use Role::*;
+        assert!(Admin.grants(Operator) && Operator.grants(Viewer) && Admin.grants(Viewer));
+        assert!(!Viewer.grants(Operator) && !Operator.grants(Admin));
+        // The worker role is apart: only workers ship run events, and they do nothing else.
+        assert!(Worker.grants(Worker));
+        for person in [Viewer, Operator, Admin] {
+            assert!(!person.grants(Worker), "{person}");
+            assert!(!Worker.grants(person), "{person}");
+        }
+        assert_eq!(
+            grpc_required_role("/distcron.logs.v1.LogService/AppendRunEvents"),
+            Worker
+        );
+        // Not listed: needs the highest role.
+        assert_eq!(
+            grpc_required_role("/distcron.jobs.v1.JobService/NewMutation"),
+            Admin
+        );
+        assert_eq!(grpc_required_role("/other.Service/SaveJob"), Admin);
         assert_eq!(
             grpc_required_role("/distcron.jobs.v1.JobService/SaveJob"),
             Role::Admin

@@ -192,7 +192,7 @@ pub struct TelemetryArgs {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AuthArgs {
     /// Accepted tokens as `name:role:sha256-hex` entries, comma-separated (roles: viewer,
-    /// operator, admin; `gateway hash-token <token>` prints the hash).
+    /// operator, admin, worker; `gateway hash-token <token>` prints the hash).
     #[arg(long, env = "DISTCRON_TOKENS")]
     pub tokens: Option<String>,
     /// File with token entries, one per line.

@@ -31,7 +31,7 @@ pub fn check(
         .verify(token)
         .ok_or_else(|| tonic::Status::unauthenticated("unknown token"))?;
     let needed = grpc_required_role(path);
-    if identity.role < needed {
+    if !identity.role.grants(needed) {
         return Err(tonic::Status::permission_denied(format!(
             "token {:?} has role {}; {path} needs {needed}",
             identity.name, identity.role

@@ -96,7 +96,7 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
         let mut all = tokens.clone();
         all.extend(
             distcron_auth::TokenStore::parse(&format!(
-                "embedded-worker:operator:{}",
+                "embedded-worker:worker:{}",
                 distcron_auth::hash_token(&token)
             ))
             .map_err(|e| setup("tokens")(e.to_string()))?,

@@ -29,7 +29,7 @@ pub struct WorkerConfig {
     /// Labels shown in the worker list, key=value, comma-separated.
     #[arg(long, env = "DISTCRON_WORKER_LABELS", value_delimiter = ',', value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
-    /// Bearer token presented to logsvc (a token of role operator or above), when the
+    /// Bearer token presented to logsvc (a token of role worker), when the
     /// services require tokens.
     #[arg(long, env = "DISTCRON_TOKEN")]
     pub token: Option<String>,
