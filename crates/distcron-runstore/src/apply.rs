@@ -82,7 +82,8 @@ fn append_output(run: &mut StoredRun, data: &[u8], cap: OutputCap) {
 ///
 /// Re-delivered events change nothing: output chunks below `next_seq` are ignored, a finish
 /// for a run that already ended is ignored, except that a real end overrides `lost` (the worker
-/// finished after all) and `lost` never overrides a real end.
+/// finished after all) and `lost` never overrides a real end. A `skipped` start applies only to
+/// a run not stored yet.
 pub fn apply_event(run: &mut StoredRun, event: &RunEvent, cap: OutputCap) {
     if run.trace_id.is_empty() {
         run.trace_id.clone_from(&event.trace_id);
@@ -109,7 +110,9 @@ pub fn apply_event(run: &mut StoredRun, event: &RunEvent, cap: OutputCap) {
                     *field = value;
                 }
             }
-            if run.status == RunStatus::Running && s.status.is_terminal() {
+            // A run is recorded skipped only when that is the first thing known of it: a
+            // `skipped` start never ends a run already stored as running.
+            if fresh && s.status.is_terminal() {
                 run.status = s.status;
                 run.err.clone_from(&s.err);
                 if run.end_time == 0 {
@@ -380,5 +383,16 @@ mod tests {
         assert_eq!(run.status, RunStatus::Skipped);
         assert_eq!(run.end_time, 1002);
         assert_eq!(run.err, "previous run still running");
+        // A skipped start for a run already running does not end it.
+        let mut running = StoredRun::default();
+        apply_event(&mut running, &started(), OutputCap::default());
+        apply_event(&mut running, &s, OutputCap::default());
+        assert_eq!(running.status, RunStatus::Running);
+        apply_event(
+            &mut running,
+            &finished(RunStatus::Succeeded),
+            OutputCap::default(),
+        );
+        assert_eq!(running.status, RunStatus::Succeeded);
     }
 }

@@ -66,6 +66,21 @@ pub fn validate_run_id(run_id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Largest accepted output chunk number: a chunk of one byte a microsecond for 30 years stays
+/// below it, and a forged number near the top of the range cannot make a run ignore its real
+/// later output.
+pub const MAX_SEQ: u64 = 1 << 50;
+
+/// Checks an event time: milliseconds since the epoch, not before it.
+fn check_time(field: &str, value: i64) -> Result<(), String> {
+    if value < 0 {
+        return Err(format!(
+            "{field}: {value} is before 1970 (ms since the epoch)"
+        ));
+    }
+    Ok(())
+}
+
 /// A validated domain event, or why the event is rejected (naming the field).
 pub fn event_from_proto(e: &pb::RunEvent) -> Result<RunEvent, String> {
     validate_run_id(&e.run_id)?;
@@ -81,6 +96,13 @@ pub fn event_from_proto(e: &pb::RunEvent) -> Result<RunEvent, String> {
                 Ok(pb::RunStatus::Skipped) => RunStatus::Skipped,
                 _ => return Err("started.status: RUNNING or SKIPPED".into()),
             };
+            for (field, value) in [
+                ("started.planTimeMs", s.plan_time_ms),
+                ("started.scheduleTimeMs", s.schedule_time_ms),
+                ("started.startTimeMs", s.start_time_ms),
+            ] {
+                check_time(field, value)?;
+            }
             RunEventKind::Started(RunStart {
                 job_name: s.job_name.clone(),
                 command: s.command.clone(),
@@ -94,6 +116,9 @@ pub fn event_from_proto(e: &pb::RunEvent) -> Result<RunEvent, String> {
             })
         }
         Some(pb::run_event::Kind::Output(o)) => {
+            if o.seq > MAX_SEQ {
+                return Err(format!("output.seq: {} is beyond {MAX_SEQ}", o.seq));
+            }
             if o.data.len() > MAX_CHUNK_BYTES {
                 return Err(format!(
                     "output.data: {} bytes; at most {MAX_CHUNK_BYTES}",
@@ -109,6 +134,7 @@ pub fn event_from_proto(e: &pb::RunEvent) -> Result<RunEvent, String> {
             let status = status_from_proto(f.status)
                 .filter(|s| s.is_terminal())
                 .ok_or_else(|| "finished.status: a final status (not RUNNING)".to_owned())?;
+            check_time("finished.endTimeMs", f.end_time_ms)?;
             RunEventKind::Finished(RunFinish {
                 status,
                 end_time: f.end_time_ms,

@@ -327,6 +327,67 @@ async fn one_bad_event_is_rejected_and_the_rest_stored() {
     h.shutdown().await;
 }
 
+#[tokio::test]
+async fn impossible_events_are_rejected_and_a_skip_never_ends_a_running_run() {
+    let mut h = Harness::shared(1 << 20).await;
+    let mut skip = started("f1", "j", 2_000);
+    if let Some(pb::run_event::Kind::Started(s)) = &mut skip.kind {
+        s.status = pb::RunStatus::Skipped as i32;
+        s.err = "skipped: forged".into();
+    }
+    let events = vec![
+        started("f1", "j", 1_000),
+        started("f2", "j", -5),
+        finished("f1", pb::RunStatus::Succeeded, -1),
+        chunk("f1", u64::MAX - 1, b"forged"),
+        skip,
+        chunk("f1", 0, b"real"),
+    ];
+    let resp = h
+        .client
+        .append_run_events(batch(events))
+        .await
+        .unwrap()
+        .into_inner();
+    let reasons: Vec<(u32, &str)> = resp
+        .rejected
+        .iter()
+        .map(|r| (r.index, r.reason.as_str()))
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[0].0 == 1 && reasons[0].1.starts_with("started.planTimeMs:"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].0 == 2 && reasons[1].1.starts_with("finished.endTimeMs:"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].0 == 3 && reasons[2].1.starts_with("output.seq:"),
+        "{reasons:?}"
+    );
+    // The skip did not end the running run, and its real output and end still apply.
+    h.client
+        .append_run_events(batch(vec![
+            chunk("f1", 1, b" output"),
+            finished("f1", pb::RunStatus::Failed, 1_500),
+        ]))
+        .await
+        .unwrap();
+    let f1 = h
+        .client
+        .get_run(pb::GetRunRequest {
+            run_id: "f1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(f1.status, pb::RunStatus::Failed as i32);
+    assert_eq!(f1.output, b"real output");
+    h.shutdown().await;
+}
+
 async fn next(s: &mut tonic::Streaming<pb::TailRunResponse>) -> pb::TailRunResponse {
     tokio::time::timeout(Duration::from_secs(5), s.next())
         .await
