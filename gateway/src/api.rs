@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +17,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::auth::{Caller, TOKEN_COOKIE};
 use crate::backends::{request, retry};
 use crate::error::{ApiError, ErrorBody};
+use crate::json::{ApiJson, ApiQuery};
 use crate::views::{status_from_name, JobInput, JobView, RunView, WorkerView};
 use crate::AppState;
 
@@ -95,7 +96,7 @@ pub struct JobListParams {
 pub async fn list_jobs(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Query(p): Query<JobListParams>,
+    ApiQuery(p): ApiQuery<JobListParams>,
 ) -> Result<Json<JobPage>, ApiError> {
     let page_size = p.page_size.unwrap_or(100);
     if !(1..=1000).contains(&page_size) {
@@ -152,7 +153,7 @@ async fn save(
 pub async fn create_job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Json(input): Json<JobInput>,
+    ApiJson(input): ApiJson<JobInput>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let (job, _) = save(&state, &caller, &input, Some(0)).await?;
     Ok((StatusCode::CREATED, Json(job)))
@@ -188,7 +189,7 @@ pub async fn put_job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    Json(mut input): Json<JobInput>,
+    ApiJson(mut input): ApiJson<JobInput>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     if !input.name.is_empty() && input.name != name {
         return Err(ApiError::invalid(
@@ -224,7 +225,7 @@ pub async fn delete_job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    Query(p): Query<DeleteParams>,
+    ApiQuery(p): ApiQuery<DeleteParams>,
 ) -> Result<Json<JobView>, ApiError> {
     let mut c = state.backends.jobs.clone();
     let req = jobs::DeleteJobRequest {
@@ -304,9 +305,9 @@ pub async fn kill_job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    body: Option<Json<KillBody>>,
+    body: Option<ApiJson<KillBody>>,
 ) -> Result<Json<KillAnswer>, ApiError> {
-    let run_id = body.map(|Json(b)| b.run_id).unwrap_or_default();
+    let run_id = body.map(|ApiJson(b)| b.run_id).unwrap_or_default();
     let mut c = state.backends.jobs.clone();
     let r = c
         .kill_job(request(
@@ -406,7 +407,7 @@ pub async fn job_stats(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    Query(p): Query<StatsParams>,
+    ApiQuery(p): ApiQuery<StatsParams>,
 ) -> Result<Json<StatsView>, ApiError> {
     let r = retry(|| {
         let mut c = state.backends.logs.clone();
@@ -475,7 +476,7 @@ pub async fn list_runs(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    Query(p): Query<RunListParams>,
+    ApiQuery(p): ApiQuery<RunListParams>,
 ) -> Result<Json<RunPage>, ApiError> {
     let limit = p.limit.unwrap_or(20);
     if !(1..=1000).contains(&limit) {
@@ -648,7 +649,7 @@ pub struct PreviewAnswer {
 pub async fn preview_schedule(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Json(body): Json<PreviewBody>,
+    ApiJson(body): ApiJson<PreviewBody>,
 ) -> Result<Json<PreviewAnswer>, ApiError> {
     let count = body.count.unwrap_or(10);
     if !(1..=100).contains(&count) {
@@ -691,12 +692,28 @@ pub struct SessionAnswer {
     pub role: String,
 }
 
+/// Whether the console needs a login.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionMode {
+    /// False when no tokens are configured (allowed on loopback only): every request acts as
+    /// admin, and the console opens without a login.
+    pub authentication: bool,
+}
+
+/// Says whether the console needs a login (reveals nothing else).
+#[utoipa::path(get, path = "/api/v1/session", security(()), responses((status = 200, body = SessionMode)))]
+pub async fn session_mode(State(state): State<AppState>) -> Json<SessionMode> {
+    Json(SessionMode {
+        authentication: !state.tokens.is_empty(),
+    })
+}
+
 /// Logs the console in: checks the token and sets it as an HttpOnly, SameSite=Strict cookie.
 #[utoipa::path(post, path = "/api/v1/session", request_body = SessionBody, security(()), responses(
     (status = 200, body = SessionAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn create_session(
     State(state): State<AppState>,
-    Json(body): Json<SessionBody>,
+    ApiJson(body): ApiJson<SessionBody>,
 ) -> Result<Response, ApiError> {
     if state.tokens.is_empty() {
         let answer = SessionAnswer {

@@ -26,6 +26,9 @@ pub struct ErrorDetail {
     pub field: Option<String>,
 }
 
+/// Most bytes of an error message.
+const MAX_MESSAGE_BYTES: usize = 3 * distcron_core::MAX_QUOTED_BYTES;
+
 /// An error answer of /api/v1.
 #[derive(Debug)]
 pub struct ApiError {
@@ -36,25 +39,30 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// A 400 naming `field`.
+    /// A 400 naming `field`. Field and message are clipped ([`distcron_core::clip`]): they may
+    /// quote the input.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        let field = distcron_core::clip(field, distcron_core::MAX_QUOTED_BYTES);
+        let message = message.into();
+        let message = distcron_core::clip(&message, MAX_MESSAGE_BYTES);
         Self {
             status: StatusCode::BAD_REQUEST,
             detail: ErrorDetail {
                 code: "invalid_argument".into(),
-                message: format!("{field}: {}", message.into()),
-                field: Some(field.to_owned()),
+                message: format!("{field}: {message}"),
+                field: Some(field.into_owned()),
             },
         }
     }
 
-    /// Any status with a code and message.
+    /// Any status with a code and message (clipped: it may quote the input).
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
         Self {
             status,
             detail: ErrorDetail {
                 code: code.into(),
-                message: message.into(),
+                message: distcron_core::clip(&message, MAX_MESSAGE_BYTES).into_owned(),
                 field: None,
             },
         }
@@ -91,8 +99,13 @@ impl From<tonic::Status> for ApiError {
             Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, "resource_exhausted"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
+        let named = status
+            .metadata()
+            .get(distcron_proto::FIELD_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let field = (code == "invalid_argument")
-            .then(|| field_of(&message))
+            .then(|| named.or_else(|| field_of(&message)))
             .flatten();
         Self {
             status: http,

@@ -16,6 +16,7 @@ pub mod backends;
 mod config;
 pub mod console;
 pub mod error;
+pub mod json;
 mod observe;
 pub mod seed;
 pub mod views;
@@ -162,6 +163,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
             limits.request_timeout,
         ))
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(middleware::map_response(json::envelope_too_large))
         .layer(middleware::from_fn(observe::observe))
         .with_state(state)
 }

@@ -731,9 +731,116 @@ async fn bodies_over_the_limit_are_refused() {
 }
 
 #[tokio::test]
+async fn bad_bodies_get_the_error_envelope_with_the_field_and_a_short_quote() {
+    let s = Stack::start(false).await;
+    let post = |body: reqwest::Body| {
+        s.post("/api/v1/jobs", None)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let job = |extra: Value| {
+        let mut j =
+            serde_json::json!({"name": "bad-body", "command": "true", "cronExpr": "0 0 0 1 1 *"});
+        for (k, v) in extra.as_object().unwrap() {
+            j[k] = v.clone();
+        }
+        reqwest::Body::from(j.to_string())
+    };
+    // (body, status, field): wrong types, negative numbers, null and array bodies, huge inputs
+    // that the error would echo.
+    let cases: Vec<(reqwest::Body, StatusCode, &str)> = vec![
+        (
+            job(serde_json::json!({"timeoutSeconds": -1})),
+            StatusCode::BAD_REQUEST,
+            "timeoutSeconds",
+        ),
+        (
+            job(serde_json::json!({"name": 5})),
+            StatusCode::BAD_REQUEST,
+            "name",
+        ),
+        (
+            job(serde_json::json!({"enabled": "yes"})),
+            StatusCode::BAD_REQUEST,
+            "enabled",
+        ),
+        ("null".into(), StatusCode::BAD_REQUEST, "body"),
+        ("[]".into(), StatusCode::BAD_REQUEST, "body"),
+        ("{\"name\":".into(), StatusCode::BAD_REQUEST, "name"),
+        ("{".into(), StatusCode::BAD_REQUEST, "body"),
+        (
+            job(serde_json::json!({"timeZone": "Z".repeat(16 * 1024)})),
+            StatusCode::BAD_REQUEST,
+            "timeZone",
+        ),
+        (
+            job(serde_json::json!({"cronExpr": "1 ".repeat(150 * 1024)})),
+            StatusCode::BAD_REQUEST,
+            "cronExpr",
+        ),
+        (
+            job(serde_json::json!({"env": {"BAD KEY": "v"}})),
+            StatusCode::BAD_REQUEST,
+            "env.BAD KEY",
+        ),
+        (
+            "x".repeat(2 * 1024 * 1024).into(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "",
+        ),
+    ];
+    let mut checked = 0;
+    for (body, want, field) in cases {
+        let resp = post(body).send().await.unwrap();
+        assert_eq!(resp.status(), want, "{field}");
+        let v: Value = resp
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{field}: not JSON: {e}"));
+        let error = &v["error"];
+        assert!(error["code"].is_string(), "{field}: {v}");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.len() <= 1_000,
+            "{field}: a {} byte message",
+            message.len()
+        );
+        if !field.is_empty() {
+            assert_eq!(error["field"], field, "{v}");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 11);
+    // A 20 KB env name that is not valid: the field names it, clipped.
+    let resp = post(job(
+        serde_json::json!({"env": {format!("{} x", "K".repeat(20 * 1024)): "v"}}),
+    ))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v: Value = resp.json().await.unwrap();
+    let field = v["error"]["field"].as_str().unwrap();
+    assert!(field.starts_with("env.KKK") && field.len() < 300, "{field}");
+    // Not JSON at all.
+    let resp = s
+        .post("/api/v1/jobs", None)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unsupported_media_type");
+}
+
+#[tokio::test]
 async fn grpc_services_enforce_the_same_tokens() {
     use distcron_proto::jobs::v1 as jobs;
     use distcron_proto::jobs::v1::job_service_client::JobServiceClient;
+    use distcron_proto::logs::v1 as logs;
+    use distcron_proto::logs::v1::log_service_client::LogServiceClient;
     let s = Stack::start(true).await;
     let mut client = JobServiceClient::connect(s.jobsvc_addrs[0].clone())
         .await

@@ -110,12 +110,17 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// Most bytes of an error's message (which may quote the input).
+const MAX_MESSAGE_BYTES: usize = 2 * crate::MAX_QUOTED_BYTES;
+
 impl FieldError {
-    /// A field error.
+    /// A field error; the field (which may name an input key, as `env.<name>`) and the message
+    /// are clipped ([`crate::clip`]), so the error stays small whatever the input.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let (field, message) = (field.into(), message.into());
         Self {
-            field: field.into(),
-            message: message.into(),
+            field: crate::clip(&field, crate::MAX_QUOTED_BYTES).into_owned(),
+            message: crate::clip(&message, MAX_MESSAGE_BYTES).into_owned(),
         }
     }
 }

@@ -18,7 +18,37 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Most bytes of a caller's input an error text quotes.
+pub const MAX_QUOTED_BYTES: usize = 200;
+
+/// `text` cut to at most `max_bytes` (on a character boundary), with what was left out said at
+/// the end: error texts that quote input stay small whatever the input (a gRPC status travels in
+/// a header, which a 300 KB quote overflows).
+pub fn clip(text: &str, max_bytes: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max_bytes {
+        return text.into();
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len()).into()
+}
+
 /// A new run id: a UUIDv7, so ids sort by creation time.
 pub fn new_run_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clipped_text_keeps_its_start_and_says_how_long_it_was() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("abcdefghij", 4), "abcd… (10 bytes in all)");
+        // Never inside a character.
+        assert_eq!(clip("ééé", 3), "é… (6 bytes in all)");
+    }
 }

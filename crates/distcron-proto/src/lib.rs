@@ -20,5 +20,9 @@ pub mod logs {
     }
 }
 
+/// Metadata key naming the rejected field on `InvalidArgument` errors (printable ASCII: a field
+/// naming a key with other characters has them escaped, as Rust's `escape_default` does).
+pub const FIELD_METADATA: &str = "distcron-field";
+
 /// Encoded `FileDescriptorSet` of every distcron proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("distcron_descriptor");

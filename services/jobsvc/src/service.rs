@@ -16,8 +16,7 @@ const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 /// Read-modify-write attempts before a save without expected revision gives up.
 const MAX_CAS_ATTEMPTS: usize = 16;
-/// Metadata key naming the rejected field on `InvalidArgument` errors.
-pub const FIELD_METADATA: &str = "distcron-field";
+pub use distcron_proto::FIELD_METADATA;
 
 /// The job service over a key-value store.
 #[derive(Debug, Clone)]
@@ -28,7 +27,7 @@ pub struct JobService {
 
 fn invalid(e: FieldError) -> Status {
     let mut status = Status::invalid_argument(e.to_string());
-    if let Ok(v) = e.field.parse() {
+    if let Ok(v) = e.field.escape_default().to_string().parse() {
         status.metadata_mut().insert(FIELD_METADATA, v);
     }
     status
