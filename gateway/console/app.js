@@ -395,6 +395,21 @@ async function workersPage() {
 }
 
 // ---- routing ------------------------------------------------------------------------------------
+// With no tokens configured (loopback only) there is nothing to log in with: the console opens as
+// admin and says so.
+async function checkAuthentication() {
+  try {
+    const mode = await api("GET", "/api/v1/session");
+    if (mode && mode.authentication === false) {
+      role = "admin";
+      sessionStorage.setItem("distcron.role", role);
+      sessionStorage.setItem("distcron.name", "no authentication (loopback only)");
+      document.getElementById("logout").hidden = true;
+      if (location.hash === "#/login") location.hash = "#/jobs";
+    }
+  } catch (_) { /* the login page says what is wrong */ }
+}
+
 function route() {
   const [path, query] = (location.hash.slice(1) || "/jobs").split("?");
   const params = new URLSearchParams(query || "");
@@ -402,7 +417,9 @@ function route() {
   if (!role && parts[0] !== "login") { location.hash = "#/login"; return; }
   if (parts[0] !== "login") {
     document.getElementById("nav").hidden = false;
-    document.getElementById("who").textContent = `${sessionStorage.getItem("distcron.name") || ""} (${role})`;
+    const name = sessionStorage.getItem("distcron.name") || "";
+    document.getElementById("who").textContent =
+      name.startsWith("no authentication") ? name : `${name} (${role})`;
   }
   if (parts[0] === "login") return loginPage();
   if (parts[0] === "workers") return workersPage();
@@ -420,4 +437,4 @@ document.getElementById("logout").addEventListener("click", async () => {
   location.hash = "#/login";
 });
 window.addEventListener("hashchange", route);
-route();
+checkAuthentication().then(route);

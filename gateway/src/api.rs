@@ -28,12 +28,12 @@ use crate::AppState;
     paths(
         list_jobs, create_job, get_job, put_job, delete_job, trigger_job, kill_job, enable_job,
         disable_job, job_stats, list_runs, get_run, tail_run, list_workers, preview_schedule,
-        create_session
+        session_mode, create_session
     ),
     components(schemas(
         JobView, JobInput, RunView, WorkerView, ErrorBody, JobPage, RunPage, WorkerList,
         TriggerAnswer, KillBody, KillAnswer, StatsView, StatusCountView, PreviewBody,
-        PreviewAnswer, SessionBody, SessionAnswer
+        PreviewAnswer, SessionBody, SessionAnswer, SessionMode
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -151,7 +151,9 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/metrics", get(distcron_metrics::metrics_handler))
         .route(
             "/api/v1/session",
-            post(api::create_session).delete(api::delete_session),
+            get(api::session_mode)
+                .post(api::create_session)
+                .delete(api::delete_session),
         );
     // The timeout bounds the time to the response head, so output streams may last longer.
     gated(&state, Role::Viewer, viewer)

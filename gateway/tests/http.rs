@@ -1039,6 +1039,43 @@ fn the_binary_refuses_an_open_non_loopback_listener_and_hashes_tokens() {
     );
 }
 
+#[tokio::test]
+async fn the_console_opens_without_a_login_when_authentication_is_off() {
+    let tests = distcron_testkit::workspace_root().join("console-tests");
+    assert!(
+        tests.join("node_modules/playwright-core").exists()
+            && std::path::Path::new("/usr/bin/chromium").exists(),
+        "playwright-core or chromium missing: run scripts/test.sh (installs both)"
+    );
+    let s = Stack::start(false).await;
+    let mode = s.get("/api/v1/session", None).value().await;
+    assert_eq!(mode["authentication"], false);
+    let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-no-auth");
+    std::fs::create_dir_all(&shots).unwrap();
+    let url = s.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(tests.join("no-auth.mjs"))
+            .current_dir(&tests)
+            .env("CONSOLE_URL", url)
+            .env("SHOTS_DIR", &shots)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // With tokens, the console must log in.
+    let s = Stack::start(true).await;
+    let mode = s.get("/api/v1/session", None).value().await;
+    assert_eq!(mode["authentication"], true);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_real_browser() {
     let root = distcron_testkit::workspace_root();
