@@ -464,8 +464,9 @@ pub struct RunListParams {
     pub limit: Option<u32>,
     /// `nextPageToken` of the previous page.
     pub page_token: String,
-    /// Leave out output.
-    pub without_output: bool,
+    /// Leave out output (default true: a page of runs near the output cap is large; read one
+    /// run's output with `GET /api/v1/runs/{runId}`).
+    pub without_output: Option<bool>,
 }
 
 /// A job's runs, newest first.
@@ -505,7 +506,7 @@ pub async fn list_runs(
             limit,
             skip: 0,
             page_token: p.page_token.clone(),
-            without_output: p.without_output,
+            without_output: p.without_output.unwrap_or(true),
         };
         let t = token(&caller);
         async move { c.list_runs(request(req, t.as_deref())).await }

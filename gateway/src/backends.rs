@@ -30,10 +30,16 @@ impl Backends {
     pub fn new(jobs: Channel, logs: Channel) -> Self {
         Self {
             jobs: JobServiceClient::with_interceptor(jobs, TracePropagation),
-            logs: LogServiceClient::with_interceptor(logs, TracePropagation),
+            // One run's output is at most logsvc's 8 MiB cap; pages of runs stay under 4 MiB.
+            logs: LogServiceClient::with_interceptor(logs, TracePropagation)
+                .max_decoding_message_size(MAX_LOGS_REPLY_BYTES),
         }
     }
 }
+
+/// Largest reply read from logsvc: a run with the largest output cap (8 MiB), with room to
+/// spare.
+pub const MAX_LOGS_REPLY_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long one backend call may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);

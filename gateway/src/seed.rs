@@ -188,26 +188,36 @@ pub async fn log(
     if name.is_empty() {
         return ok(Vec::<RunView>::new());
     }
-    let page = retry(|| {
-        let mut client = state.backends.logs.clone();
-        let req = logs::ListRunsRequest {
-            job_name: name.clone(),
-            limit,
-            skip,
-            ..Default::default()
-        };
-        let auth = caller.token.clone();
-        async move { client.list_runs(request(req, auth.as_deref())).await }
-    })
-    .await;
-    match page {
-        Ok(p) => ok(p
-            .into_inner()
-            .runs
-            .into_iter()
-            .map(RunView::from)
-            .collect::<Vec<_>>()),
-        Err(e) => fail(status_text(&e)),
+    // logsvc ends a page early when its outputs are large; the rest follows by page token, so
+    // the seed's page is whole however big its runs' outputs are.
+    let mut runs: Vec<RunView> = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let want = limit.saturating_sub(u32::try_from(runs.len()).unwrap_or(u32::MAX));
+        let page = retry(|| {
+            let mut client = state.backends.logs.clone();
+            let req = logs::ListRunsRequest {
+                job_name: name.clone(),
+                limit: want,
+                skip: if page_token.is_empty() { skip } else { 0 },
+                page_token: page_token.clone(),
+                ..Default::default()
+            };
+            let auth = caller.token.clone();
+            async move { client.list_runs(request(req, auth.as_deref())).await }
+        })
+        .await;
+        match page {
+            Ok(p) => {
+                let p = p.into_inner();
+                runs.extend(p.runs.into_iter().map(RunView::from));
+                if p.next_page_token.is_empty() || runs.len() >= limit as usize {
+                    return ok(runs);
+                }
+                page_token = p.next_page_token;
+            }
+            Err(e) => return fail(status_text(&e)),
+        }
     }
 }
 

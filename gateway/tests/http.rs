@@ -513,6 +513,17 @@ async fn api_v1_speaks_resources_and_status_codes() {
         .value()
         .await;
     assert_eq!(page["total"], 1);
+    // Lists leave output out unless asked (a page of runs at the output cap is large).
+    assert_eq!(page["runs"][0]["output"], "");
+    assert_eq!(page["runs"][0]["outputBytes"], 8, "{page}");
+    let with: Value = s
+        .get(
+            "/api/v1/jobs/api-job/runs?withoutOutput=false",
+            Some(VIEWER),
+        )
+        .value()
+        .await;
+    assert_eq!(with["runs"][0]["output"], "updated\n");
     assert_eq!(
         s.get("/api/v1/jobs/api-job/runs?status=weird", Some(VIEWER))
             .code()

@@ -21,6 +21,10 @@ use crate::convert::{
 /// Most events accepted in one AppendRunEvents call.
 pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
 const DEFAULT_LIMIT: u32 = 20;
+/// Most output bytes one `ListRuns` reply carries: well under gRPC's default 4 MiB message limit,
+/// so any client can read any page. A page that would carry more ends early, with a
+/// `nextPageToken` (always at least one run, whose output is at most the 8 MiB cap).
+pub const MAX_REPLY_OUTPUT_BYTES: usize = 3 * 1024 * 1024;
 const MAX_LIMIT: u32 = 1000;
 const DEFAULT_STATS_WINDOW: u32 = 24 * 3600;
 const MAX_STATS_WINDOW: u32 = 366 * 24 * 3600;
@@ -31,6 +35,17 @@ const TAIL_OUTAGE: Duration = Duration::from_secs(30);
 
 fn invalid(field_and_reason: impl Into<String>) -> Status {
     Status::invalid_argument(field_and_reason)
+}
+
+/// How many of `runs`, from the first, fit a reply of `budget` output bytes (at least one).
+fn fitting(runs: &[StoredRun], budget: usize) -> usize {
+    let mut used = 0usize;
+    runs.iter()
+        .position(|r| {
+            used = used.saturating_add(r.output.len());
+            used > budget
+        })
+        .map_or(runs.len(), |i| i.max(1))
 }
 
 fn store_error(e: RunStoreError) -> Status {
@@ -265,8 +280,13 @@ impl pb::log_service_server::LogService for LogService {
             with_output: !req.without_output,
         };
         let mut page = self.store.list(&query).await.map_err(store_error)?;
-        let more = page.runs.len() > limit as usize;
+        let mut more = page.runs.len() > limit as usize;
         page.runs.truncate(limit as usize);
+        let fits = fitting(&page.runs, MAX_REPLY_OUTPUT_BYTES);
+        if fits < page.runs.len() {
+            page.runs.truncate(fits);
+            more = true;
+        }
         let next_page_token = if more {
             page.runs
                 .last()

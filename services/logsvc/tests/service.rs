@@ -388,6 +388,55 @@ async fn impossible_events_are_rejected_and_a_skip_never_ends_a_running_run() {
     h.shutdown().await;
 }
 
+#[tokio::test]
+async fn pages_of_runs_at_the_output_cap_stay_under_the_message_limit() {
+    let mut h = Harness::shared(1 << 20).await;
+    let job = "big-out";
+    let ids: Vec<String> = (0..6).map(|i| format!("big-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        // One run a batch: a batch of six 1 MiB chunks would itself pass 4 MiB.
+        h.client
+            .append_run_events(batch(vec![
+                started(id, job, 1_000 + i as i64),
+                chunk(id, 0, &vec![b'x'; 1 << 20]),
+                finished(id, pb::RunStatus::Succeeded, 2_000 + i as i64),
+            ]))
+            .await
+            .unwrap();
+    }
+    // Six runs of 1 MiB each in one reply would pass gRPC's default 4 MiB: the page ends early
+    // and the token brings the rest, with this client's default limits.
+    let (mut seen, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let page = h
+            .client
+            .list_runs(pb::ListRunsRequest {
+                job_name: job.into(),
+                limit: 20,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("page {pages}: {e}"))
+            .into_inner();
+        pages += 1;
+        assert!(
+            !page.runs.is_empty() && page.runs.len() < 6,
+            "{} runs",
+            page.runs.len()
+        );
+        assert!(page.runs.iter().all(|r| r.output.len() >= 1 << 19));
+        seen.extend(page.runs.into_iter().map(|r| r.run_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    seen.sort();
+    assert_eq!(seen, ids, "every run once, over {pages} pages");
+    h.shutdown().await;
+}
+
 async fn next(s: &mut tonic::Streaming<pb::TailRunResponse>) -> pb::TailRunResponse {
     tokio::time::timeout(Duration::from_secs(5), s.next())
         .await
