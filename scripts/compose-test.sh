@@ -202,7 +202,7 @@ log "waiting for runs from worker-1 and worker-2"
 deadline=$((SECONDS + 60))
 while :; do
   seen=$(for name in "${jobs[@]}"; do
-    api GET "/api/v1/jobs/$name/runs?limit=50&status=succeeded" |
+    api GET "/api/v1/jobs/$name/runs?limit=50&status=succeeded&withoutOutput=false" |
       json '"\n".join(r["workerId"] + " " + r["output"].strip() for r in d["runs"])'
   done | sort -u)
   if echo "$seen" | grep -q '^worker-1 compose ' && echo "$seen" | grep -q '^worker-2 compose '; then

@@ -9,6 +9,8 @@
 //! File keys are the flags' names with `_` for `-`. A key the binary does not have is an error
 //! that names it, so a typo never passes silently.
 
+pub mod private;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 

@@ -83,7 +83,17 @@ fn advertise(listener: &TcpListener) -> Result<String, EmbeddedError> {
 /// Runs everything until `shutdown`, then stops the worker first (it drains its runs) and the
 /// servers after it.
 pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<(), EmbeddedError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| setup("data dir")(e.to_string()))?;
+    // The owner's only: jobs' environments and run output are in there.
+    distcron_config::private::create_dir(&config.data_dir)
+        .map_err(|e| setup("data dir")(e.to_string()))?;
+    let (store_file, runs_file) = (
+        config.data_dir.join("store.sqlite"),
+        config.data_dir.join("runs.sqlite"),
+    );
+    for file in [&store_file, &runs_file] {
+        distcron_config::private::create_file(file)
+            .map_err(|e| setup("data dir")(format!("{}: {e}", file.display())))?;
+    }
     let listens = [config.listen, config.jobsvc_listen, config.logsvc_listen];
     let tokens = distcron_server::load_tokens(&config.auth, &listens)
         .map_err(|e| setup("tokens")(e.to_string()))?;
@@ -104,13 +114,10 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
         (all, Some(token))
     };
     let accepted = Arc::new(accepted);
-    let store: Arc<dyn KvStore> = Arc::new(
-        EmbeddedKv::open(&config.data_dir.join("store.sqlite"))
-            .map_err(|e| setup("job store")(e.to_string()))?,
-    );
+    let store: Arc<dyn KvStore> =
+        Arc::new(EmbeddedKv::open(&store_file).map_err(|e| setup("job store")(e.to_string()))?);
     let runs = Arc::new(
-        SqliteRunStore::open(&config.data_dir.join("runs.sqlite"))
-            .map_err(|e| setup("run history")(e.to_string()))?,
+        SqliteRunStore::open(&runs_file).map_err(|e| setup("run history")(e.to_string()))?,
     );
     let keys = Keys::new("/cron/");
     let services = CancellationToken::new();

@@ -72,7 +72,11 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Value {
 }
 
 async fn runs(http: &reqwest::Client, url: &str) -> Vec<Value> {
-    let page = get_json(http, &format!("{url}/api/v1/jobs/tick/runs?limit=1000")).await;
+    let page = get_json(
+        http,
+        &format!("{url}/api/v1/jobs/tick/runs?limit=1000&withoutOutput=false"),
+    )
+    .await;
     page["runs"].as_array().cloned().unwrap_or_default()
 }
 
@@ -90,6 +94,16 @@ async fn one_process_runs_jobs_and_keeps_them_across_restarts() {
 
     let first = Distcron::start(&data, ports);
     wait_ready(&http, &url).await;
+    // Jobs may run as other users: nothing in the data dir is theirs to read.
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).map_or(0, |m| m.permissions().mode() & 0o777)
+    };
+    assert_eq!(mode(&data), 0o700, "{}", data.display());
+    for file in ["store.sqlite", "runs.sqlite"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    assert_eq!(mode(&data.join("worker")), 0o700, "the worker's data dir");
     let job = json!({"name": "tick", "command": "echo embedded", "cronExpr": "* * * * * *"});
     let r = http
         .post(format!("{url}/api/v1/jobs"))

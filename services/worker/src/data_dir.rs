@@ -8,15 +8,16 @@ use std::path::Path;
 use crate::WorkerError;
 
 /// Locks the data directory for this process (one worker per directory: the process-group
-/// records and the spool are its own), creating it if it does not exist.
+/// records and the spool are its own), creating it if it does not exist; it is the owner's only
+/// (0700: the spool holds run output, which jobs running as other users must not read).
 pub(crate) fn lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, WorkerError> {
     let err = |e: io::Error| error(dir, &e);
-    std::fs::create_dir_all(dir).map_err(err)?;
+    distcron_config::private::create_dir(dir).map_err(err)?;
+    let lock_file = dir.join("worker.lock");
+    distcron_config::private::create_file(&lock_file).map_err(err)?;
     let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
         .write(true)
-        .open(dir.join("worker.lock"))
+        .open(lock_file)
         .map_err(err)?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
         WorkerError::DataDir {

@@ -256,7 +256,7 @@ impl ProcessRecords {
     /// Records under `data_dir/processes` (created if missing).
     pub fn open(data_dir: &Path) -> std::io::Result<Self> {
         let dir = data_dir.join("processes");
-        std::fs::create_dir_all(&dir)?;
+        distcron_config::private::create_dir(&dir)?;
         Ok(Self { dir })
     }
 

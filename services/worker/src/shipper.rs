@@ -118,7 +118,7 @@ struct Spool {
 
 impl Spool {
     fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        distcron_config::private::create_dir(dir)?;
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -158,7 +158,7 @@ impl Spool {
         let tmp = self.dir.join(format!("{seq:020}.tmp"));
         {
             use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = distcron_config::private::write_file(&tmp)?;
             f.write_all(&data)?;
             f.sync_all()?;
         }
