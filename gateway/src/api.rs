@@ -14,7 +14,7 @@ use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::auth::{Caller, TOKEN_COOKIE};
+use crate::auth::{cookie, Caller, SESSION_COOKIE};
 use crate::backends::{request, retry};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, ApiQuery};
@@ -709,7 +709,8 @@ pub async fn session_mode(State(state): State<AppState>) -> Json<SessionMode> {
     })
 }
 
-/// Logs the console in: checks the token and sets it as an HttpOnly, SameSite=Strict cookie.
+/// Logs the console in: checks the token, opens a session for it and sets the session's id (not
+/// the token) as an HttpOnly, SameSite=Strict cookie that expires with the session.
 #[utoipa::path(post, path = "/api/v1/session", request_body = SessionBody, security(()), responses(
     (status = 200, body = SessionAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn create_session(
@@ -739,9 +740,10 @@ pub async fn create_session(
             ),
         ));
     }
+    let id = state.sessions.open(&body.token);
     let cookie = format!(
-        "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-        body.token
+        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        crate::sessions::SESSION_TTL.as_secs()
     );
     let answer = SessionAnswer {
         name: identity.name,
@@ -750,8 +752,16 @@ pub async fn create_session(
     Ok(([(header::SET_COOKIE, cookie)], Json(answer)).into_response())
 }
 
-/// Logs the console out.
-pub async fn delete_session() -> Response {
-    let cookie = format!("{TOKEN_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+/// Logs the console out: the session ends here at once (its id is useless from then on), and
+/// the cookie is cleared.
+pub async fn delete_session(State(state): State<AppState>, headers: header::HeaderMap) -> Response {
+    let id = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| cookie(c, SESSION_COOKIE));
+    if let Some(id) = id {
+        state.sessions.close(id);
+    }
+    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     ([(header::SET_COOKIE, cookie)], StatusCode::NO_CONTENT).into_response()
 }

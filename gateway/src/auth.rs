@@ -1,9 +1,10 @@
 //! Bearer-token authentication of HTTP requests, per route role.
 //!
-//! A request carries its token in `Authorization: Bearer <token>` or, from the console, in the
-//! `distcron_token` cookie set by `POST /api/v1/session` (HttpOnly, SameSite=Strict). A request
-//! authenticated by the cookie that changes something must also carry `X-Requested-With` (which
-//! a cross-site form cannot set, and which jQuery and the console send), against CSRF.
+//! A request carries its token in `Authorization: Bearer <token>` or, from the console, a session
+//! id in the `distcron_session` cookie set by `POST /api/v1/session` (HttpOnly, SameSite=Strict;
+//! the token stays in this process, [`crate::sessions`]). A request authenticated by the cookie
+//! that changes something must also carry `X-Requested-With` (which a cross-site form cannot set,
+//! and which jQuery and the console send), against CSRF.
 
 use std::sync::Arc;
 
@@ -13,10 +14,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use distcron_auth::{bearer, Identity, Role, TokenStore};
 
+use crate::sessions::Sessions;
+
 use crate::error::ApiError;
 
-/// The console's session cookie.
-pub const TOKEN_COOKIE: &str = "distcron_token";
+/// The console's session cookie (a session id, never the token).
+pub const SESSION_COOKIE: &str = "distcron_session";
 
 /// Who is calling, for handlers: the token is passed on to the gRPC services.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +35,8 @@ pub struct Caller {
 pub struct Gate {
     /// The configured tokens (empty: authentication off).
     pub tokens: Arc<TokenStore>,
+    /// The console's sessions.
+    pub sessions: Arc<Sessions>,
     /// The least role.
     pub role: Role,
 }
@@ -66,19 +71,18 @@ pub async fn authorize(State(gate): State<Gate>, mut request: Request, next: Nex
         .and_then(|v| v.to_str().ok())
         .and_then(bearer)
         .map(str::to_owned);
-    let from_cookie = || {
-        headers
-            .get(header::COOKIE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|c| cookie(c, TOKEN_COOKIE))
-            .map(str::to_owned)
-    };
-    let (token, by_cookie) = match from_header {
-        Some(t) => (t, false),
-        None => match from_cookie() {
+    let session = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| cookie(c, SESSION_COOKIE))
+        .map(str::to_owned);
+    let (token, by_cookie) = match (from_header, session) {
+        (Some(t), _) => (t, false),
+        (None, Some(id)) => match gate.sessions.token(&id) {
             Some(t) => (t, true),
-            None => return unauthenticated("a bearer token is required"),
+            None => return unauthenticated("the console session has expired or was closed"),
         },
+        (None, None) => return unauthenticated("a bearer token is required"),
     };
     let safe = matches!(
         *request.method(),
@@ -120,10 +124,10 @@ mod tests {
     #[test]
     fn cookies_are_found_by_name() {
         assert_eq!(
-            cookie("a=1; distcron_token=xyz; b=2", TOKEN_COOKIE),
+            cookie("a=1; distcron_session=xyz; b=2", SESSION_COOKIE),
             Some("xyz")
         );
-        assert_eq!(cookie("distcron_token=", TOKEN_COOKIE), None);
-        assert_eq!(cookie("other=1", TOKEN_COOKIE), None);
+        assert_eq!(cookie("distcron_session=", SESSION_COOKIE), None);
+        assert_eq!(cookie("other=1", SESSION_COOKIE), None);
     }
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod json;
 mod observe;
 pub mod seed;
+pub mod sessions;
 pub mod views;
 
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub backends: Backends,
     /// The configured tokens (empty: authentication off).
     pub tokens: Arc<TokenStore>,
+    /// The console's sessions.
+    pub sessions: Arc<sessions::Sessions>,
 }
 
 /// Limits of HTTP requests.
@@ -67,6 +70,7 @@ impl Default for Limits {
 fn gated(state: &AppState, role: Role, routes: Router<AppState>) -> Router<AppState> {
     let gate = auth::Gate {
         tokens: state.tokens.clone(),
+        sessions: state.sessions.clone(),
         role,
     };
     routes.route_layer(middleware::from_fn_with_state(gate, auth::authorize))

@@ -61,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let state = AppState {
         backends: Backends::new(jobs, logs),
         tokens: Arc::new(tokens),
+        sessions: Arc::default(),
     };
     let limits = Limits {
         max_body_bytes: config.max_body_bytes,

@@ -99,11 +99,20 @@ impl Stack {
         let state = AppState {
             backends: Backends::new(jobs, logs),
             tokens: stack.tokens.clone(),
+            sessions: Arc::default(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         stack.url = format!("http://{}", listener.local_addr().unwrap());
         let app = router(state, Limits::default());
-        tokio::spawn(distcron_gateway::serve(app, listener, stack.stop.clone()));
+        tokio::spawn(distcron_gateway::serve(
+            app,
+            listener,
+            stack.stop.clone(),
+            distcron_gateway::ConnectionLimits {
+                header_read_timeout: HEADER_READ_TIMEOUT,
+                ..Default::default()
+            },
+        ));
         stack
     }
 
@@ -696,6 +705,37 @@ async fn every_route_checks_the_token_and_its_role() {
             .code()
             .await,
         StatusCode::OK
+    );
+    // The cookie holds a session id, never the token, and expires with the session.
+    assert!(!cookie.contains(OPERATOR), "{cookie}");
+    assert!(pair.starts_with("distcron_session="), "{pair}");
+    assert!(cookie.contains("Max-Age=43200"), "{cookie}");
+    // The token itself is no cookie.
+    assert_eq!(
+        s.get("/api/v1/jobs", None)
+            .header("cookie", format!("distcron_session={OPERATOR}"))
+            .code()
+            .await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Logout ends the session here: the same cookie no longer works.
+    let out = s
+        .request(reqwest::Method::DELETE, "/api/v1/session", None)
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert!(out.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    assert_eq!(
+        s.get("/api/v1/jobs", None)
+            .header("cookie", &pair)
+            .code()
+            .await,
+        StatusCode::UNAUTHORIZED
     );
     // Open routes: the probes. The API document needs a token like the API.
     assert_eq!(s.get("/healthz", None).code().await, StatusCode::OK);

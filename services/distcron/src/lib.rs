@@ -172,12 +172,14 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
     let state = distcron_gateway::AppState {
         backends: distcron_gateway::Backends::new(jobs_channel, logs_channel),
         tokens: Arc::new(tokens),
+        sessions: Arc::default(),
     };
     let http = bind(config.listen, "gateway").await?;
     let gateway = tokio::spawn(distcron_gateway::serve(
         distcron_gateway::router(state, distcron_gateway::Limits::default()),
         http,
         services.clone(),
+        distcron_gateway::ConnectionLimits::default(),
     ));
     tracing::info!(
         console = %format!("http://{}", config.listen),
