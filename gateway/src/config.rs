@@ -29,6 +29,12 @@ pub struct GatewayConfig {
     /// Largest accepted request body.
     #[arg(long, env = "DISTCRON_GATEWAY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Most HTTP connections open at once (more wait in the listen backlog).
+    #[arg(long, env = "DISTCRON_GATEWAY_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Longest wait for a request's headers on a connection, new or kept alive; then it is closed.
+    #[arg(long, env = "DISTCRON_GATEWAY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
     /// Time limit of a request (streams excepted).
     #[arg(long, env = "DISTCRON_GATEWAY_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,

@@ -19,6 +19,7 @@ pub mod error;
 pub mod json;
 mod observe;
 pub mod seed;
+mod serve;
 pub mod sessions;
 pub mod views;
 
@@ -30,13 +31,12 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{middleware, Router};
 use distcron_auth::{Role, TokenStore};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 pub use backends::Backends;
 pub use config::GatewayConfig;
+pub use serve::{serve, ConnectionLimits};
 
 /// What handlers share.
 #[derive(Debug, Clone)]
@@ -180,17 +180,4 @@ pub enum GatewayError {
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Serve(#[from] std::io::Error),
-}
-
-/// Serves `router` on `listener` until `shutdown`, then finishes the requests in flight.
-pub async fn serve(
-    router: Router,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> Result<(), GatewayError> {
-    tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
-    Ok(())
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use distcron_core::Keys;
 use distcron_discovery::{balanced_channel, Endpoints};
-use distcron_gateway::{router, serve, AppState, Backends, GatewayConfig, Limits};
+use distcron_gateway::{
+    router, serve, AppState, Backends, ConnectionLimits, GatewayConfig, Limits,
+};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -71,7 +73,12 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let shutdown = distcron_server::cancel_on_signal();
-    serve(router(state, limits), listener, shutdown).await?;
+    let connections = ConnectionLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
+        ..ConnectionLimits::default()
+    };
+    serve(router(state, limits), listener, shutdown, connections).await?;
     background.cancel();
     Ok(())
 }

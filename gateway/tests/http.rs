@@ -24,6 +24,8 @@ const ADMIN: &str = "admin-secret";
 const OPERATOR: &str = "operator-secret";
 const VIEWER: &str = "viewer-secret";
 const WORKER: &str = "worker-secret";
+/// The test gateway's header-read timeout (short, so the slow-client test is quick).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Stack {
     store: Arc<dyn KvStore>,
@@ -884,6 +886,29 @@ async fn bad_bodies_get_the_error_envelope_with_the_field_and_a_short_quote() {
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "unsupported_media_type");
+}
+
+#[tokio::test]
+async fn clients_that_send_nothing_are_cut_off_and_others_still_served() {
+    use tokio::io::AsyncReadExt;
+    let s = Stack::start(false).await;
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // Served meanwhile.
+    assert_eq!(s.get("/healthz", None).code().await, StatusCode::OK);
+    // Each silent connection is closed once the header-read timeout has passed.
+    let deadline = HEADER_READ_TIMEOUT * 3;
+    for c in &mut silent {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(deadline, c.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "still open after {deadline:?}"
+        );
+    }
 }
 
 #[tokio::test]
