@@ -105,6 +105,11 @@ pub struct WorkerConfig {
     /// this much later. 0 ships each start at once.
     #[arg(long, env = "DISTCRON_LOG_START_HOLD", default_value = "1s", value_parser = parse_duration)]
     pub log_start_hold: Duration,
+    /// Users other than the worker's own that jobs may run as (a job's `user`), comma-separated;
+    /// `*` allows any. Default: none, so a job naming another user (root on a root worker) is
+    /// refused with the reason recorded on its run.
+    #[arg(long, env = "DISTCRON_WORKER_ALLOWED_USERS", value_delimiter = ',')]
+    pub allowed_users: Vec<String>,
     /// Shell that runs commands (`<shell> -c <command>`).
     #[arg(long, env = "DISTCRON_SHELL", default_value = "/bin/sh")]
     pub shell: PathBuf,

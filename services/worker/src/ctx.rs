@@ -44,6 +44,8 @@ pub struct Settings {
     pub labels: BTreeMap<String, String>,
     /// Most claim transactions in flight at once.
     pub max_claim_txns_in_flight: usize,
+    /// Users other than its own that runs may run as (`*`: any).
+    pub allowed_users: Vec<String>,
 }
 
 /// The most a measured delay (claim duration, watch delivery) adds to a standby.

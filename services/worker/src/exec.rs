@@ -39,6 +39,8 @@ pub struct ExecSpec {
     pub env: Vec<(String, String)>,
     /// Unix user to run as.
     pub user: Option<String>,
+    /// Users other than the worker's own that runs may run as (`--allowed-users`; `*`: any).
+    pub allowed_users: Vec<String>,
     /// Run time limit.
     pub timeout: Option<Duration>,
     /// SIGTERM to SIGKILL.
@@ -115,6 +117,7 @@ fn build_command(spec: &ExecSpec) -> Result<tokio::process::Command, String> {
             .ok_or_else(|| format!("no such user {name:?}"))?;
         let me = nix::unistd::geteuid();
         if user.uid != me {
+            user_allowed(name, &spec.allowed_users)?;
             if !me.is_root() {
                 return Err(format!("cannot run as {name:?}: the worker is not root"));
             }
@@ -125,6 +128,23 @@ fn build_command(spec: &ExecSpec) -> Result<tokio::process::Command, String> {
         }
     }
     Ok(cmd)
+}
+
+/// Whether a run may run as `user` (not the worker's own) on this worker: only users its operator
+/// listed in `--allowed-users` (`*` lists every user), so a job's author cannot pick root on a
+/// root worker unless the worker's operator said so.
+fn user_allowed(user: &str, allowed: &[String]) -> Result<(), String> {
+    if allowed.iter().any(|a| a == "*" || a == user) {
+        return Ok(());
+    }
+    let listed = if allowed.is_empty() {
+        "none: the default allows only the worker's own user".to_owned()
+    } else {
+        allowed.join(", ")
+    };
+    Err(format!(
+        "refused to run as {user:?}: not in this worker's --allowed-users ({listed})"
+    ))
 }
 
 /// A run's group leader, started ahead of the slot and waiting for the go (one byte on its
@@ -303,5 +323,28 @@ impl ProcessRecords {
             let _ = std::fs::remove_file(entry.path());
         }
         killed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_listed_users_are_allowed_and_the_refusal_says_how_to_allow_them() {
+        let listed = |users: &[&str]| users.iter().map(|u| (*u).to_owned()).collect::<Vec<_>>();
+        assert!(user_allowed("nobody", &listed(&["nobody"])).is_ok());
+        assert!(user_allowed("root", &listed(&["*"])).is_ok());
+        let refused = user_allowed("root", &listed(&["nobody", "backup"]));
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("\"root\"") && e.contains("nobody, backup")),
+            "{refused:?}"
+        );
+        let default = user_allowed("root", &[]);
+        assert!(
+            default.is_err_and(|e| e.contains("--allowed-users") && e.contains("worker's own")),
+        );
     }
 }

@@ -131,6 +131,7 @@ pub async fn run(
             session_ttl: config.session_ttl,
             labels: config.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
             max_claim_txns_in_flight: config.max_claim_txns_in_flight as usize,
+            allowed_users: config.allowed_users.clone(),
         },
         session: AtomicI64::new(0),
         view: RwLock::new(ctx::View::default()),

@@ -173,6 +173,7 @@ pub fn prepare(ctx: &Ctx, record: &RunningRecord, def: &JobDefinition) -> Prepar
         working_dir: (!def.working_dir.is_empty()).then(|| def.working_dir.clone().into()),
         env,
         user: (!def.user.is_empty()).then(|| def.user.clone()),
+        allowed_users: ctx.settings.allowed_users.clone(),
         timeout: (def.timeout_seconds > 0)
             .then(|| Duration::from_secs(u64::from(def.timeout_seconds))),
         kill_grace: ctx.settings.kill_grace,
