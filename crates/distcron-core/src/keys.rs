@@ -6,6 +6,7 @@
 //! | `jobs/<name>` | [`JobDefinition`](crate::JobDefinition) JSON | none |
 //! | `killer/<name>` | [`KillRequest`](crate::records::KillRequest) JSON, or empty (seed: kill all) | short |
 //! | `ledger/<name>` | last claimed slot, [`ledger`](crate::records::ledger)-encoded | none |
+//! | `deleted/<name>` | [`DeletedJob`](crate::records::DeletedJob) JSON: a job deleted with slots maybe unclaimed | none |
 //! | `running/<name>/<run-id>` | [`RunningRecord`](crate::records::RunningRecord) JSON | the worker's session |
 //! | `triggers/<name>/<run-id>` | [`TriggerRequest`](crate::records::TriggerRequest) JSON | none |
 //! | `workers/<worker-id>` | [`WorkerRegistration`](crate::records::WorkerRegistration) JSON | the worker's session |
@@ -66,6 +67,16 @@ impl Keys {
     /// `ledger/<name>`
     pub fn ledger(&self, name: &str) -> String {
         format!("{}ledger/{name}", self.prefix)
+    }
+
+    /// `deleted/`
+    pub fn deleted_all(&self) -> String {
+        format!("{}deleted/", self.prefix)
+    }
+
+    /// `deleted/<name>`
+    pub fn deleted(&self, name: &str) -> String {
+        format!("{}deleted/{name}", self.prefix)
     }
 
     /// `running/`: every running run of every job.

@@ -118,6 +118,18 @@ impl KillRequest {
     }
 }
 
+/// A job as it was when deleted, at `deleted/<job>`: its slots after its ledger and up to the
+/// deletion were never claimed (a claim needs the job unchanged), so a worker records them
+/// `skipped`, then removes this and the job's ledger (which no claim can move any more).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletedJob {
+    /// The definition that was deleted.
+    pub job: crate::JobDefinition,
+    /// When jobsvc deleted it, ms.
+    pub deleted_at_ms: i64,
+}
+
 /// A "run now" request at `triggers/<job>/<run-id>`: the worker that deletes it in its claim
 /// transaction runs it, so exactly one does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

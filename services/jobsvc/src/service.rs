@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use distcron_core::job::validate_name;
-use distcron_core::records::{KillRequest, RunningRecord, TriggerRequest, WorkerRegistration};
+use distcron_core::records::{
+    DeletedJob, KillRequest, RunningRecord, TriggerRequest, WorkerRegistration,
+};
 use distcron_core::{now_ms, FieldError, JobDefinition, Keys};
 use distcron_kv::{list_prefix, Condition, KeyValue, KvError, KvStore, Op, RangeRequest, Txn};
 use distcron_proto::jobs::v1 as pb;
@@ -234,11 +236,20 @@ impl pb::job_service_server::JobService for JobService {
         let (job, kv) = self.load(&req.name).await?;
         let revision = req.expected_revision.unwrap_or(kv.mod_revision);
         let key = self.keys.job(&req.name);
+        // The slots due before the delete that no claim has reached yet are recorded `skipped`
+        // by a worker, from this tombstone and the job's ledger (which stays until then: no claim
+        // can move it once the job is gone).
+        let tombstone = DeletedJob {
+            job: job.clone(),
+            deleted_at_ms: now_ms(),
+        };
+        let tombstone =
+            serde_json::to_vec(&tombstone).map_err(|e| Status::internal(e.to_string()))?;
         let txn = Txn {
             when: vec![Condition::unchanged(&key, revision)],
             then: vec![
                 Op::delete(&key),
-                Op::delete(self.keys.ledger(&req.name)),
+                Op::put(self.keys.deleted(&req.name), tombstone),
                 Op::Delete {
                     key: format!("{}{}/", self.keys.triggers(), req.name),
                     prefix: true,

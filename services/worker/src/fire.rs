@@ -536,7 +536,7 @@ async fn settle_claim(
                 },
             );
             if let Some(passed) = &record.passed_over {
-                passed_over::record(&ctx, &def.name, &def.command, passed).await;
+                passed_over::record(&ctx, &def.name, &def.command, passed, false).await;
             }
             let tasks = ctx.run_tasks.clone();
             let local = LocalRun::of(&record);
@@ -624,8 +624,8 @@ struct Superseded {
 /// only later slots) stopped from being claimed, `skipped`, with the job's slots between the
 /// ledger and it that nobody claimed either: one skip transaction under the new revision that
 /// requires the ledger as it was read, so they are recorded only if no other claim or skip moved
-/// it meanwhile, and exactly once. (A deleted job's slots are not recorded: its ledger went with
-/// it, so whether another worker claimed them first cannot be told.)
+/// it meanwhile, and exactly once. (A deleted job's are recorded from its tombstone, see
+/// [`crate::deleted_jobs`].)
 async fn record_superseded(
     ctx: &Ctx,
     def: &JobDefinition,
@@ -663,7 +663,7 @@ async fn record_superseded(
     match skipped {
         Ok(true) => {
             span.in_scope(|| tracing::info!(%reason, "slot skipped"));
-            passed_over::record(ctx, &def.name, &def.command, &passed).await;
+            passed_over::record(ctx, &def.name, &def.command, &passed, false).await;
         }
         Ok(false) => {}
         Err(e) => span.in_scope(|| tracing::warn!(error = %e, "cannot record a superseded slot")),
@@ -693,7 +693,7 @@ async fn record_skipped(
     match recorded {
         Ok(true) => {
             if let distcron_ledger::LedgerExpect::PassOver { passed, .. } = &claim.expect {
-                passed_over::record(ctx, &def.name, &def.command, passed).await;
+                passed_over::record(ctx, &def.name, &def.command, passed, false).await;
             }
             settled(span, FireOutcome::Skipped);
             distcron_metrics::worker().run_finished("skipped");
@@ -839,7 +839,7 @@ pub(crate) async fn ship_lost(ctx: &Ctx, record: &RunningRecord, err: String, du
     };
     distcron_metrics::worker().run_finished("lost");
     if let Some(passed) = &record.passed_over {
-        passed_over::record(ctx, &record.job_name, "", passed).await;
+        passed_over::record(ctx, &record.job_name, "", passed, false).await;
     }
     let [started, finished] = ended_unstarted(&facts, pb::RunStatus::Lost, err, ctx.clock.now_ms());
     ctx.ship(started).await;
@@ -986,7 +986,7 @@ async fn skip_missed(
     )
     .await
     {
-        Ok(true) => passed_over::record(ctx, &def.name, &def.command, &passed).await,
+        Ok(true) => passed_over::record(ctx, &def.name, &def.command, &passed, false).await,
         Ok(false) => {}
         Err(e) => tracing::warn!(job = %def.name, error = %e, "cannot record the missed slots"),
     }

@@ -13,6 +13,7 @@ mod clock;
 mod config;
 mod ctx;
 mod data_dir;
+mod deleted_jobs;
 mod exec;
 mod fire;
 pub mod leader;
@@ -199,6 +200,7 @@ pub async fn run(
         release_close.clone(),
     ));
     undelivered::spawn_recovery(ctx.clone());
+    deleted_jobs::spawn_settle(ctx.clone());
 
     shutdown.cancelled().await;
     tracing::info!(

@@ -190,9 +190,10 @@ impl StoreFailures {
 }
 
 /// Records the slots of `job` in `passed` as `skipped` runs (one per listed slot, one for the
-/// earlier ones together), each counted as a missed fire. Idempotent: the run ids come from the
-/// slots.
-pub async fn record(ctx: &Ctx, job: &str, command: &str, passed: &PassedOver) {
+/// earlier ones together), each counted as a missed fire; `durably`: returns once they are on
+/// disk in the spool (what they stand for is removed next). Idempotent: the run ids come from
+/// the slots.
+pub async fn record(ctx: &Ctx, job: &str, command: &str, passed: &PassedOver, durably: bool) {
     let now = ctx.clock.now_ms();
     let skipped = |run_id: String, plan_ms: i64, err: String| pb::RunEvent {
         run_id,
@@ -223,13 +224,14 @@ pub async fn record(ctx: &Ctx, job: &str, command: &str, passed: &PassedOver) {
         metrics.fires(FireOutcome::Missed, passed.earlier);
         metrics.run_finished("skipped");
     }
-    for slot in &passed.slots {
-        ctx.ship(skipped(
-            PassedOver::run_id(job, *slot),
-            *slot,
-            passed.reason.clone(),
-        ))
-        .await;
+    for (i, slot) in passed.slots.iter().enumerate() {
+        let event = skipped(PassedOver::run_id(job, *slot), *slot, passed.reason.clone());
+        // Batches are spooled in order: the last one on disk means all are.
+        if durably && i + 1 == passed.slots.len() {
+            ctx.ship_durably(event).await;
+        } else {
+            ctx.ship(event).await;
+        }
         metrics.fire(FireOutcome::Missed);
         metrics.run_finished("skipped");
     }

@@ -22,6 +22,7 @@ enum Key<'a> {
     Running(&'a str),
     Trigger(&'a str, &'a str),
     Worker(&'a str),
+    Deleted,
     Other,
 }
 
@@ -39,6 +40,7 @@ fn classify<'a>(prefix: &str, key: &'a str) -> Key<'a> {
             .split_once('/')
             .map_or(Key::Other, |(job, run)| Key::Trigger(job, run)),
         "workers" => Key::Worker(name),
+        "deleted" => Key::Deleted,
         _ => Key::Other,
     }
 }
@@ -88,7 +90,7 @@ fn view_from(ctx: &Ctx, kvs: &[KeyValue]) -> View {
                     view.workers.insert(id.to_owned(), w);
                 }
             }
-            Key::Killer(_) | Key::Other => {}
+            Key::Killer(_) | Key::Deleted | Key::Other => {}
         }
     }
     view
@@ -168,8 +170,10 @@ pub async fn follow(
                 distcron_metrics::worker().watch_resyncs.inc();
                 tracing::warn!("watch history compacted; resynchronised from a full listing");
                 install(&ctx, kvs, &jobs_tx).await;
-                // Workers gone during the gap may have left undelivered runs.
+                // Workers gone during the gap may have left undelivered runs, jobs deleted during
+                // it unclaimed slots.
                 crate::undelivered::spawn_recovery(ctx.clone());
+                crate::deleted_jobs::spawn_settle(ctx.clone());
             }
             Some(ResilientWatchEvent::Batch(batch)) => {
                 let mut lost: Vec<RunningRecord> = Vec::new();
@@ -177,6 +181,7 @@ pub async fn follow(
                 let mut job_events = Vec::new();
                 let mut kills = Vec::new();
                 let mut new_triggers = Vec::new();
+                let mut deleted = false;
                 {
                     let Ok(mut view) = ctx.view.write() else {
                         return;
@@ -263,6 +268,7 @@ pub async fn follow(
                                     kills.push((job.to_owned(), e.kv.value.clone()));
                                 }
                             }
+                            Key::Deleted => deleted |= put,
                             Key::Other => {}
                         }
                     }
@@ -290,6 +296,11 @@ pub async fn follow(
                 }
                 for record in lost {
                     crate::fire::record_lost(&ctx, record).await;
+                }
+                // A job deleted, or a worker gone that may have been the one to record a deleted
+                // job's slots.
+                if deleted || !gone.is_empty() {
+                    crate::deleted_jobs::spawn_settle(ctx.clone());
                 }
                 for worker in gone {
                     crate::undelivered::spawn_gone(ctx.clone(), worker);

@@ -448,3 +448,61 @@ async fn a_job_runs_as_another_user_only_where_the_worker_allows_it() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn slots_of_a_job_deleted_before_they_were_claimed_are_recorded_skipped_once() {
+    let _guard = exclusive().await;
+    // No worker yet: nobody claims the job's slots before it is deleted.
+    let mut cluster = Cluster::shared().await;
+    let name = "deleted-unclaimed";
+    let saved = cluster.save(job(name, "true", "* * * * * *")).await;
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    cluster
+        .jobs
+        .delete_job(jobs::DeleteJobRequest {
+            name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let deleted_at = distcron_core::now_ms();
+    // A job of the same name again (yearly, nothing due): the old one's slots are still recorded.
+    cluster.save(job(name, "true", "0 0 0 1 1 *")).await;
+    cluster.start_worker("tombstones-1", &[]);
+    cluster.start_worker("tombstones-2", &[]);
+    cluster.wait_for_workers(2).await;
+    cluster
+        .wait_runs(name, Duration::from_secs(20), |runs| runs.len() >= 3)
+        .await;
+    // Recorded once each, by one of the workers, with the reason.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let runs = assert_each_slot_once(&mut cluster, name).await;
+    assert!(runs.len() >= 3, "{:#?}", summary(&runs));
+    for run in &runs {
+        assert_eq!(
+            status(run),
+            logs::RunStatus::Skipped,
+            "{:#?}",
+            summary(&runs)
+        );
+        assert_eq!(
+            run.err,
+            "skipped: the job was deleted before the slot was claimed",
+            "{:#?}",
+            summary(&runs)
+        );
+        assert!(
+            run.plan_time_ms >= saved.created_at_ms && run.plan_time_ms <= deleted_at,
+            "{:#?}",
+            summary(&runs)
+        );
+    }
+    // The tombstone is gone.
+    let tombstone = cluster
+        .store
+        .get(&cluster.keys.deleted(name))
+        .await
+        .unwrap();
+    assert!(tombstone.is_none(), "the tombstone stays: {tombstone:?}");
+    cluster.shutdown().await;
+}
