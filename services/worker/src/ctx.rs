@@ -1,6 +1,6 @@
 //! State shared by the worker's tasks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -140,6 +140,8 @@ pub struct Ctx {
     pub runs: Mutex<HashMap<String, LocalRun>>,
     /// Runs claimed here that wait for a place (the last worker in line had none), by run id.
     pub waiting: Mutex<HashMap<String, LocalRun>>,
+    /// Runs that ended here and whose running records wait for the releaser, by run id.
+    pub ending: Mutex<HashSet<String>>,
     /// Claims given up on while an attempt may still apply ([`crate::abandoned`]).
     pub abandoned: crate::abandoned::Abandoned,
     /// Run events to ship.
@@ -357,6 +359,9 @@ impl Ctx {
 
     /// Queues the running record of an ended run, whose end was shipped, for release.
     pub async fn release_record(&self, record: RunningRecord) {
+        if let Ok(mut ending) = self.ending.lock() {
+            ending.insert(record.run_id.clone());
+        }
         if self
             .release
             .send(crate::release::Release::Ended(record))

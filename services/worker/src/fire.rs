@@ -499,15 +499,18 @@ async fn claim_until_settled<'a>(
     }
 }
 
-/// Whether every run in `running` is a run of this worker that has already ended here.
+/// Whether every run in `running` is a run of this worker that has already ended here (its
+/// release queued). Not merely "of this worker and not running here": a claim of this worker
+/// that applied while its answer was lost (etcd stalled) looks the same, and releasing it would
+/// leave its slot claimed, never run and never recorded.
 fn finished_here(ctx: &Ctx, running: &[RunningRecord]) -> bool {
-    let Ok(local) = ctx.runs.lock() else {
+    let Ok(ending) = ctx.ending.lock() else {
         return false;
     };
     !running.is_empty()
         && running
             .iter()
-            .all(|r| r.worker_id == ctx.id && !local.contains_key(&r.run_id))
+            .all(|r| r.worker_id == ctx.id && ending.contains(&r.run_id))
 }
 
 /// Acts on the outcome of a claim: runs a won slot (which keeps `place` until it has ended),
@@ -893,6 +896,9 @@ pub async fn sweep_orphans(ctx: &Arc<Ctx>, min_age: Duration) -> Vec<(String, St
         .unwrap_or_default();
     if let Ok(waiting) = ctx.waiting.lock() {
         local.extend(waiting.keys().cloned());
+    }
+    if let Ok(ending) = ctx.ending.lock() {
+        local.extend(ending.iter().cloned());
     }
     let orphans: Vec<RunningRecord> = ctx
         .view

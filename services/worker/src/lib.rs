@@ -139,6 +139,7 @@ pub async fn run(
         runs: Mutex::new(Default::default()),
         waiting: Mutex::new(Default::default()),
         abandoned: Default::default(),
+        ending: Mutex::new(Default::default()),
         places: Arc::new(tokio::sync::Semaphore::new(config.capacity as usize)),
         events: shipper.sender(),
         release: release_tx,

@@ -310,6 +310,11 @@ pub async fn release(
         match released {
             Ok(()) => {
                 last_release = tokio::time::Instant::now();
+                if let Ok(mut ending) = ctx.ending.lock() {
+                    for (_, run) in &runs {
+                        ending.remove(run);
+                    }
+                }
                 marks.released(runs.iter().map(|(_, run)| run.as_str()), marker.as_ref());
                 pending = Pending::default();
                 distcron_metrics::worker()
