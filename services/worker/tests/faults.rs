@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    assert_each_slot_once, assert_exactly_once, disable, exclusive, job, process_running, settle,
-    status, summary, with_status, Cluster,
+    assert_each_slot_once, assert_exactly_once, disable, exclusive, job, per_slot, process_running,
+    settle, status, summary, with_status, Cluster,
 };
 use distcron_proto::jobs::v1 as jobs;
 use distcron_proto::logs::v1 as logs;
@@ -637,6 +637,16 @@ async fn a_worker_whose_wall_clock_steps_starts_nothing_early_and_every_slot_has
     cluster.shutdown().await;
 }
 
+/// Whether `runs` hold exactly one record per slot from their first to `last_due`.
+fn one_record_per_slot_up_to(runs: &[logs::Run], last_due: i64) -> bool {
+    let slots = per_slot(runs);
+    let mut times: Vec<i64> = slots.keys().copied().collect();
+    times.sort_unstable();
+    slots.values().all(|n| *n == 1)
+        && times.windows(2).all(|w| w[1] - w[0] == 1000)
+        && times.last().is_some_and(|last| *last >= last_due)
+}
+
 #[tokio::test]
 async fn slots_still_unclaimed_when_their_job_is_changed_are_recorded_once() {
     let _guard = exclusive().await;
@@ -671,10 +681,25 @@ async fn slots_still_unclaimed_when_their_job_is_changed_are_recorded_once() {
             disable(&mut cluster, std::slice::from_ref(name)).await;
         }
     }
-    tokio::time::sleep(Duration::from_secs(4)).await;
     // Every slot before the change has its record, once: run, or skipped because the job was
-    // changed or deleted first.
+    // changed or deleted first. Claims retried through the stall may settle late (after their
+    // backoff, or through the orphan sweep's 35 s): records are waited for, not assumed.
     let last_due = (changed_at / 1000) * 1000 - 1000;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        let mut complete = true;
+        for name in &names {
+            let runs = cluster.runs(name).await;
+            if !one_record_per_slot_up_to(&runs, last_due) {
+                complete = false;
+                break;
+            }
+        }
+        if complete || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let mut superseded = 0;
     for name in &names {
         let runs = assert_each_slot_once(&mut cluster, name).await;
