@@ -666,7 +666,8 @@ async fn record_superseded(
     match skipped {
         Ok(true) => {
             span.in_scope(|| tracing::info!(%reason, "slot skipped"));
-            passed_over::record(ctx, &def.name, &def.command, &passed, false).await;
+            // Nothing else stands for these slots once the ledger moved: on disk first.
+            passed_over::record(ctx, &def.name, &def.command, &passed, true).await;
         }
         Ok(false) => {}
         Err(e) => span.in_scope(|| tracing::warn!(error = %e, "cannot record a superseded slot")),
@@ -711,7 +712,10 @@ async fn record_skipped(
                 trigger: claim.trigger,
                 trace: distcron_telemetry::ids_of(span),
             };
-            ctx.ship(started_event(&facts, pb::RunStatus::Skipped, &err))
+            // The skip moved the ledger: this record is all that stands for the slot, so it goes
+            // to disk before anything else (the passed-over records above are in its batch or
+            // an earlier one).
+            ctx.ship_durably(started_event(&facts, pb::RunStatus::Skipped, &err))
                 .await;
         }
         // Another worker recorded the skip, or claimed the slot, first.
@@ -992,7 +996,7 @@ async fn skip_missed(
     )
     .await
     {
-        Ok(true) => passed_over::record(ctx, &def.name, &def.command, &passed, false).await,
+        Ok(true) => passed_over::record(ctx, &def.name, &def.command, &passed, true).await,
         Ok(false) => {}
         Err(e) => tracing::warn!(job = %def.name, error = %e, "cannot record the missed slots"),
     }
