@@ -9,9 +9,11 @@
 //! [`cancel_on_signal`] turns SIGTERM/SIGINT into a cancellation.
 
 mod auth;
+mod fd_limit;
 mod registered;
 
 pub use auth::{check, TokenAuth, TokenAuthLayer};
+pub use fd_limit::{raise_open_files_limit, raise_open_files_limit_logged};
 pub use registered::{
     bind_instance, cancel_on_signal, connect_etcd, load_tokens, serve_registered, Instance, Served,
 };

@@ -11,6 +11,7 @@ use distcron_jobsvc::{serve, JobsvcConfig};
 async fn main() -> anyhow::Result<()> {
     let config: JobsvcConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
     let _telemetry = distcron_telemetry::init("jobsvc", &config.telemetry)?;
+    distcron_server::raise_open_files_limit_logged();
     let store = Arc::new(
         distcron_server::connect_etcd(&config.etcd)
             .await

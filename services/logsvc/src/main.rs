@@ -12,6 +12,7 @@ use distcron_runstore::{MongoConfig, MongoRunStore, OutputCap};
 async fn main() -> anyhow::Result<()> {
     let config: LogsvcConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
     let _telemetry = distcron_telemetry::init("logsvc", &config.telemetry)?;
+    distcron_server::raise_open_files_limit_logged();
     let mongo = MongoConfig {
         uri: config.mongo_uri.clone(),
         database: config.mongo_database.clone(),

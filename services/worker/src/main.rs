@@ -15,6 +15,7 @@ fn main() -> anyhow::Result<()> {
 async fn serve() -> anyhow::Result<()> {
     let config: WorkerConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
     let _telemetry = distcron_telemetry::init("worker", &config.telemetry)?;
+    distcron_server::raise_open_files_limit_logged();
     let store = Arc::new(
         distcron_server::connect_etcd(&config.etcd)
             .await
