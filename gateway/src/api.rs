@@ -553,6 +553,11 @@ pub async fn tail_run(
     Extension(caller): Extension<Caller>,
     Path(run_id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let who = caller
+        .identity
+        .as_ref()
+        .map_or("anonymous", |i| i.name.as_str());
+    let permit = state.streams.open(who)?;
     let mut c = state.backends.logs.clone();
     // An unknown run is a 404 now, not an error event after logsvc's wait for a starting run.
     retry(|| {
@@ -574,7 +579,9 @@ pub async fn tail_run(
     // A tail lasts as long as the run.
     req.set_timeout(std::time::Duration::from_secs(7 * 24 * 3600));
     let stream = c.tail_run(req).await?.into_inner();
-    let events = stream.map(|item| {
+    // The place is held as long as the stream is (dropped with it).
+    let events = stream.map(move |item| {
+        let _held = &permit;
         Ok(match item {
             Ok(msg) => match msg.finished {
                 Some(run) => Event::default()

@@ -35,6 +35,20 @@ pub struct GatewayConfig {
     /// Longest wait for a request's headers on a connection, new or kept alive; then it is closed.
     #[arg(long, env = "DISTCRON_GATEWAY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+    /// Most live-output streams open at once.
+    #[arg(
+        long,
+        env = "DISTCRON_GATEWAY_MAX_OUTPUT_STREAMS",
+        default_value_t = 256
+    )]
+    pub max_output_streams: usize,
+    /// Most live-output streams one token may have open.
+    #[arg(
+        long,
+        env = "DISTCRON_GATEWAY_MAX_OUTPUT_STREAMS_PER_TOKEN",
+        default_value_t = 16
+    )]
+    pub max_output_streams_per_token: usize,
     /// Time limit of a request (streams excepted).
     #[arg(long, env = "DISTCRON_GATEWAY_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,

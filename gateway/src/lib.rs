@@ -21,6 +21,7 @@ mod observe;
 pub mod seed;
 mod serve;
 pub mod sessions;
+pub mod streams;
 pub mod views;
 
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub tokens: Arc<TokenStore>,
     /// The console's sessions.
     pub sessions: Arc<sessions::Sessions>,
+    /// How many live-output streams may be open.
+    pub streams: Arc<streams::StreamLimits>,
 }
 
 /// Limits of HTTP requests.

@@ -65,6 +65,10 @@ async fn main() -> anyhow::Result<()> {
         backends: Backends::new(jobs, logs),
         tokens: Arc::new(tokens),
         sessions: Arc::default(),
+        streams: Arc::new(distcron_gateway::streams::StreamLimits::new(
+            config.max_output_streams,
+            config.max_output_streams_per_token,
+        )),
     };
     let limits = Limits {
         max_body_bytes: config.max_body_bytes,

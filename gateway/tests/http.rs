@@ -102,6 +102,7 @@ impl Stack {
             backends: Backends::new(jobs, logs),
             tokens: stack.tokens.clone(),
             sessions: Arc::default(),
+            streams: Arc::default(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         stack.url = format!("http://{}", listener.local_addr().unwrap());
@@ -909,6 +910,56 @@ async fn clients_that_send_nothing_are_cut_off_and_others_still_served() {
             "still open after {deadline:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn live_output_streams_are_capped_per_token() {
+    let mut s = Stack::start(true).await;
+    s.start_worker();
+    let job = json!({"name": "tail-cap", "command": "sleep 30", "cronExpr": "0 0 0 1 1 *"});
+    assert_eq!(
+        s.post("/api/v1/jobs", Some(ADMIN)).json(&job).code().await,
+        StatusCode::CREATED
+    );
+    let triggered: Value = s
+        .post("/api/v1/jobs/tail-cap/trigger", Some(OPERATOR))
+        .value()
+        .await;
+    let run_id = triggered["runId"].as_str().unwrap().to_owned();
+    let mut started = false;
+    for _ in 0..100 {
+        let run: Value = s
+            .get(&format!("/api/v1/runs/{run_id}"), Some(VIEWER))
+            .value()
+            .await;
+        if run["status"] == "running" {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(started, "the run never started");
+    let output = format!("/api/v1/runs/{run_id}/output");
+    let mut open = Vec::new();
+    for i in 0..16 {
+        let r = s.get(&output, Some(VIEWER)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "stream {i}");
+        open.push(r);
+    }
+    // The 17th of one token is refused, in the envelope; another token still gets one.
+    let over = s.get(&output, Some(VIEWER)).send().await.unwrap();
+    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    let v: Value = over.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "resource_exhausted", "{v}");
+    let other = s.get(&output, Some(OPERATOR)).send().await.unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    drop(open);
+    assert_eq!(
+        s.post("/api/v1/jobs/tail-cap/kill", Some(OPERATOR))
+            .code()
+            .await,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

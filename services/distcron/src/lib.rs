@@ -173,6 +173,7 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
         backends: distcron_gateway::Backends::new(jobs_channel, logs_channel),
         tokens: Arc::new(tokens),
         sessions: Arc::default(),
+        streams: Arc::default(),
     };
     let http = bind(config.listen, "gateway").await?;
     let gateway = tokio::spawn(distcron_gateway::serve(
