@@ -10,8 +10,12 @@
 //! - when the shell ends, ends the same way (the exit code, or the same signal), so the worker
 //!   sees the shell's status;
 //! - when its parent is no longer the worker (the worker died), SIGKILLs the whole group;
-//! - otherwise ignores SIGTERM/SIGINT/SIGHUP: those reach the group from the worker's own
-//!   timeout and kill handling, which the shell answers, and SIGKILL follows after the grace.
+//! - is the run's child subreaper: a descendant that leaves the group (`setsid`, a double fork)
+//!   is re-parented to the leader when its parent ends. SIGTERM/SIGINT/SIGHUP reach the group
+//!   from the worker's timeout and kill handling, which the shell answers; the leader passes
+//!   them on to those descendants outside the group, and once the shell has ended after such a
+//!   signal it SIGKILLs every descendant left before it ends itself. (A shell that outlives the
+//!   grace is SIGKILLed with the whole group, the leader included, by the worker.)
 //!
 //! The leader is synchronous and small: it runs before any runtime exists.
 
@@ -117,25 +121,104 @@ fn lead(args: &[OsString]) -> Result<i32, String> {
                 .map_err(std::io::Error::from)
         });
     }
+    // Descendants that leave the shell's group are re-parented here when their parents end.
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| format!("cannot become the run's subreaper: {e}"))?;
     let child = shell_cmd
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", shell.to_string_lossy()))?;
     let child = Pid::from_raw(i32::try_from(child.id()).map_err(|e| e.to_string())?);
+    let mut stopping = false;
     loop {
         let signal = watched
             .wait()
             .map_err(|e| format!("cannot wait for signals: {e}"))?;
         if signal == Signal::SIGCHLD {
-            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-                Ok(WaitStatus::Signaled(_, signal, _)) => end_by(signal),
-                Ok(_) => {}
-                Err(e) => return Err(format!("cannot wait for the shell: {e}")),
+            // The shell, or descendants re-parented here: reap them all.
+            let mut ended = None;
+            loop {
+                match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(pid, code)) if pid == child => {
+                        ended = Some(Ok(code));
+                    }
+                    Ok(WaitStatus::Signaled(pid, signal, _)) if pid == child => {
+                        ended = Some(Err(signal));
+                    }
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            if let Some(ended) = ended {
+                if stopping {
+                    end_descendants();
+                }
+                match ended {
+                    Ok(code) => return Ok(code),
+                    Err(signal) => end_by(signal),
+                }
             }
         } else if getppid() != parent {
             // The worker is gone: nothing of this run may outlive it.
             let _ = killpg(Pid::from_raw(0), Signal::SIGKILL);
+            end_descendants();
             return Ok(LEADER_FAILED);
+        } else {
+            // The run is being ended: the group got the signal; those that left it get it too.
+            stopping = true;
+            signal_children_outside_group(child, signal);
+        }
+    }
+}
+
+/// The pids whose parent is this process (from `/proc`).
+fn children() -> Vec<Pid> {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after = stat.rsplit_once(')')?.1.to_owned();
+                    after.split_whitespace().nth(1).map(|ppid| ppid == me)
+                })
+                .unwrap_or(false)
+        })
+        .map(Pid::from_raw)
+        .collect()
+}
+
+/// Passes `signal` on to this process's children outside its process group (the shell's group
+/// got it already).
+fn signal_children_outside_group(shell: Pid, signal: Signal) {
+    let group = nix::unistd::getpgrp();
+    for pid in children() {
+        if pid != shell && nix::unistd::getpgid(Some(pid)).is_ok_and(|g| g != group) {
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
+    }
+}
+
+/// SIGKILLs every descendant still alive (they are all this process's children by now, or
+/// become so when their parents die) and reaps them; gives up after a few rounds.
+fn end_descendants() {
+    for _ in 0..50 {
+        let left = children();
+        if left.is_empty() {
+            return;
+        }
+        for pid in left {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
         }
     }
 }
