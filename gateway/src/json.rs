@@ -52,6 +52,18 @@ pub fn too_large() -> ApiError {
     )
 }
 
+/// The 400 for a deserialization error at its path, or at `whole` (`body`, `query`) when the
+/// path names no field: `.` is the document itself, `?` a place serde could not name.
+fn rejected_at<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>, whole: &str) -> ApiError {
+    let path = e.path().to_string();
+    let field = if matches!(path.as_str(), "" | "." | "?") {
+        whole
+    } else {
+        path.as_str()
+    };
+    ApiError::invalid(field, e.inner().to_string())
+}
+
 /// Deserializes `bytes` as a `T` (every body of the API is a JSON object), naming the first
 /// field that is wrong (`body` for the document as a whole: not JSON, not an object).
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -59,16 +71,7 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::invalid("body", "must be a JSON object"));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        // `.` is the document itself, `?` a place serde could not name.
-        let field = if matches!(path.as_str(), "" | "." | "?") {
-            "body".to_owned()
-        } else {
-            path
-        };
-        ApiError::invalid(&field, e.inner().to_string())
-    })?;
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| rejected_at(&e, "body"))?;
     de.end()
         .map_err(|e| ApiError::invalid("body", e.to_string()))?;
     Ok(value)
@@ -112,15 +115,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or("");
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de).map(Self).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if matches!(path.as_str(), "" | "." | "?") {
-                "query".to_owned()
-            } else {
-                path
-            };
-            ApiError::invalid(&field, e.inner().to_string())
-        })
+        serde_path_to_error::deserialize(de)
+            .map(Self)
+            .map_err(|e| rejected_at(&e, "query"))
     }
 }
 

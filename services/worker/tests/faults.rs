@@ -19,19 +19,9 @@ const YEARLY: &str = "0 0 0 1 1 *";
 
 /// Triggers `name` and waits until its run has the status `want`; returns the run.
 async fn trigger_and_wait(cluster: &mut Cluster, name: &str, want: logs::RunStatus) -> logs::Run {
-    let run_id = cluster
-        .jobs
-        .trigger_job(jobs::TriggerJobRequest { name: name.into() })
+    cluster
+        .trigger_until(name, Duration::from_secs(15), |r| status(r) == want)
         .await
-        .unwrap()
-        .into_inner()
-        .run_id;
-    let runs = cluster
-        .wait_runs(name, Duration::from_secs(15), |runs| {
-            runs.iter().any(|r| r.run_id == run_id && status(r) == want)
-        })
-        .await;
-    runs.into_iter().find(|r| r.run_id == run_id).unwrap()
 }
 
 /// How many writes stored the run: the version of its document in the run store.

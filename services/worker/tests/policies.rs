@@ -389,24 +389,6 @@ async fn a_slot_whose_last_worker_in_line_is_gone_is_still_recorded() {
     cluster.shutdown().await;
 }
 
-/// Triggers `name` and waits for that run to end; returns it.
-async fn trigger_to_end(cluster: &mut Cluster, name: &str) -> logs::Run {
-    let run_id = cluster
-        .jobs
-        .trigger_job(jobs::TriggerJobRequest { name: name.into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .run_id;
-    let runs = cluster
-        .wait_runs(name, Duration::from_secs(20), |runs| {
-            runs.iter()
-                .any(|r| r.run_id == run_id && status(r) != logs::RunStatus::Running)
-        })
-        .await;
-    runs.into_iter().find(|r| r.run_id == run_id).unwrap()
-}
-
 #[tokio::test]
 async fn a_job_runs_as_another_user_only_where_the_worker_allows_it() {
     let _guard = exclusive().await;
@@ -417,7 +399,11 @@ async fn a_job_runs_as_another_user_only_where_the_worker_allows_it() {
     def.user = "nobody".into();
     cluster.save(def).await;
     // The default allows only the worker's own user: refused, with the reason on the run.
-    let refused = trigger_to_end(&mut cluster, "as-nobody").await;
+    let refused = cluster
+        .trigger_until("as-nobody", Duration::from_secs(20), |r| {
+            status(r) != logs::RunStatus::Running
+        })
+        .await;
     assert_ne!(status(&refused), logs::RunStatus::Succeeded, "{refused:?}");
     assert!(
         refused.err.contains("--allowed-users") && refused.err.contains("nobody"),
@@ -433,7 +419,11 @@ async fn a_job_runs_as_another_user_only_where_the_worker_allows_it() {
     // A worker whose operator allows it runs the job as that user (when it can: it is root).
     cluster.start_worker("users-allowed", &["--allowed-users", "nobody"]);
     cluster.wait_for_workers(1).await;
-    let allowed = trigger_to_end(&mut cluster, "as-nobody").await;
+    let allowed = cluster
+        .trigger_until("as-nobody", Duration::from_secs(20), |r| {
+            status(r) != logs::RunStatus::Running
+        })
+        .await;
     assert!(
         !allowed.err.contains("--allowed-users"),
         "{:?}",

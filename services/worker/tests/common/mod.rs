@@ -415,6 +415,28 @@ impl Cluster {
         }
     }
 
+    /// Triggers `name` and waits up to `timeout` until its run satisfies `done`; returns the run.
+    pub async fn trigger_until(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+        done: impl Fn(&logs::Run) -> bool,
+    ) -> logs::Run {
+        let run_id = self
+            .jobs
+            .trigger_job(jobs::TriggerJobRequest { name: name.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .run_id;
+        let runs = self
+            .wait_runs(name, timeout, |runs| {
+                runs.iter().any(|r| r.run_id == run_id && done(r))
+            })
+            .await;
+        runs.into_iter().find(|r| r.run_id == run_id).unwrap()
+    }
+
     pub async fn shutdown(mut self) {
         for w in &mut self.workers {
             w.stop().await;
