@@ -12,6 +12,7 @@ mod etcd;
 mod mongo;
 mod net;
 mod process;
+mod tls;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,7 @@ pub use etcd::Etcd;
 pub use mongo::{MongoKind, MongoServer};
 pub use net::{free_port, http_get, port_open, wait_until};
 pub use process::{spawn_guarded, ChildGuard};
+pub use tls::{Issued, TestCa};
 
 /// Why a server could not be started.
 #[derive(Debug, thiserror::Error)]
