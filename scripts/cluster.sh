@@ -4,6 +4,11 @@
 # process, with logs and pids under one directory.
 #
 #   scripts/cluster.sh up       start (builds the binaries first unless BIN_DIR is set)
+#   scripts/cluster.sh up --tls the same with TLS on every hop: a throwaway CA and certificate
+#                               (distcron-dev-certs) in $CLUSTER_DIR/tls; etcd serves clients and
+#                               peers over TLS and requires client certificates, jobsvc and logsvc
+#                               require them too (mutual TLS), the gateway serves HTTPS. MongoDB
+#                               stays plaintext on loopback (nx-27017 cannot serve TLS).
 #   scripts/cluster.sh status   which of its processes run
 #   scripts/cluster.sh down     stop exactly the processes it started (workers first)
 #
@@ -34,6 +39,8 @@ start() { # name, then the command
 }
 
 up() {
+  local tls=0
+  [ "${1:-}" = "--tls" ] && tls=1
   mkdir -p "$dir"
   if ls "$dir"/*.pid >/dev/null 2>&1; then
     log "already up (or stale pids in $dir): run '$0 down' first"; exit 1
@@ -41,13 +48,29 @@ up() {
   local bin=${BIN_DIR:-}
   if [ -z "$bin" ]; then
     log "building"
-    cargo build --quiet -p distcron-jobsvc -p distcron-logsvc -p distcron-worker -p distcron-gateway
+    cargo build --quiet -p distcron-jobsvc -p distcron-logsvc -p distcron-worker -p distcron-gateway \
+      -p distcron-testkit --bins
     bin=${CARGO_TARGET_DIR:-target}/debug
   fi
+  local scheme=http
+  local etcd_tls=()
+  if [ $tls -eq 1 ]; then
+    scheme=https
+    local certs=$dir/tls
+    "$bin/distcron-dev-certs" "$certs"
+    etcd_tls=(--cert-file "$certs/node.pem" --key-file "$certs/node-key.pem"
+      --trusted-ca-file "$certs/ca.pem" --client-cert-auth
+      --peer-cert-file "$certs/node.pem" --peer-key-file "$certs/node-key.pem"
+      --peer-trusted-ca-file "$certs/ca.pem" --peer-client-cert-auth)
+    export DISTCRON_TLS_CERT=$certs/node.pem DISTCRON_TLS_KEY=$certs/node-key.pem \
+      DISTCRON_TLS_CA=$certs/ca.pem DISTCRON_TLS_CLIENT_CA=$certs/ca.pem \
+      DISTCRON_ETCD_CA=$certs/ca.pem DISTCRON_ETCD_CERT=$certs/node.pem DISTCRON_ETCD_KEY=$certs/node-key.pem \
+      DISTCRON_HTTPS_CERT=$certs/node.pem DISTCRON_HTTPS_KEY=$certs/node-key.pem
+  fi
   start etcd etcd --name cluster --data-dir "$dir/etcd" \
-    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-    --listen-peer-urls "http://127.0.0.1:$((base + 380))" --initial-advertise-peer-urls "http://127.0.0.1:$((base + 380))" \
-    --initial-cluster "cluster=http://127.0.0.1:$((base + 380))"
+    --listen-client-urls "$scheme://127.0.0.1:$etcd_port" --advertise-client-urls "$scheme://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "$scheme://127.0.0.1:$((base + 380))" --initial-advertise-peer-urls "$scheme://127.0.0.1:$((base + 380))" \
+    --initial-cluster "cluster=$scheme://127.0.0.1:$((base + 380))" ${etcd_tls[@]+"${etcd_tls[@]}"}
   local mongo_uri=${MONGO_URI:-}
   if [ -z "$mongo_uri" ]; then
     mkdir -p "$dir/mongo"
@@ -61,7 +84,7 @@ up() {
     wait_port "$mongo_port"
   fi
   wait_port "$etcd_port"
-  export DISTCRON_ETCD_ENDPOINTS="http://127.0.0.1:$etcd_port"
+  export DISTCRON_ETCD_ENDPOINTS="$scheme://127.0.0.1:$etcd_port"
   # Prometheus /metrics: jobsvc-i on base+170+i, logsvc-i on base+180+i, worker-i on base+190+i.
   for i in 1 2; do
     start "jobsvc-$i" "$bin/jobsvc" --listen "127.0.0.1:$((base + 69 + 2 * i))" --instance-id "jobsvc-$i" \
@@ -85,8 +108,9 @@ up() {
     fi
   done
   if [ $exited -eq 1 ]; then log "not all up: run '$0 down' to stop the rest"; return 1; fi
-  log "up: gateway and console on http://127.0.0.1:$gateway_port (logs and pids in $dir)"
-  log "metrics: http://127.0.0.1:$gateway_port/metrics, jobsvc :$((base + 171))-$((base + 172)), logsvc :$((base + 181))-$((base + 182)), workers :$((base + 191))-$((base + 193))"
+  log "up: gateway and console on $scheme://127.0.0.1:$gateway_port (logs and pids in $dir)"
+  [ $tls -eq 0 ] || log "TLS: CA in $dir/tls/ca.pem (e.g. curl --cacert $dir/tls/ca.pem)"
+  log "metrics: $scheme://127.0.0.1:$gateway_port/metrics, jobsvc :$((base + 171))-$((base + 172)), logsvc :$((base + 181))-$((base + 182)), workers :$((base + 191))-$((base + 193))"
 }
 
 status() {
@@ -123,8 +147,8 @@ down() {
 }
 
 case "${1:-}" in
-  up) up ;;
+  up) up "${2:-}" ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--tls]|down|status" >&2; exit 2 ;;
 esac

@@ -14,7 +14,7 @@ use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::auth::{cookie, Caller, SESSION_COOKIE};
+use crate::auth::{session_cookie, session_id, Caller, Https};
 use crate::backends::{request, retry};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, ApiQuery};
@@ -722,6 +722,7 @@ pub async fn session_mode(State(state): State<AppState>) -> Json<SessionMode> {
     (status = 200, body = SessionAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn create_session(
     State(state): State<AppState>,
+    https: Option<Extension<Https>>,
     ApiJson(body): ApiJson<SessionBody>,
 ) -> Result<Response, ApiError> {
     if state.tokens.is_empty() {
@@ -748,10 +749,7 @@ pub async fn create_session(
         ));
     }
     let id = state.sessions.open(&body.token);
-    let cookie = format!(
-        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        crate::sessions::SESSION_TTL.as_secs()
-    );
+    let cookie = session_cookie(&id, https.is_some(), crate::sessions::SESSION_TTL.as_secs());
     let answer = SessionAnswer {
         name: identity.name,
         role: identity.role.to_string(),
@@ -761,14 +759,14 @@ pub async fn create_session(
 
 /// Logs the console out: the session ends here at once (its id is useless from then on), and
 /// the cookie is cleared.
-pub async fn delete_session(State(state): State<AppState>, headers: header::HeaderMap) -> Response {
-    let id = headers
-        .get(header::COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|c| cookie(c, SESSION_COOKIE));
-    if let Some(id) = id {
+pub async fn delete_session(
+    State(state): State<AppState>,
+    https: Option<Extension<Https>>,
+    headers: header::HeaderMap,
+) -> Response {
+    if let Some(id) = session_id(&headers, https.is_some()) {
         state.sessions.close(id);
     }
-    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let cookie = session_cookie("", https.is_some(), 0);
     ([(header::SET_COOKIE, cookie)], StatusCode::NO_CONTENT).into_response()
 }

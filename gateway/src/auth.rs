@@ -1,7 +1,8 @@
 //! Bearer-token authentication of HTTP requests, per route role.
 //!
 //! A request carries its token in `Authorization: Bearer <token>` or, from the console, a session
-//! id in the `distcron_session` cookie set by `POST /api/v1/session` (HttpOnly, SameSite=Strict;
+//! id in the `distcron_session` cookie (over HTTPS `__Host-distcron_session`, `Secure`) set by
+//! `POST /api/v1/session` (HttpOnly, SameSite=Strict;
 //! the token stays in this process, [`crate::sessions`]). A request authenticated by the cookie
 //! that changes something must also carry `X-Requested-With` (which a cross-site form cannot set,
 //! and which jQuery and the console send), against CSRF.
@@ -18,8 +19,46 @@ use crate::sessions::Sessions;
 
 use crate::error::ApiError;
 
-/// The console's session cookie (a session id, never the token).
+/// The console's session cookie over plain HTTP (a session id, never the token).
 pub const SESSION_COOKIE: &str = "distcron_session";
+/// The console's session cookie over HTTPS: `Secure`, and with the `__Host-` prefix browsers
+/// only accept from a secure origin, for the exact host, with `Path=/` and no `Domain`.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-distcron_session";
+
+/// Marks a request that arrived over HTTPS (the server loop adds it to every such request).
+#[derive(Debug, Clone, Copy)]
+pub struct Https;
+
+/// Whether `extensions` mark an HTTPS request.
+pub fn is_https(extensions: &http::Extensions) -> bool {
+    extensions.get::<Https>().is_some()
+}
+
+/// The session id a request's cookies carry (the secure cookie over HTTPS, the plain one over
+/// HTTP: a cookie set over one is not taken over the other).
+pub fn session_id(headers: &header::HeaderMap, https: bool) -> Option<&str> {
+    let name = if https {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    };
+    headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| cookie(c, name))
+}
+
+/// The `Set-Cookie` value that sets the session cookie to `id` for `max_age_secs` (0 clears
+/// it).
+pub fn session_cookie(id: &str, https: bool, max_age_secs: u64) -> String {
+    if https {
+        format!(
+            "{SECURE_SESSION_COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}"
+        )
+    } else {
+        format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}")
+    }
+}
 
 /// Who is calling, for handlers: the token is passed on to the gRPC services.
 #[derive(Debug, Clone, Default)]
@@ -71,11 +110,7 @@ pub async fn authorize(State(gate): State<Gate>, mut request: Request, next: Nex
         .and_then(|v| v.to_str().ok())
         .and_then(bearer)
         .map(str::to_owned);
-    let session = headers
-        .get(header::COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|c| cookie(c, SESSION_COOKIE))
-        .map(str::to_owned);
+    let session = session_id(headers, is_https(request.extensions())).map(str::to_owned);
     let (token, by_cookie) = match (from_header, session) {
         (Some(t), _) => (t, false),
         (None, Some(id)) => match gate.sessions.token(&id) {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use distcron_config::{parse_duration, AuthArgs, EtcdArgs, TelemetryArgs};
+use distcron_config::{parse_duration, AuthArgs, EtcdArgs, HttpsArgs, TelemetryArgs, TlsArgs};
 
 /// gateway: the seed's REST routes and /api/v1 over jobsvc and logsvc.
 #[derive(Debug, Clone, clap::Parser)]
@@ -58,6 +58,12 @@ pub struct GatewayConfig {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub https: HttpsArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub auth: AuthArgs,

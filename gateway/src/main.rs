@@ -51,13 +51,23 @@ async fn main() -> anyhow::Result<()> {
         },
         _ => Endpoints::Static(fixed.clone()),
     };
+    let grpc_tls = distcron_server::client_tls(&config.tls).context("TLS settings")?;
+    let https = distcron_server::https_tls(&config.https).context("HTTPS settings")?;
+    distcron_server::warn_if_tokens_in_clear(
+        "HTTP",
+        config.listen,
+        !tokens.is_empty(),
+        https.is_some(),
+    );
     let jobs = balanced_channel(
         endpoints(&config.jobsvc_endpoints, "jobsvc"),
+        grpc_tls.clone(),
         background.clone(),
     )
     .await?;
     let logs = balanced_channel(
         endpoints(&config.logsvc_endpoints, "logsvc"),
+        grpc_tls,
         background.clone(),
     )
     .await?;
@@ -83,7 +93,14 @@ async fn main() -> anyhow::Result<()> {
         header_read_timeout: config.header_read_timeout,
         ..ConnectionLimits::default()
     };
-    serve(router(state, limits), listener, shutdown, connections).await?;
+    serve(
+        router(state, limits),
+        listener,
+        shutdown,
+        connections,
+        https,
+    )
+    .await?;
     background.cancel();
     Ok(())
 }

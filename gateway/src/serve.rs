@@ -2,6 +2,9 @@
 //! open, and a connection that does not send a request's headers within `header_read_timeout`
 //! (a half-open or idle one included) is closed. One unauthenticated client therefore cannot use
 //! up the process's file descriptors, which the scheduler in the same process needs for its runs.
+//! With a certificate the server speaks HTTPS only (HTTP/1.1 and h2 by ALPN): every request is
+//! marked [`Https`] (the session cookie becomes `__Host-`/`Secure`) and every answer carries
+//! `Strict-Transport-Security`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +17,13 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::auth::Https;
 use crate::GatewayError;
+
+/// The HSTS policy sent over HTTPS: browsers use only HTTPS for this host for a year.
+pub const HSTS: &str = "max-age=31536000";
 
 /// Limits of HTTP connections.
 #[derive(Debug, Clone, Copy)]
@@ -49,12 +57,24 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
     limits: ConnectionLimits,
+    tls: Option<distcron_tls::ServerTls>,
 ) -> Result<(), GatewayError> {
     tracing::info!(
         addr = ?listener.local_addr().ok(),
         max_connections = limits.max_connections,
+        https = tls.is_some(),
         "gateway listening"
     );
+    let router = if tls.is_some() {
+        router
+            .layer(axum::Extension(Https))
+            .layer(SetResponseHeaderLayer::overriding(
+                http::header::STRICT_TRANSPORT_SECURITY,
+                http::HeaderValue::from_static(HSTS),
+            ))
+    } else {
+        router
+    };
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -84,18 +104,41 @@ pub async fn serve(
         };
         let service = TowerToHyperService::new(router.clone());
         let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let acceptor = tls.as_ref().map(distcron_tls::ServerTls::acceptor);
         tokio::spawn(async move {
             // hyper times out a request's headers once they start; a client that sends nothing
-            // at all is given the same time for its first byte.
+            // at all is given the same time for its first byte (and, over TLS, for the
+            // handshake).
             let mut first = [0u8; 1];
             let first_byte =
                 tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)).await;
-            if matches!(first_byte, Ok(Ok(n)) if n > 0) {
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                if let Err(e) = watcher.watch(connection.into_owned()).await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+            if !matches!(first_byte, Ok(Ok(n)) if n > 0) {
+                return;
+            }
+            let served = match acceptor {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
                 }
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    let stream = match handshake.await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);
         });
@@ -137,7 +180,7 @@ mod tests {
             shutdown_grace: Duration::from_secs(1),
         };
         let app = Router::new().route("/", get(|| async { "ok" }));
-        let server = tokio::spawn(serve(app, listener, stop.clone(), limits));
+        let server = tokio::spawn(serve(app, listener, stop.clone(), limits, None));
         // Two clients that never send a request hold both places...
         let mut idle = [
             TcpStream::connect(addr).await?,

@@ -92,10 +92,10 @@ impl Stack {
             store: stack.store.clone(),
             prefix: stack.keys.services(service),
         };
-        let jobs = balanced_channel(discovered("jobsvc"), stack.stop.clone())
+        let jobs = balanced_channel(discovered("jobsvc"), None, stack.stop.clone())
             .await
             .unwrap();
-        let logs = balanced_channel(discovered("logsvc"), stack.stop.clone())
+        let logs = balanced_channel(discovered("logsvc"), None, stack.stop.clone())
             .await
             .unwrap();
         let state = AppState {
@@ -115,6 +115,7 @@ impl Stack {
                 header_read_timeout: HEADER_READ_TIMEOUT,
                 ..Default::default()
             },
+            None,
         ));
         stack
     }
@@ -128,6 +129,7 @@ impl Stack {
             advertise: addr,
             registration_ttl: Duration::from_secs(3),
             tokens: self.tokens.clone(),
+            tls: None,
         };
         let stop = self.stop.child_token();
         let task = tokio::spawn(distcron_jobsvc_serve(
@@ -157,6 +159,7 @@ impl Stack {
             advertise: addr,
             registration_ttl: Duration::from_secs(3),
             tokens: self.tokens.clone(),
+            tls: None,
         };
         let (store, keys, stop) = (self.store.clone(), self.keys.clone(), self.stop.clone());
         tokio::spawn(async move {

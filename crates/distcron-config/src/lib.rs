@@ -177,6 +177,50 @@ pub struct EtcdArgs {
     /// etcd password.
     #[arg(long, env = "DISTCRON_ETCD_PASSWORD", hide_env_values = true)]
     pub etcd_password: Option<String>,
+    /// PEM CA bundle that verifies etcd's server certificates (for `https://` endpoints).
+    #[arg(long, env = "DISTCRON_ETCD_CA")]
+    pub etcd_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate presented to etcd (etcd's `--client-cert-auth`); needs
+    /// --etcd-key and --etcd-ca.
+    #[arg(long, env = "DISTCRON_ETCD_CERT", requires_all = ["etcd_key", "etcd_ca"])]
+    pub etcd_cert: Option<std::path::PathBuf>,
+    /// Private key of --etcd-cert (PEM).
+    #[arg(long, env = "DISTCRON_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<std::path::PathBuf>,
+}
+
+/// TLS of this process's gRPC servers and gRPC clients, shared by every binary. Without these,
+/// gRPC is plaintext (loopback, or a network you trust).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain this process's gRPC servers present, and its client certificate
+    /// for servers that require one; needs --tls-key.
+    #[arg(long, env = "DISTCRON_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, env = "DISTCRON_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// PEM CA bundle that verifies the gRPC servers this process dials; with it every gRPC
+    /// client uses TLS and dials only `https://` addresses.
+    #[arg(long, env = "DISTCRON_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// PEM CA bundle client certificates must chain to; with it this process's gRPC servers
+    /// require one (mutual TLS). Needs --tls-cert.
+    #[arg(long, env = "DISTCRON_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+}
+
+/// HTTPS of the gateway's listener (console, REST routes), shared by the gateway and the
+/// embedded default. Without a certificate the listener speaks plain HTTP (loopback, or behind a
+/// TLS-terminating proxy).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HttpsArgs {
+    /// PEM certificate chain of the HTTPS listener; needs --https-key.
+    #[arg(long, env = "DISTCRON_HTTPS_CERT", requires = "https_key")]
+    pub https_cert: Option<std::path::PathBuf>,
+    /// Private key of --https-cert (PEM).
+    #[arg(long, env = "DISTCRON_HTTPS_KEY", requires = "https_cert")]
+    pub https_key: Option<std::path::PathBuf>,
 }
 
 /// Logging and tracing, shared by every binary.

@@ -28,17 +28,31 @@ pub enum Endpoints {
     },
 }
 
-fn endpoint(addr: &str) -> Result<Endpoint, DiscoveryError> {
-    Endpoint::from_shared(addr.to_owned())
-        .map(|e| {
-            e.connect_timeout(std::time::Duration::from_secs(2))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(std::time::Duration::from_secs(10))
-        })
-        .map_err(|e| DiscoveryError::BadEndpoint {
-            addr: addr.to_owned(),
-            reason: e.to_string(),
-        })
+/// How a client dials: plaintext, or TLS with these settings (then only `https://` addresses).
+type Tls = Option<distcron_tls::ClientTls>;
+
+fn endpoint(addr: &str, tls: &Tls) -> Result<Endpoint, DiscoveryError> {
+    let bad = |reason: String| DiscoveryError::BadEndpoint {
+        addr: addr.to_owned(),
+        reason,
+    };
+    let mut ep = Endpoint::from_shared(addr.to_owned())
+        .map_err(|e| bad(e.to_string()))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(std::time::Duration::from_secs(10));
+    if let Some(tls) = tls {
+        // No plaintext fallback: under TLS a `http://` address is refused, not dialled in clear.
+        if ep.uri().scheme_str() != Some("https") {
+            return Err(bad(
+                "TLS is configured but the address is not https://".into()
+            ));
+        }
+        ep = ep
+            .tls_config(tls.config())
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(ep)
 }
 
 fn registration_addr(value: &[u8]) -> Option<String> {
@@ -48,24 +62,39 @@ fn registration_addr(value: &[u8]) -> Option<String> {
 }
 
 /// A channel that balances over the endpoints, following registrations as instances come and go
-/// until `stop` is cancelled.
+/// until `stop` is cancelled. With `tls`, every connection uses it (reloaded settings apply to the
+/// connections made after the change).
 pub async fn balanced_channel(
     endpoints: Endpoints,
+    tls: Tls,
     stop: CancellationToken,
 ) -> Result<Channel, DiscoveryError> {
     let (channel, tx) = Channel::balance_channel::<String>(64);
     match endpoints {
         Endpoints::Static(addrs) => {
+            let mut instances = Instances::new(tls);
             for addr in addrs {
-                let ep = endpoint(&addr)?;
+                let ep = endpoint(&addr, &instances.tls)?;
+                instances.registered.insert(addr.clone(), ep.clone());
                 let _ = tx.send(Change::Insert(addr, ep)).await;
+            }
+            if instances.tls.is_some() {
+                tokio::spawn(async move {
+                    while let Some(changes) = instances.tls_changed(&stop).await {
+                        for change in changes {
+                            if tx.send(change).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
             }
         }
         Endpoints::Discovered { store, prefix } => {
             // Listed in the background, retried while etcd is unreachable: calls on the channel
             // wait (and time out) until an instance is known, instead of the caller failing to
             // start.
-            tokio::spawn(follow(store, prefix, tx, stop));
+            tokio::spawn(follow(store, prefix, Instances::new(tls), tx, stop));
         }
     }
     Ok(channel)
@@ -79,20 +108,59 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// The registered instances of a service, and which of them the balancer leaves out because
 /// they do not accept connections: a killed instance stays registered until its lease expires
 /// (`--registration-ttl`), and the balancer would keep sending calls to it meanwhile.
-#[derive(Default)]
 struct Instances {
     /// Registration key → its endpoint.
     registered: HashMap<String, Endpoint>,
     /// Registered but unreachable at the last probe: not in the balancer.
     down: HashSet<String>,
+    /// TLS of the endpoints.
+    tls: Tls,
 }
 
 impl Instances {
+    fn new(tls: Tls) -> Self {
+        Self {
+            registered: HashMap::new(),
+            down: HashSet::new(),
+            tls,
+        }
+    }
+
+    /// Waits for the TLS settings to change, then rebuilds every endpoint with them; `None` when
+    /// they cannot change any more (plaintext) or at `stop`.
+    async fn tls_changed(
+        &mut self,
+        stop: &CancellationToken,
+    ) -> Option<Vec<Change<String, Endpoint>>> {
+        let tls = self.tls.as_mut()?;
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            changed = tls.changed() => if !changed { return None },
+        }
+        let mut changes = Vec::new();
+        for (key, ep) in &mut self.registered {
+            match endpoint(&ep.uri().to_string(), &self.tls) {
+                Ok(rebuilt) => {
+                    *ep = rebuilt.clone();
+                    if !self.down.contains(key) {
+                        changes.push(Change::Insert(key.clone(), rebuilt));
+                    }
+                }
+                Err(e) => tracing::warn!(instance = %key, error = %e, "cannot rebuild endpoint"),
+            }
+        }
+        tracing::info!(
+            endpoints = changes.len(),
+            "TLS settings changed; endpoints rebuilt"
+        );
+        Some(changes)
+    }
+
     /// The balancer change for a registration put (`Some`) or deleted (`None`) at `key`.
     fn apply(&mut self, key: String, value: Option<&[u8]>) -> Option<Change<String, Endpoint>> {
         self.down.remove(&key);
         match value.and_then(registration_addr) {
-            Some(addr) => match endpoint(&addr) {
+            Some(addr) => match endpoint(&addr, &self.tls) {
                 Ok(ep) => {
                     tracing::info!(instance = %key, %addr, "instance added");
                     self.registered.insert(key.clone(), ep.clone());
@@ -149,6 +217,7 @@ impl Instances {
 async fn follow(
     store: Arc<dyn KvStore>,
     prefix: String,
+    mut instances: Instances,
     tx: mpsc::Sender<Change<String, Endpoint>>,
     stop: CancellationToken,
 ) {
@@ -166,7 +235,6 @@ async fn follow(
             }
         }
     };
-    let mut instances = Instances::default();
     for kv in kvs {
         if let Some(change) = instances.apply(kv.key, Some(&kv.value)) {
             let _ = tx.send(change).await;
@@ -180,6 +248,14 @@ async fn follow(
             () = stop.cancelled() => return,
             _ = probe.tick() => {
                 for change in instances.probe().await {
+                    if tx.send(change).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            Some(changes) = instances.tls_changed(&stop) => {
+                for change in changes {
                     if tx.send(change).await.is_err() {
                         return;
                     }

@@ -48,11 +48,12 @@ pub fn default_instance_id() -> String {
 }
 
 /// The URL others dial to reach a server bound to `local`: the bound address itself, or the host
-/// name when bound to all interfaces.
-pub fn advertise_url(local: std::net::SocketAddr) -> String {
+/// name when bound to all interfaces; `https://` when the server uses TLS.
+pub fn advertise_url(local: std::net::SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     if local.ip().is_unspecified() {
-        format!("http://{}:{}", hostname(), local.port())
+        format!("{scheme}://{}:{}", hostname(), local.port())
     } else {
-        format!("http://{local}")
+        format!("{scheme}://{local}")
     }
 }

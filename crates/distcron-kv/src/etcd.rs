@@ -34,7 +34,8 @@ use crate::{
 /// How to reach etcd.
 #[derive(Debug, Clone)]
 pub struct EtcdConfig {
-    /// Client URLs (`http://host:port`; a bare `host:port` gets `http://`).
+    /// Client URLs (`http://host:port`; a bare `host:port` gets `http://`, or `https://` with
+    /// TLS).
     pub endpoints: Vec<String>,
     /// Timeout of one request.
     pub request_timeout: Duration,
@@ -44,6 +45,39 @@ pub struct EtcdConfig {
     pub max_retries: u32,
     /// User name and password, when etcd has authentication enabled.
     pub credentials: Option<(String, String)>,
+    /// TLS to etcd (`https://` endpoints), read from its files at connect.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd: the CA that verifies its members and, for etcd's `--client-cert-auth`, the client
+/// certificate and key (PEM files).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// CA bundle.
+    pub ca: std::path::PathBuf,
+    /// Client certificate and its key.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+async fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, KvError> {
+    tokio::fs::read(path)
+        .await
+        .map_err(|e| KvError::Other(format!("etcd TLS: reading {}: {e}", path.display())))
+}
+
+impl EtcdTls {
+    async fn options(&self) -> Result<etcd_client::TlsOptions, KvError> {
+        let mut options = etcd_client::TlsOptions::new().ca_certificate(
+            etcd_client::Certificate::from_pem(read_pem(&self.ca).await?),
+        );
+        if let Some((cert, key)) = &self.identity {
+            options = options.identity(etcd_client::Identity::from_pem(
+                read_pem(cert).await?,
+                read_pem(key).await?,
+            ));
+        }
+        Ok(options)
+    }
 }
 
 impl EtcdConfig {
@@ -55,13 +89,16 @@ impl EtcdConfig {
             connect_timeout: Duration::from_secs(2),
             max_retries: 6,
             credentials: None,
+            tls: None,
         }
     }
 }
 
-fn normalize(endpoint: &str) -> String {
+fn normalize(endpoint: &str, tls: bool) -> String {
     if endpoint.contains("://") {
         endpoint.to_owned()
+    } else if tls {
+        format!("https://{endpoint}")
     } else {
         format!("http://{endpoint}")
     }
@@ -186,13 +223,24 @@ impl EtcdKv {
         if config.endpoints.is_empty() {
             return Err(KvError::Other("no etcd endpoints configured".into()));
         }
-        config.endpoints = config.endpoints.iter().map(|e| normalize(e)).collect();
+        let tls = config.tls.is_some();
+        config.endpoints = config.endpoints.iter().map(|e| normalize(e, tls)).collect();
+        if tls {
+            if let Some(plain) = config.endpoints.iter().find(|e| e.starts_with("http://")) {
+                return Err(KvError::Other(format!(
+                    "etcd endpoint {plain} is plaintext but etcd TLS is configured (use https://)"
+                )));
+            }
+        }
         let mut options = ConnectOptions::new()
             .with_timeout(config.request_timeout)
             .with_connect_timeout(config.connect_timeout)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
         if let Some((user, password)) = &config.credentials {
             options = options.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = &config.tls {
+            options = options.with_tls(tls.options().await?);
         }
         let client = Client::connect(&config.endpoints, Some(options))
             .await

@@ -29,7 +29,7 @@ use futures::Stream;
 pub use compaction::{run_compactor, Compactor};
 pub use embedded::EmbeddedKv;
 pub use error::KvError;
-pub use etcd::{EtcdConfig, EtcdKv};
+pub use etcd::{EtcdConfig, EtcdKv, EtcdTls};
 pub use types::{
     CompareOp, CompareTarget, Condition, KeyValue, LeaseId, Op, OpResult, RangeRequest,
     RangeResponse, Revision, Txn, TxnResponse, WatchBatch, WatchEvent, WatchEventKind,

@@ -11,12 +11,14 @@
 mod auth;
 mod fd_limit;
 mod registered;
+mod tls;
 
 pub use auth::{check, TokenAuth, TokenAuthLayer};
 pub use fd_limit::{raise_open_files_limit, raise_open_files_limit_logged};
 pub use registered::{
     bind_instance, cancel_on_signal, connect_etcd, load_tokens, serve_registered, Instance, Served,
 };
+pub use tls::{client_tls, https_tls, server_tls, warn_if_tokens_in_clear};
 
 use std::sync::Arc;
 
@@ -56,6 +58,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The TLS settings do not load.
+    #[error("TLS: {0}")]
+    Tls(#[from] distcron_tls::TlsError),
     /// Serving failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),

@@ -27,23 +27,29 @@ pub struct Instance {
     pub registration_ttl: Duration,
     /// The tokens calls must carry (empty: none needed).
     pub tokens: std::sync::Arc<distcron_auth::TokenStore>,
+    /// TLS of the server (`None`: plaintext).
+    pub tls: Option<distcron_tls::ServerTls>,
 }
 
 impl Instance {
     /// An instance bound to `local`, with the configured id and advertised address or defaults
-    /// (`<host>-<pid>`; the bound address, or the host name when bound to all interfaces).
+    /// (`<host>-<pid>`; the bound address, or the host name when bound to all interfaces, as
+    /// `https://` under TLS).
     pub fn new(
         id: Option<String>,
         advertise: Option<String>,
         local: SocketAddr,
         registration_ttl: Duration,
         tokens: distcron_auth::TokenStore,
+        tls: Option<distcron_tls::ServerTls>,
     ) -> Self {
         Self {
             id: id.unwrap_or_else(distcron_discovery::default_instance_id),
-            advertise: advertise.unwrap_or_else(|| distcron_discovery::advertise_url(local)),
+            advertise: advertise
+                .unwrap_or_else(|| distcron_discovery::advertise_url(local, tls.is_some())),
             registration_ttl,
             tokens: std::sync::Arc::new(tokens),
+            tls,
         }
     }
 }
@@ -63,15 +69,18 @@ pub fn load_tokens(
 }
 
 /// Binds a gRPC service's listener and describes the instance: its id and advertised address
-/// (configured, or defaults from the bound address) and the tokens it accepts.
+/// (configured, or defaults from the bound address), the tokens it accepts and its TLS.
 pub async fn bind_instance(
     listen: SocketAddr,
     id: Option<String>,
     advertise: Option<String>,
     registration_ttl: Duration,
     auth: &distcron_config::AuthArgs,
+    tls: &distcron_config::TlsArgs,
 ) -> Result<(TcpListener, Instance), ServerError> {
     let tokens = load_tokens(auth, &[listen])?;
+    let tls = crate::server_tls(tls)?;
+    crate::warn_if_tokens_in_clear("gRPC", listen, !tokens.is_empty(), tls.is_some());
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -82,7 +91,7 @@ pub async fn bind_instance(
         addr: listen,
         source,
     })?;
-    let instance = Instance::new(id, advertise, local, registration_ttl, tokens);
+    let instance = Instance::new(id, advertise, local, registration_ttl, tokens, tls);
     Ok((listener, instance))
 }
 
@@ -135,6 +144,8 @@ pub async fn serve_registered(
         addr = ?local,
         advertise = %served.instance.advertise,
         instance = %served.instance.id,
+        tls = served.instance.tls.is_some(),
+        mutual_tls = served.instance.tls.as_ref().is_some_and(distcron_tls::ServerTls::is_mutual),
         "serving"
     );
     let (deregistered_tx, deregistered_rx) = tokio::sync::oneshot::channel::<()>();
@@ -147,14 +158,27 @@ pub async fn serve_registered(
         registration.deregister().await;
         let _ = deregistered_tx.send(());
     });
-    router
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            async {
-                let _ = deregistered_rx.await;
-            },
-        )
-        .await?;
+    let deregistered = async {
+        let _ = deregistered_rx.await;
+    };
+    match served.instance.tls.clone() {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(
+                    distcron_tls::tls_incoming(listener, tls),
+                    deregistered,
+                )
+                .await?
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    deregistered,
+                )
+                .await?
+        }
+    }
     tracing::info!(service = served.registry_name, instance = %served.instance.id, "stopped");
     Ok(())
 }
@@ -177,5 +201,9 @@ pub async fn connect_etcd(args: &EtcdArgs) -> Result<EtcdKv, KvError> {
     let mut config = EtcdConfig::new(args.etcd_endpoints.clone());
     config.request_timeout = args.etcd_timeout;
     config.credentials = args.etcd_user.clone().zip(args.etcd_password.clone());
+    config.tls = args.etcd_ca.clone().map(|ca| distcron_kv::EtcdTls {
+        ca,
+        identity: args.etcd_cert.clone().zip(args.etcd_key.clone()),
+    });
     EtcdKv::connect(config).await
 }

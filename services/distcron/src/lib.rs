@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use distcron_config::{AuthArgs, TelemetryArgs};
+use distcron_config::{AuthArgs, HttpsArgs, TelemetryArgs, TlsArgs};
 use distcron_core::Keys;
 use distcron_discovery::{balanced_channel, Endpoints};
 use distcron_kv::{EmbeddedKv, KvStore};
@@ -52,6 +52,12 @@ pub struct EmbeddedConfig {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub https: HttpsArgs,
 }
 
 /// Why the embedded system could not run.
@@ -73,10 +79,10 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, EmbeddedError
 }
 
 /// The address in-process clients dial for a bound listener.
-fn advertise(listener: &TcpListener) -> Result<String, EmbeddedError> {
+fn advertise(listener: &TcpListener, tls: bool) -> Result<String, EmbeddedError> {
     listener
         .local_addr()
-        .map(distcron_discovery::advertise_url)
+        .map(|local| distcron_discovery::advertise_url(local, tls))
         .map_err(|e| setup("listener")(e.to_string()))
 }
 
@@ -94,6 +100,19 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
         distcron_config::private::create_file(file)
             .map_err(|e| setup("data dir")(format!("{}: {e}", file.display())))?;
     }
+    let grpc_tls =
+        distcron_server::server_tls(&config.tls).map_err(|e| setup("TLS")(e.to_string()))?;
+    let client_tls =
+        distcron_server::client_tls(&config.tls).map_err(|e| setup("TLS")(e.to_string()))?;
+    if grpc_tls.is_some() != client_tls.is_some() {
+        return Err(setup("TLS")(
+            "--tls-cert and --tls-ca go together here: the in-process clients verify the \
+             in-process servers"
+                .into(),
+        ));
+    }
+    let https =
+        distcron_server::https_tls(&config.https).map_err(|e| setup("HTTPS")(e.to_string()))?;
     let listens = [config.listen, config.jobsvc_listen, config.logsvc_listen];
     let tokens = distcron_server::load_tokens(&config.auth, &listens)
         .map_err(|e| setup("tokens")(e.to_string()))?;
@@ -124,12 +143,13 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
     let ttl = Duration::from_secs(10);
 
     let jobs_listener = bind(config.jobsvc_listen, "jobsvc").await?;
-    let jobs_addr = advertise(&jobs_listener)?;
+    let jobs_addr = advertise(&jobs_listener, grpc_tls.is_some())?;
     let instance = Instance {
         id: "jobsvc".into(),
         advertise: jobs_addr.clone(),
         registration_ttl: ttl,
         tokens: accepted.clone(),
+        tls: grpc_tls.clone(),
     };
     let jobsvc = tokio::spawn(distcron_jobsvc::serve(
         store.clone(),
@@ -140,7 +160,7 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
     ));
 
     let logs_listener = bind(config.logsvc_listen, "logsvc").await?;
-    let logs_addr = advertise(&logs_listener)?;
+    let logs_addr = advertise(&logs_listener, grpc_tls.is_some())?;
     let storage = distcron_logsvc::Storage {
         runs,
         retention_days: config.retention_days,
@@ -151,6 +171,7 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
         advertise: logs_addr.clone(),
         registration_ttl: ttl,
         tokens: accepted,
+        tls: grpc_tls,
     };
     let logsvc = tokio::spawn(distcron_logsvc::serve(
         storage,
@@ -161,29 +182,42 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
         services.clone(),
     ));
 
-    let jobs_channel =
-        balanced_channel(Endpoints::Static(vec![jobs_addr.clone()]), services.clone())
-            .await
-            .map_err(|e| setup("jobsvc client")(e.to_string()))?;
-    let logs_channel =
-        balanced_channel(Endpoints::Static(vec![logs_addr.clone()]), services.clone())
-            .await
-            .map_err(|e| setup("logsvc client")(e.to_string()))?;
+    let jobs_channel = balanced_channel(
+        Endpoints::Static(vec![jobs_addr.clone()]),
+        client_tls.clone(),
+        services.clone(),
+    )
+    .await
+    .map_err(|e| setup("jobsvc client")(e.to_string()))?;
+    let logs_channel = balanced_channel(
+        Endpoints::Static(vec![logs_addr.clone()]),
+        client_tls.clone(),
+        services.clone(),
+    )
+    .await
+    .map_err(|e| setup("logsvc client")(e.to_string()))?;
     let state = distcron_gateway::AppState {
         backends: distcron_gateway::Backends::new(jobs_channel, logs_channel),
         tokens: Arc::new(tokens),
         sessions: Arc::default(),
         streams: Arc::default(),
     };
+    distcron_server::warn_if_tokens_in_clear(
+        "HTTP",
+        config.listen,
+        !state.tokens.is_empty(),
+        https.is_some(),
+    );
     let http = bind(config.listen, "gateway").await?;
     let gateway = tokio::spawn(distcron_gateway::serve(
         distcron_gateway::router(state, distcron_gateway::Limits::default()),
         http,
         services.clone(),
         distcron_gateway::ConnectionLimits::default(),
+        https.clone(),
     ));
     tracing::info!(
-        console = %format!("http://{}", config.listen),
+        console = %format!("{}://{}", if https.is_some() { "https" } else { "http" }, config.listen),
         jobsvc = %jobs_addr,
         logsvc = %logs_addr,
         data_dir = %config.data_dir.display(),
@@ -209,6 +243,7 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
         store,
         keys,
         Endpoints::Static(vec![logs_addr]),
+        client_tls,
         shutdown.clone(),
     );
     let worker_result = worker.await;

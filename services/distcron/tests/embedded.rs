@@ -23,6 +23,10 @@ impl Drop for Distcron {
 
 impl Distcron {
     fn start(data: &std::path::Path, ports: [u16; 3]) -> Self {
+        Self::start_with(data, ports, &[])
+    }
+
+    fn start_with(data: &std::path::Path, ports: [u16; 3], extra: &[&std::ffi::OsStr]) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -34,6 +38,7 @@ impl Distcron {
             .args(["--listen", &format!("127.0.0.1:{}", ports[0])])
             .args(["--jobsvc-listen", &format!("127.0.0.1:{}", ports[1])])
             .args(["--logsvc-listen", &format!("127.0.0.1:{}", ports[2])])
+            .args(extra)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)
@@ -80,6 +85,31 @@ async fn runs(http: &reqwest::Client, url: &str) -> Vec<Value> {
     page["runs"].as_array().cloned().unwrap_or_default()
 }
 
+/// Creates job `tick`, every second, running `command`.
+async fn create_tick(http: &reqwest::Client, url: &str, command: &str) {
+    let job = json!({"name": "tick", "command": command, "cronExpr": "* * * * * *"});
+    let r = http
+        .post(format!("{url}/api/v1/jobs"))
+        .json(&job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+}
+
+/// The runs of `tick` once at least `n` succeeded (or after 10 s).
+async fn wait_succeeded(http: &reqwest::Client, url: &str, n: usize) -> Vec<Value> {
+    let mut ran = Vec::new();
+    for _ in 0..50 {
+        ran = runs(http, url).await;
+        if ran.iter().filter(|r| r["status"] == "succeeded").count() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ran
+}
+
 #[tokio::test]
 async fn one_process_runs_jobs_and_keeps_them_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
@@ -104,22 +134,8 @@ async fn one_process_runs_jobs_and_keeps_them_across_restarts() {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
     assert_eq!(mode(&data.join("worker")), 0o700, "the worker's data dir");
-    let job = json!({"name": "tick", "command": "echo embedded", "cronExpr": "* * * * * *"});
-    let r = http
-        .post(format!("{url}/api/v1/jobs"))
-        .json(&job)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
-    let mut before = Vec::new();
-    for _ in 0..50 {
-        before = runs(&http, &url).await;
-        if before.iter().filter(|r| r["status"] == "succeeded").count() >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    create_tick(&http, &url, "echo embedded").await;
+    let before = wait_succeeded(&http, &url, 3).await;
     let done = before
         .iter()
         .find(|r| r["status"] == "succeeded")
@@ -254,4 +270,76 @@ async fn a_crash_leaves_no_run_running_and_every_slot_with_one_record() {
         "the runs in flight at the crash are recorded lost"
     );
     second.stop();
+}
+
+#[tokio::test]
+async fn with_certificates_the_console_is_https_and_the_inner_grpc_is_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = distcron_testkit::TestCa::new(&dir.path().join("tls"), "embedded CA").unwrap();
+    let node = ca.issue("node", &["localhost", "127.0.0.1"]).unwrap();
+    let ports = [
+        free_port().unwrap(),
+        free_port().unwrap(),
+        free_port().unwrap(),
+    ];
+    let (cert, key, ca_pem) = (
+        node.cert.into_os_string(),
+        node.key.into_os_string(),
+        ca.ca_pem().into_os_string(),
+    );
+    let flags: Vec<&std::ffi::OsStr> = vec![
+        "--https-cert".as_ref(),
+        &cert,
+        "--https-key".as_ref(),
+        &key,
+        "--tls-cert".as_ref(),
+        &cert,
+        "--tls-key".as_ref(),
+        &key,
+        "--tls-ca".as_ref(),
+        &ca_pem,
+        "--tls-client-ca".as_ref(),
+        &ca_pem,
+    ];
+    let _distcron = Distcron::start_with(&dir.path().join("data"), ports, &flags);
+    let http = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&ca_pem).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}", ports[0]);
+    wait_ready(&http, &url).await;
+    let ready = http.get(format!("{url}/readyz")).send().await.unwrap();
+    assert_eq!(
+        ready.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    create_tick(&http, &url, "echo embedded-tls").await;
+    let ran = wait_succeeded(&http, &url, 1).await;
+    let done = ran.iter().find(|r| r["status"] == "succeeded");
+    assert_eq!(
+        done.map(|r| r["output"].clone()),
+        Some(json!("embedded-tls\n")),
+        "{ran:?}"
+    );
+    // The inner gRPC ports speak TLS only: a plaintext gRPC call gets no answer.
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", ports[1]))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        let call = tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await;
+        assert!(call.is_err(), "jobsvc answered plaintext gRPC");
+    }
+    assert!(
+        http.get(format!("http://127.0.0.1:{}/readyz", ports[0]))
+            .send()
+            .await
+            .is_err(),
+        "the console answered plain HTTP"
+    );
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use distcron_config::{parse_duration, AuthArgs, EtcdArgs, TelemetryArgs};
+use distcron_config::{parse_duration, AuthArgs, EtcdArgs, TelemetryArgs, TlsArgs};
 
 /// jobsvc: job definitions and job control over etcd.
 #[derive(Debug, Clone, clap::Parser)]
@@ -45,6 +45,9 @@ pub struct JobsvcConfig {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub auth: AuthArgs,

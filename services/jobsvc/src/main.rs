@@ -23,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
         config.advertise.clone(),
         config.registration_ttl,
         &config.auth,
+        &config.tls,
     )
     .await?;
     let shutdown = distcron_server::cancel_on_signal();

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use distcron_config::{parse_duration, AuthArgs, EtcdArgs, TelemetryArgs};
+use distcron_config::{parse_duration, AuthArgs, EtcdArgs, TelemetryArgs, TlsArgs};
 
 /// Largest per-run output cap: far below MongoDB's 16 MiB document limit.
 pub const MAX_OUTPUT_CAP: usize = 8 * 1024 * 1024;
@@ -74,6 +74,9 @@ pub struct LogsvcConfig {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub auth: AuthArgs,

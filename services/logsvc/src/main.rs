@@ -35,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
         config.advertise.clone(),
         config.registration_ttl,
         &config.auth,
+        &config.tls,
     )
     .await?;
     let storage = Storage {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use distcron_config::{parse_duration, EtcdArgs, TelemetryArgs};
+use distcron_config::{parse_duration, EtcdArgs, TelemetryArgs, TlsArgs};
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
@@ -124,4 +124,7 @@ pub struct WorkerConfig {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TlsArgs,
 }

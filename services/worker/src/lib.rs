@@ -68,12 +68,14 @@ pub enum WorkerError {
 
 /// Runs a worker until `shutdown` is cancelled, then drains: stops claiming, lets running runs
 /// finish for up to the drain timeout, kills the rest, ships what is left (or leaves it spooled),
-/// and revokes the session so the worker disappears at once.
+/// and revokes the session so the worker disappears at once. `logsvc_tls` is the TLS of its
+/// calls to logsvc (`None`: plaintext).
 pub async fn run(
     config: WorkerConfig,
     store: Arc<dyn KvStore>,
     keys: Keys,
     logsvc: Endpoints,
+    logsvc_tls: Option<distcron_tls::ClientTls>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let _lock = data_dir::lock(&config.data_dir)?;
@@ -84,7 +86,7 @@ pub async fn run(
         tracing::warn!(runs = ?reaped, "killed process groups left by a previous incarnation");
     }
     let background = CancellationToken::new();
-    let channel = balanced_channel(logsvc, background.clone()).await?;
+    let channel = balanced_channel(logsvc, logsvc_tls, background.clone()).await?;
     let credentials = distcron_discovery::BearerToken::new(config.token.as_deref())?;
     let client = LogServiceClient::with_interceptor(channel, CallMetadata(credentials));
     let (release_tx, release_rx) = mpsc::channel(4096);

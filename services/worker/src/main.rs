@@ -34,7 +34,8 @@ async fn serve() -> anyhow::Result<()> {
     let metrics = distcron_metrics::spawn_server(config.metrics_listen, shutdown.clone())
         .await
         .with_context(|| format!("binding the metrics address {}", config.metrics_listen))?;
-    distcron_worker::run(config, store, keys, logsvc, shutdown).await?;
+    let tls = distcron_server::client_tls(&config.tls).context("TLS settings")?;
+    distcron_worker::run(config, store, keys, logsvc, tls, shutdown).await?;
     let _ = metrics.await;
     Ok(())
 }

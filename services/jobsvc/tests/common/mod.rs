@@ -48,6 +48,7 @@ impl Harness {
             advertise: addr.clone(),
             registration_ttl: Duration::from_secs(5),
             tokens: Default::default(),
+            tls: None,
         };
         let task = tokio::spawn({
             let (store, keys, stop) = (store.clone(), keys.clone(), stop.clone());

@@ -181,6 +181,7 @@ impl Cluster {
                 advertise: jobs_addr.clone(),
                 registration_ttl: Duration::from_secs(5),
                 tokens: Default::default(),
+                tls: None,
             };
             let s = stop.clone();
             let task = tokio::spawn(async move {
@@ -242,6 +243,7 @@ impl Cluster {
             advertise: addr.clone(),
             registration_ttl: Duration::from_secs(5),
             tokens: Default::default(),
+            tls: None,
         };
         let s = stop.clone();
         let task = tokio::spawn(async move {
