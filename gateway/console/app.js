@@ -218,6 +218,12 @@ async function editorPage(name) {
   const windowInput = input("missedWindowSeconds", job.missedWindowSeconds, { type: "number", min: 0 });
   const env = el("textarea", { id: "env", name: "env", placeholder: "KEY=value, one per line" });
   env.value = Object.entries(job.env || {}).map(([k, v]) => `${k}=${v}`).join("\n");
+  // Secret values never come back: a stored secret shows as its name alone ("set").
+  const secretNames = Object.keys(job.secretEnv || {});
+  const secrets = el("textarea", { id: "secretEnv", name: "secretEnv", placeholder: "KEY=value, one per line" });
+  secrets.value = secretNames.join("\n");
+  const secretsSet = el("div", { class: "hint", id: "secretEnv-set",
+    text: secretNames.length ? `Set: ${secretNames.join(", ")}` : "None set" });
   const fires = el("ul", { class: "fires", id: "fires", "aria-live": "polite" });
   let previewTimer = 0;
   const preview = () => {
@@ -251,9 +257,18 @@ async function editorPage(name) {
       if (at <= 0) { errors.env.textContent = `env: "${line}" is not KEY=value`; return; }
       envMap[line.slice(0, at).trim()] = line.slice(at + 1);
     }
+    const secretMap = {};
+    for (const line of secrets.value.split("\n")) {
+      if (!line.trim()) continue;
+      const at = line.indexOf("=");
+      if (at === 0) { errors.secretEnv.textContent = `secretEnv: "${line}" has no name`; return; }
+      // A name alone keeps the stored value.
+      if (at < 0) secretMap[line.trim()] = "";
+      else secretMap[line.slice(0, at).trim()] = line.slice(at + 1);
+    }
     const body = { name: nameInput.value, command: command.value, cronExpr: cron.value, timeZone: tz.value,
       timeoutSeconds: Number(timeout.value) || 0, overlapPolicy: overlap.value, missedPolicy: missed.value,
-      missedWindowSeconds: Number(windowInput.value) || 0, env: envMap };
+      missedWindowSeconds: Number(windowInput.value) || 0, env: envMap, secretEnv: secretMap };
     try {
       if (name) await api("PUT", `/api/v1/jobs/${enc(name)}`, Object.assign(body, { expectedRevision: job.revision }));
       else await api("POST", "/api/v1/jobs", body);
@@ -275,6 +290,9 @@ async function editorPage(name) {
   field("missedPolicy", "Missed slots", missed),
   field("missedWindowSeconds", "Missed-slot window (seconds)", windowInput),
   field("env", "Environment", env, null, true),
+  field("secretEnv", "Secret environment", secrets,
+    "Values are never shown. A name alone keeps its stored value, NAME=value sets it, a removed line removes it. Masked as *** in output.", true),
+  el("div", { class: "wide" }, secretsSet),
   formError,
   el("div", { class: "bar wide" }, el("button", { class: "primary", type: "submit", id: "save", text: "Save" }),
     el("a", { class: "button", href: "#/jobs", text: "Cancel" })),

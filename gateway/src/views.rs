@@ -36,6 +36,9 @@ pub struct JobView {
     pub working_dir: String,
     /// Extra environment.
     pub env: BTreeMap<String, String>,
+    /// Names of the secret environment variables, each with an empty value: a secret's value
+    /// is never returned (sending this back unchanged keeps every value).
+    pub secret_env: BTreeMap<String, String>,
     /// Unix user; empty = the worker's.
     pub user: String,
     /// First stored, ms since the epoch.
@@ -69,6 +72,10 @@ impl From<jobs::Job> for JobView {
             missed_policy: missed_name(j.missed_policy).into(),
             enabled: j.enabled.unwrap_or(true),
             env: j.env.into_iter().collect(),
+            secret_env: j
+                .secret_env
+                .map(|s| s.values.into_keys().map(|k| (k, String::new())).collect())
+                .unwrap_or_default(),
             name: j.name,
             command: j.command,
             cron_expr: j.cron_expr,
@@ -111,6 +118,10 @@ pub struct JobInput {
     pub working_dir: String,
     /// Extra environment.
     pub env: BTreeMap<String, String>,
+    /// Secret environment, never returned. Absent keeps the stored secrets; present is the new
+    /// set, where an empty value keeps that variable's stored value and a name left out is
+    /// removed.
+    pub secret_env: Option<BTreeMap<String, String>>,
     /// Unix user.
     pub user: String,
     /// Compare-and-swap: update only if the stored revision is this (0 = create only).
@@ -154,6 +165,9 @@ impl JobInput {
             missed_window_seconds: self.missed_window_seconds,
             working_dir: self.working_dir.clone(),
             env: self.env.clone().into_iter().collect(),
+            secret_env: self.secret_env.as_ref().map(|values| jobs::SecretEnv {
+                values: values.clone().into_iter().collect(),
+            }),
             user: self.user.clone(),
             ..Default::default()
         })

@@ -1330,3 +1330,103 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Triggers `job` and waits for its run to end; returns the run (with output) by the API.
+async fn trigger_and_wait(s: &Stack, job: &str) -> Value {
+    let r: Value = s
+        .post(&format!("/api/v1/jobs/{job}/trigger"), Some(OPERATOR))
+        .value()
+        .await;
+    let run_id = r["runId"].as_str().expect("a run id").to_owned();
+    for _ in 0..100 {
+        let run: Value = s
+            .get(&format!("/api/v1/runs/{run_id}"), Some(VIEWER))
+            .value()
+            .await;
+        if run["status"] == "succeeded" {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("run {run_id} of {job} did not succeed");
+}
+
+#[tokio::test]
+async fn secret_env_reaches_the_command_masked_and_is_never_returned() {
+    let mut s = Stack::start(true).await;
+    s.start_worker();
+    let job = json!({
+        "name": "secretive",
+        "command": "echo len=${#DB_PASSWORD}; echo \"pw=$DB_PASSWORD\"",
+        "cronExpr": "0 0 0 1 1 *",
+        "env": {"PLAIN": "visible"},
+        "secretEnv": {"DB_PASSWORD": "hunter22-secret"},
+    });
+    let created = s
+        .post("/api/v1/jobs", Some(ADMIN))
+        .json(&job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created = created.text().await.unwrap();
+    assert!(!created.contains("hunter22"), "{created}");
+    // No read shows the value: the job, the list, the seed's list; the name is shown, empty.
+    for path in ["/api/v1/jobs/secretive", "/api/v1/jobs", "/job/list"] {
+        let body = s
+            .get(path, Some(ADMIN))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!body.contains("hunter22"), "{path}: {body}");
+        assert!(
+            body.contains("\"secretEnv\":{\"DB_PASSWORD\":\"\"}"),
+            "{path}: {body}"
+        );
+    }
+    // The command has the value; its output has it masked.
+    let run = trigger_and_wait(&s, "secretive").await;
+    assert_eq!(run["output"], "len=15\npw=***\n", "{run}");
+
+    // Saving what a read returned keeps the value; so does a seed save, which has no secretEnv.
+    let shown: Value = s.get("/api/v1/jobs/secretive", Some(ADMIN)).value().await;
+    let put = s
+        .request(reqwest::Method::PUT, "/api/v1/jobs/secretive", Some(ADMIN))
+        .json(&shown)
+        .code()
+        .await;
+    assert_eq!(put, StatusCode::OK);
+    let seed = json!({"name": "secretive", "command": job["command"], "cronExpr": "0 0 0 1 1 *"})
+        .to_string();
+    let saved: Value = s
+        .post("/job/save", Some(ADMIN))
+        .form(&[("job", seed.as_str())])
+        .value()
+        .await;
+    assert_eq!(saved["errno"], 0, "{saved}");
+    let run = trigger_and_wait(&s, "secretive").await;
+    assert_eq!(run["output"], "len=15\npw=***\n", "{run}");
+
+    // An empty value for a name with nothing stored is refused, naming it; nothing changes.
+    let bad = s
+        .request(reqwest::Method::PUT, "/api/v1/jobs/secretive", Some(ADMIN))
+        .json(&json!({"command": "true", "cronExpr": "0 0 0 1 1 *", "secretEnv": {"DB_PASSWORD": "", "NEW_ONE": ""}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let bad: Value = bad.json().await.unwrap();
+    assert_eq!(bad["error"]["field"], "secretEnv.NEW_ONE", "{bad}");
+    // An empty set removes the secrets.
+    let cleared = s
+        .request(reqwest::Method::PUT, "/api/v1/jobs/secretive", Some(ADMIN))
+        .json(&json!({"command": job["command"], "cronExpr": "0 0 0 1 1 *", "secretEnv": {}}))
+        .code()
+        .await;
+    assert_eq!(cleared, StatusCode::OK);
+    let run = trigger_and_wait(&s, "secretive").await;
+    assert_eq!(run["output"], "len=0\npw=\n", "{run}");
+}

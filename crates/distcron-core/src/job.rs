@@ -86,6 +86,10 @@ pub struct JobDefinition {
     /// Extra environment.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Secret environment: passed to the command like `env`, never in a reply ([`Self::to_proto`]
+    /// gives the names only) and masked in run output.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
     /// Unix user to run as; empty = the worker's.
     #[serde(default)]
     pub user: String,
@@ -182,6 +186,7 @@ impl JobDefinition {
             missed_window_seconds: 0,
             working_dir: String::new(),
             env: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
             user: String::new(),
             created_at: 0,
             updated_at: 0,
@@ -235,24 +240,35 @@ impl JobDefinition {
         {
             return Err(FieldError::new("workingDir", "must be an absolute path"));
         }
-        if self.env.len() > MAX_ENV_VARS {
+        if self.env.len() + self.secret_env.len() > MAX_ENV_VARS {
             return Err(FieldError::new(
                 "env",
-                format!("at most {MAX_ENV_VARS} variables"),
+                format!("at most {MAX_ENV_VARS} variables (env and secretEnv together)"),
             ));
         }
         let mut env_bytes = 0;
-        for (k, v) in &self.env {
+        let all = self
+            .env
+            .iter()
+            .map(|kv| ("env", kv))
+            .chain(self.secret_env.iter().map(|kv| ("secretEnv", kv)));
+        for (map, (k, v)) in all {
             if !is_env_name(k) {
                 return Err(FieldError::new(
-                    format!("env.{k}"),
+                    format!("{map}.{k}"),
                     "variable names are letters, digits and '_', not starting with a digit",
                 ));
             }
             if v.contains('\0') {
                 return Err(FieldError::new(
-                    format!("env.{k}"),
+                    format!("{map}.{k}"),
                     "must not contain NUL bytes",
+                ));
+            }
+            if map == "secretEnv" && self.env.contains_key(k) {
+                return Err(FieldError::new(
+                    format!("secretEnv.{k}"),
+                    "also in env: a variable is either plain or secret",
                 ));
             }
             env_bytes += k.len() + v.len();
@@ -260,7 +276,7 @@ impl JobDefinition {
         if env_bytes > MAX_ENV_BYTES {
             return Err(FieldError::new(
                 "env",
-                format!("at most {MAX_ENV_BYTES} bytes in all"),
+                format!("at most {MAX_ENV_BYTES} bytes in all (env and secretEnv together)"),
             ));
         }
         if !self.user.is_empty() && !is_user_name(&self.user) {
@@ -310,6 +326,14 @@ impl JobDefinition {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             user: self.user.clone(),
+            // Names only: a secret's value never leaves the store through a reply.
+            secret_env: (!self.secret_env.is_empty()).then(|| pb::SecretEnv {
+                values: self
+                    .secret_env
+                    .keys()
+                    .map(|k| (k.clone(), String::new()))
+                    .collect(),
+            }),
             created_at_ms: self.created_at,
             updated_at_ms: self.updated_at,
             revision,
@@ -318,6 +342,8 @@ impl JobDefinition {
 
     /// A definition from a gRPC message. `enabled` absent becomes `default_enabled`; output-only
     /// fields (times, revision) are ignored. Unknown enum values are rejected naming the field.
+    /// `secret_env` is taken as sent, empty values included: [`Self::resolve_secret_env`] then
+    /// fills them in from the stored definition.
     pub fn from_proto(job: &pb::Job, default_enabled: bool) -> Result<Self, FieldError> {
         let overlap_policy = match pb::OverlapPolicy::try_from(job.overlap_policy) {
             Ok(pb::OverlapPolicy::Unspecified | pb::OverlapPolicy::Forbid) => OverlapPolicy::Forbid,
@@ -357,11 +383,46 @@ impl JobDefinition {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            secret_env: job
+                .secret_env
+                .iter()
+                .flat_map(|s| s.values.iter())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             user: job.user.clone(),
             created_at: 0,
             updated_at: 0,
             trace_parent: String::new(),
         })
+    }
+
+    /// Applies the save rules of `SecretEnv` against the `stored` definition: when the request
+    /// carried no secret environment (`sent` false) the stored secrets stay; otherwise an empty
+    /// value keeps the stored value of that name, and a name with no stored value is an error.
+    pub fn resolve_secret_env(
+        &mut self,
+        sent: bool,
+        stored: Option<&JobDefinition>,
+    ) -> Result<(), FieldError> {
+        let stored_secrets = stored.map(|s| &s.secret_env);
+        if !sent {
+            self.secret_env = stored_secrets.cloned().unwrap_or_default();
+            return Ok(());
+        }
+        for (name, value) in &mut self.secret_env {
+            if value.is_empty() {
+                *value = stored_secrets
+                    .and_then(|s| s.get(name))
+                    .cloned()
+                    .ok_or_else(|| {
+                        FieldError::new(
+                            format!("secretEnv.{name}"),
+                            "empty, and no stored value to keep: give the value",
+                        )
+                    })?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -404,6 +465,69 @@ mod tests {
         assert!(json.contains("\"cronExpr\":\"*/5 * * * * *\""), "{json}");
         assert!(json.contains("\"overlapPolicy\":\"replace\""), "{json}");
         assert_eq!(JobDefinition::from_json(json.as_bytes()).expect("parse"), j);
+    }
+
+    #[test]
+    fn secret_values_never_reach_a_reply_and_saves_keep_or_replace_them() {
+        let mut stored = job();
+        stored
+            .secret_env
+            .insert("DB_PASSWORD".into(), "hunter22".into());
+        stored.secret_env.insert("API_KEY".into(), "k-123".into());
+        let reply = stored.to_proto(7);
+        let names = reply.secret_env.clone().expect("names are shown");
+        assert_eq!(names.values.len(), 2);
+        assert!(names.values.values().all(String::is_empty), "{names:?}");
+        assert!(!format!("{reply:?}").contains("hunter22"));
+
+        // Saving a reply as it came (names with empty values) keeps every value.
+        let mut again = JobDefinition::from_proto(&reply, true).expect("valid");
+        again.resolve_secret_env(true, Some(&stored)).expect("kept");
+        assert_eq!(again.secret_env, stored.secret_env);
+        // Absent keeps them too (a client that knows nothing of secrets).
+        let mut plain = reply.clone();
+        plain.secret_env = None;
+        let mut unaware = JobDefinition::from_proto(&plain, true).expect("valid");
+        unaware
+            .resolve_secret_env(false, Some(&stored))
+            .expect("kept");
+        assert_eq!(unaware.secret_env, stored.secret_env);
+        // A new value replaces, a name left out is removed.
+        let mut changed = reply.clone();
+        changed.secret_env = Some(pb::SecretEnv {
+            values: [("DB_PASSWORD".to_owned(), "new-one".to_owned())].into(),
+        });
+        let mut replaced = JobDefinition::from_proto(&changed, true).expect("valid");
+        replaced
+            .resolve_secret_env(true, Some(&stored))
+            .expect("set");
+        assert_eq!(
+            replaced.secret_env,
+            [("DB_PASSWORD".to_owned(), "new-one".to_owned())].into()
+        );
+        // An empty value with nothing stored is refused, naming the variable.
+        let mut fresh = JobDefinition::from_proto(&reply, true).expect("valid");
+        let e = fresh
+            .resolve_secret_env(true, None)
+            .expect_err("nothing to keep");
+        assert_eq!(e.field, "secretEnv.API_KEY");
+    }
+
+    #[test]
+    fn a_variable_is_plain_or_secret_and_both_count_toward_the_limits() {
+        let mut j = job();
+        j.env.insert("TOKEN".into(), "a".into());
+        j.secret_env.insert("TOKEN".into(), "b".into());
+        assert_eq!(j.validate().expect_err("both").field, "secretEnv.TOKEN");
+        let mut j = job();
+        j.secret_env.insert("1BAD".into(), "x".into());
+        assert_eq!(j.validate().expect_err("name").field, "secretEnv.1BAD");
+        let mut j = job();
+        for i in 0..MAX_ENV_VARS {
+            j.env.insert(format!("E{i}"), "1".into());
+        }
+        j.secret_env.insert("S".into(), "1".into());
+        assert_eq!(j.validate().expect_err("count").field, "env");
     }
 
     /// A change that makes a job invalid.

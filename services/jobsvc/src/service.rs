@@ -131,6 +131,12 @@ impl pb::job_service_server::JobService for JobService {
             if proto.enabled.is_none() {
                 job.enabled = previous.as_ref().is_none_or(|(p, _)| p.enabled);
             }
+            job.resolve_secret_env(
+                proto.secret_env.is_some(),
+                previous.as_ref().map(|(p, _)| p),
+            )
+            .map_err(invalid)?;
+            job.validate().map_err(invalid)?;
             let txn = Txn {
                 when: vec![condition],
                 then: vec![Op::put(&key, job.to_json())],

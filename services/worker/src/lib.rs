@@ -17,6 +17,7 @@ mod deleted_jobs;
 mod exec;
 mod fire;
 pub mod leader;
+mod mask;
 mod passed_over;
 mod release;
 mod rendezvous;

@@ -1,5 +1,5 @@
-//! One claimed run: execute, ship `started` and the output as it comes (capped; held back with
-//! the start for up to the start hold), ship `finished`, then release the running record.
+//! One claimed run: execute, ship `started` and the output as it comes (secrets masked, capped;
+//! held back with the start for up to the start hold), ship `finished`, then release the running record.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use crate::ctx::{Ctx, LocalRun};
 use crate::exec::{arm, execute, Armed, Ending, ExecSpec};
+use crate::mask::SecretMask;
 
 /// Largest output chunk shipped.
 const CHUNK_BYTES: usize = 32 * 1024;
@@ -161,6 +162,7 @@ pub fn prepare(ctx: &Ctx, record: &RunningRecord, def: &JobDefinition) -> Prepar
     let mut env: Vec<(String, String)> = def
         .env
         .iter()
+        .chain(&def.secret_env)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     env.push(("DISTCRON_JOB".into(), record.job_name.clone()));
@@ -244,6 +246,7 @@ async fn run_inner(
     let exec = execute(armed, &spec, &stop, out_tx);
     tokio::pin!(exec);
     let mut chunker = OutputChunker::new(ctx.settings.output_cap_bytes);
+    let mut secrets = SecretMask::new(def.secret_env.values().map(String::as_str));
     let exec_span = tracing::info_span!(
         "exec",
         exit_code = tracing::field::Empty,
@@ -257,6 +260,10 @@ async fn run_inner(
                 e = &mut exec, if ending.is_none() => ending = Some(e),
                 data = out_rx.recv() => match data {
                     Some(data) => {
+                        let data = match secrets.as_mut() {
+                            Some(mask) => mask.push(&data),
+                            None => data,
+                        };
                         if let Some((seq, chunk)) = chunker.push(&data) {
                             ship_held(&ctx, &mut held_start).await;
                             ctx.ship(events.chunk(seq, chunk)).await;
@@ -282,6 +289,11 @@ async fn run_inner(
     .instrument(exec_span.clone())
     .await;
     ship_held(&ctx, &mut held_start).await;
+    if let Some(held) = secrets.as_mut().map(SecretMask::finish) {
+        if let Some((seq, chunk)) = chunker.push(&held) {
+            ctx.ship(events.chunk(seq, chunk)).await;
+        }
+    }
     let (rest, dropped) = chunker.finish();
     for (seq, chunk) in rest {
         ctx.ship(events.chunk(seq, chunk)).await;
