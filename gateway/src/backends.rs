@@ -23,12 +23,15 @@ pub struct Backends {
     pub jobs: JobsClient,
     /// logsvc.
     pub logs: LogsClient,
+    /// The channels to jobsvc and logsvc, for their gRPC health.
+    pub channels: [Channel; 2],
 }
 
 impl Backends {
     /// Clients over two balanced channels.
     pub fn new(jobs: Channel, logs: Channel) -> Self {
         Self {
+            channels: [jobs.clone(), logs.clone()],
             jobs: JobServiceClient::with_interceptor(jobs, TracePropagation),
             // One run's output is at most logsvc's 8 MiB cap; pages of runs stay under 4 MiB.
             logs: LogServiceClient::with_interceptor(logs, TracePropagation)

@@ -2,7 +2,7 @@
 //!
 //! - the seed's routes (`/job/*`, `/worker/list`), wire-compatible ([`seed`]);
 //! - `/api/v1`, resource-oriented JSON with an OpenAPI document ([`api`]);
-//! - `/healthz` (process up), `/readyz` (both backends answer) and `/metrics` (Prometheus);
+//! - `/healthz` (process up), `/readyz` (both backends serve: reachable, and their stores write) and `/metrics` (Prometheus);
 //! - the web console at `/` ([`console`]).
 //!
 //! Every request gets a span joined to the caller's trace and is counted (module `observe`).
@@ -83,34 +83,29 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Whether the backend behind `channel` reports `service` SERVING in gRPC health (open, no
+/// token), within 2 s. A backend does not while a store of its process cannot write.
+async fn serving(channel: tonic::transport::Channel, service: &'static str) -> bool {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let check = health.check(tonic_health::pb::HealthCheckRequest {
+        service: service.into(),
+    });
+    tokio::time::timeout(Duration::from_secs(2), check)
+        .await
+        .is_ok_and(|r| {
+            r.is_ok_and(|r| {
+                r.into_inner().status()
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving
+            })
+        })
+}
+
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    use distcron_proto::jobs::v1 as jobs;
-    use distcron_proto::logs::v1 as logs;
-    let mut j = state.backends.jobs.clone();
-    let mut l = state.backends.logs.clone();
-    // A backend that answers at all (even "unauthenticated") is reachable.
-    let answered = |r: Result<(), tonic::Status>| {
-        r.is_ok() || r.is_err_and(|s| s.code() == tonic::Code::Unauthenticated)
-    };
-    let limit = Duration::from_secs(2);
-    let jobs_ok = tokio::time::timeout(
-        limit,
-        j.list_workers(backends::request(jobs::ListWorkersRequest {}, None)),
-    )
-    .await
-    .is_ok_and(|r| answered(r.map(drop)));
-    let logs_ok = tokio::time::timeout(
-        limit,
-        l.job_stats(backends::request(
-            logs::JobStatsRequest {
-                job_name: "readyz".into(),
-                window_seconds: 1,
-            },
-            None,
-        )),
-    )
-    .await
-    .is_ok_and(|r| answered(r.map(drop)));
+    let [jobs, logs] = state.backends.channels.clone();
+    let (jobs_ok, logs_ok) = tokio::join!(
+        serving(jobs, "distcron.jobs.v1.JobService"),
+        serving(logs, "distcron.logs.v1.LogService"),
+    );
     let body = serde_json::json!({ "jobsvc": jobs_ok, "logsvc": logs_ok });
     let status = if jobs_ok && logs_ok {
         StatusCode::OK

@@ -34,3 +34,9 @@ impl KvError {
         matches!(self, Self::Unavailable(_))
     }
 }
+
+impl distcron_metrics::StoreFailure for KvError {
+    fn is_store_failure(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Other(_))
+    }
+}

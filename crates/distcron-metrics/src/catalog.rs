@@ -37,6 +37,11 @@ fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
 }
 
+/// A registered gauge vector (for metrics kept outside the catalog, e.g. write health).
+pub(crate) fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
 fn gauge(name: &str, help: &str) -> IntGauge {
     register(IntGauge::new(name, help).expect("valid metric"))
 }
@@ -161,6 +166,7 @@ pub struct WorkerMetrics {
     /// Run events logsvc acknowledged.
     pub delivered_events: IntCounter,
     dropped_events: IntCounterVec,
+    dropped_batches: IntCounterVec,
     /// Failed deliveries to logsvc (the batch stays spooled and is retried).
     pub delivery_failures: IntCounter,
     /// Events per batch delivered to logsvc.
@@ -201,6 +207,13 @@ impl WorkerMetrics {
         self.dropped_events
             .with_label_values(&[reason])
             .inc_by(events);
+    }
+
+    /// Counts a whole batch dropped for `reason` ("spool_full", "spool_error", "rejected",
+    /// "unreadable"), and its `events` (0 when they cannot be known: an unreadable batch).
+    pub fn dropped_batch(&self, reason: &'static str, events: u64) {
+        self.dropped_batches.with_label_values(&[reason]).inc();
+        self.dropped(reason, events);
     }
 }
 
@@ -257,7 +270,12 @@ static WORKER: LazyLock<WorkerMetrics> = LazyLock::new(|| {
         ),
         dropped_events: counter_vec(
             "distcron_worker_dropped_events_total",
-            "Run events dropped, by reason: spool_full, spool_error, rejected (by logsvc).",
+            "Run events dropped, by reason: spool_full, spool_error, rejected (by logsvc), unreadable.",
+            &["reason"],
+        ),
+        dropped_batches: counter_vec(
+            "distcron_worker_dropped_batches_total",
+            "Whole batches of run events dropped, by reason: spool_full, spool_error, rejected (by logsvc), unreadable (a spooled batch that cannot be decoded).",
             &["reason"],
         ),
         delivery_failures: counter(
@@ -296,8 +314,9 @@ static WORKER: LazyLock<WorkerMetrics> = LazyLock::new(|| {
     for status in FINAL_STATUSES {
         m.runs_finished.with_label_values(&[status]);
     }
-    for reason in ["spool_full", "spool_error", "rejected"] {
+    for reason in ["spool_full", "spool_error", "rejected", "unreadable"] {
         m.dropped_events.with_label_values(&[reason]);
+        m.dropped_batches.with_label_values(&[reason]);
     }
     m
 });

@@ -15,6 +15,7 @@
 
 mod catalog;
 mod grpc_layer;
+mod write_health;
 
 use std::sync::{LazyLock, Mutex};
 
@@ -27,6 +28,7 @@ pub use catalog::{
     WorkerMetrics,
 };
 pub use grpc_layer::{GrpcMetricsLayer, GrpcMetricsService, RecordedBody};
+pub use write_health::{unwritable, StoreFailure};
 
 /// The registry every metric of the process is in.
 static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
@@ -54,8 +56,9 @@ pub(crate) fn register<C: Collector + Clone + 'static>(collector: C) -> C {
 
 /// Runs `call` as one operation `op` on `store` ("etcd", "embedded", "mongodb", "sqlite"): timed
 /// and counted in [`store()`] (an `Err` counts as an error), and, when it is part of a trace, in a
-/// client span of its own. Background calls outside any trace get no span.
-pub async fn store_call<T, E>(
+/// client span of its own. Background calls outside any trace get no span. A write's outcome
+/// also sets the store's write health ([`unwritable`]).
+pub async fn store_call<T, E: write_health::StoreFailure + std::fmt::Display>(
     store: &'static str,
     op: &'static str,
     call: impl std::future::Future<Output = Result<T, E>>,
@@ -75,6 +78,13 @@ pub async fn store_call<T, E>(
     let start = std::time::Instant::now();
     let result = call.instrument(span).await;
     catalog::store().observe(store, op, start.elapsed(), result.is_ok());
+    if write_health::is_write(op) {
+        match &result {
+            Ok(_) => write_health::record(store, None),
+            Err(e) if e.is_store_failure() => write_health::record(store, Some(e.to_string())),
+            Err(_) => {}
+        }
+    }
     result
 }
 

@@ -71,3 +71,9 @@ pub trait RunStore: Send + Sync + std::fmt::Debug + 'static {
     /// Per-status totals of a job's runs started at or after `since_ms`, and its newest runs.
     async fn stats(&self, job_name: &str, since_ms: i64) -> Result<JobStatsRaw, RunStoreError>;
 }
+
+impl distcron_metrics::StoreFailure for RunStoreError {
+    fn is_store_failure(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Other(_))
+    }
+}

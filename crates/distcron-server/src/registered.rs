@@ -151,7 +151,7 @@ pub async fn serve_registered(
     let (deregistered_tx, deregistered_rx) = tokio::sync::oneshot::channel::<()>();
     let grpc_service = served.grpc_service;
     tokio::spawn(async move {
-        shutdown.cancelled().await;
+        follow_write_health(&health, grpc_service, &shutdown).await;
         health
             .set_service_status(grpc_service, ServingStatus::NotServing)
             .await;
@@ -181,6 +181,38 @@ pub async fn serve_registered(
     }
     tracing::info!(service = served.registry_name, instance = %served.instance.id, "stopped");
     Ok(())
+}
+
+/// How often the stores' write health is reflected in the gRPC health status.
+const WRITE_HEALTH_EVERY: Duration = Duration::from_secs(1);
+
+/// Until `shutdown`, reports `grpc_service` NOT_SERVING in gRPC health while a store of this
+/// process cannot write (its last write failed, see `distcron_metrics::unwritable`), and SERVING
+/// otherwise: the gateway's `/readyz` asks this.
+async fn follow_write_health(
+    health: &HealthReporter,
+    grpc_service: &'static str,
+    shutdown: &CancellationToken,
+) {
+    let mut serving = true;
+    let mut tick = tokio::time::interval(WRITE_HEALTH_EVERY);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let unwritable = distcron_metrics::unwritable();
+        if unwritable.is_empty() != serving {
+            serving = unwritable.is_empty();
+            let status = if serving {
+                ServingStatus::Serving
+            } else {
+                tracing::error!(service = grpc_service, stores = ?unwritable, "not serving: a store cannot write");
+                ServingStatus::NotServing
+            };
+            health.set_service_status(grpc_service, status).await;
+        }
+    }
 }
 
 /// A token cancelled when the process receives SIGTERM or SIGINT.

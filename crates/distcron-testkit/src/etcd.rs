@@ -47,6 +47,8 @@ pub struct Etcd {
     initial_cluster: String,
     token: String,
     dir: TempDir,
+    /// Further flags of every member.
+    extra: Vec<String>,
 }
 
 impl Etcd {
@@ -55,11 +57,20 @@ impl Etcd {
         Self::cluster(1)
     }
 
+    /// Starts a single-member etcd with further flags (e.g. `--quota-backend-bytes`).
+    pub fn single_with(extra: &[&str]) -> Result<Self, HarnessError> {
+        Self::start(1, extra)
+    }
+
     /// Starts an etcd cluster of `size` members and waits until every member is healthy.
     pub fn cluster(size: usize) -> Result<Self, HarnessError> {
+        Self::start(size, &[])
+    }
+
+    fn start(size: usize, extra: &[&str]) -> Result<Self, HarnessError> {
         let mut last_err = None;
         for _ in 0..3 {
-            match Self::try_cluster(size) {
+            match Self::try_cluster(size, extra) {
                 Ok(e) => return Ok(e),
                 Err(e) => last_err = Some(e),
             }
@@ -67,7 +78,7 @@ impl Etcd {
         Err(last_err.unwrap_or_else(|| HarnessError::Start("etcd: no attempt made".into())))
     }
 
-    fn try_cluster(size: usize) -> Result<Self, HarnessError> {
+    fn try_cluster(size: usize, extra: &[&str]) -> Result<Self, HarnessError> {
         let dir = crate::temp_dir("etcd")?;
         let mut members = Vec::with_capacity(size);
         for i in 0..size {
@@ -89,6 +100,7 @@ impl Etcd {
             initial_cluster,
             token,
             dir,
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         for i in 0..size {
             etcd.spawn_member(i)?;
@@ -133,6 +145,7 @@ impl Etcd {
             .arg("zap")
             .arg("--log-level")
             .arg("warn")
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

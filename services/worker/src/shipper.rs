@@ -296,14 +296,17 @@ async fn spool_batch(shared: &Arc<Shared>, events: Vec<pb::RunEvent>) {
     match stored {
         Ok(Ok(true)) => shared.wake.notify_one(),
         Ok(Ok(false)) => {
-            distcron_metrics::worker().dropped("spool_full", n);
+            distcron_metrics::worker().dropped_batch("spool_full", n);
             tracing::error!(dropped = n, "log spool is full: run events DROPPED");
         }
         Ok(Err(e)) => {
-            distcron_metrics::worker().dropped("spool_error", n);
+            distcron_metrics::worker().dropped_batch("spool_error", n);
             tracing::error!(error = %e, dropped = n, "cannot write the log spool: run events DROPPED");
         }
-        Err(e) => tracing::error!(error = %e, "spool task failed"),
+        Err(e) => {
+            distcron_metrics::worker().dropped_batch("spool_error", n);
+            tracing::error!(error = %e, dropped = n, "spool task failed: run events DROPPED");
+        }
     }
 }
 
@@ -430,6 +433,7 @@ async fn read_merged(
             }
             Err(error) if taken.is_empty() => {
                 tracing::error!(seq, %error, "unreadable spooled batch DROPPED");
+                distcron_metrics::worker().dropped_batch("unreadable", 0);
                 pop(shared, &[seq]).await;
             }
             Err(_) => break,
@@ -520,7 +524,7 @@ async fn deliver(
             }
             Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
                 tracing::error!(error = %status, events = n, "logsvc refused a whole batch; DROPPED");
-                metrics.dropped("rejected", n);
+                metrics.dropped_batch("rejected", n);
                 pop(&shared, &seqs).await;
             }
             failed => {
