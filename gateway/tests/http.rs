@@ -24,6 +24,8 @@ const ADMIN: &str = "admin-secret";
 const OPERATOR: &str = "operator-secret";
 const VIEWER: &str = "viewer-secret";
 const WORKER: &str = "worker-secret";
+/// The token of another worker, `other-worker`.
+const OTHER_WORKER: &str = "other-worker-secret";
 /// The test gateway's header-read timeout (short, so the slow-client test is quick).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -62,11 +64,12 @@ impl Stack {
         let keys = Keys::new(&format!("/{}/", unique_name("gw")));
         let tokens = if with_auth {
             distcron_auth::TokenStore::parse(&format!(
-                "boss:admin:{},oncall:operator:{},dash:viewer:{},gw-worker:worker:{}",
+                "boss:admin:{},oncall:operator:{},dash:viewer:{},gw-worker:worker:{},other-worker:worker:{}",
                 hash_token(ADMIN),
                 hash_token(OPERATOR),
                 hash_token(VIEWER),
-                hash_token(WORKER)
+                hash_token(WORKER),
+                hash_token(OTHER_WORKER)
             ))
             .unwrap()
         } else {
@@ -1429,4 +1432,107 @@ async fn secret_env_reaches_the_command_masked_and_is_never_returned() {
     assert_eq!(cleared, StatusCode::OK);
     let run = trigger_and_wait(&s, "secretive").await;
     assert_eq!(run["output"], "len=0\npw=\n", "{run}");
+}
+
+#[tokio::test]
+async fn a_worker_token_reports_only_the_runs_of_its_own_worker() {
+    use distcron_proto::logs::v1 as logs;
+    use distcron_proto::logs::v1::log_service_client::LogServiceClient;
+    let s = Stack::start(true).await;
+    let mut client = LogServiceClient::connect(s.logsvc_addr.clone())
+        .await
+        .unwrap();
+    let now = distcron_core::now_ms();
+    let event = |run_id: &str, kind: logs::run_event::Kind| logs::RunEvent {
+        run_id: run_id.into(),
+        kind: Some(kind),
+        ..Default::default()
+    };
+    let started = |run_id: &str, status: logs::RunStatus| {
+        event(
+            run_id,
+            logs::run_event::Kind::Started(logs::RunStarted {
+                job_name: "bound".into(),
+                command: "deploy".into(),
+                plan_time_ms: now,
+                schedule_time_ms: now,
+                start_time_ms: now,
+                worker_id: "gw-worker".into(),
+                status: status as i32,
+                ..Default::default()
+            }),
+        )
+    };
+    let finished = |run_id: &str, status: logs::RunStatus, exit_code: Option<i32>| {
+        event(
+            run_id,
+            logs::run_event::Kind::Finished(logs::RunFinished {
+                status: status as i32,
+                end_time_ms: now + 1,
+                exit_code,
+                ..Default::default()
+            }),
+        )
+    };
+    let output = |run_id: &str, seq: u64, data: &str| {
+        event(
+            run_id,
+            logs::run_event::Kind::Output(logs::OutputChunk {
+                seq,
+                data: data.as_bytes().to_vec(),
+            }),
+        )
+    };
+    let mut send = async |token: &str, events: Vec<logs::RunEvent>| {
+        let mut r = tonic::Request::new(logs::AppendRunEventsRequest { events });
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        client.append_run_events(r).await.unwrap().into_inner()
+    };
+    let (live, gone) = (unique_name("live"), unique_name("gone"));
+    let own = send(
+        WORKER,
+        vec![
+            started(&live, logs::RunStatus::Running),
+            output(&live, 0, "real output\n"),
+            started(&gone, logs::RunStatus::Running),
+        ],
+    )
+    .await;
+    assert_eq!((own.accepted, own.rejected.len()), (3, 0), "{own:?}");
+    // Another worker's token cannot start, continue or end gw-worker's runs...
+    let forged = send(
+        OTHER_WORKER,
+        vec![
+            finished(&live, logs::RunStatus::Succeeded, Some(0)),
+            output(&live, 1, "FORGED: deploy ok"),
+            started(&unique_name("new"), logs::RunStatus::Running),
+        ],
+    )
+    .await;
+    assert_eq!(forged.accepted, 0, "{forged:?}");
+    assert_eq!(forged.rejected.len(), 3);
+    assert!(
+        forged.rejected[0].reason.contains("\"gw-worker\""),
+        "{:?}",
+        forged.rejected[0]
+    );
+    // ...but may record that one was lost (the orphan sweep runs on any worker).
+    let sweep = send(
+        OTHER_WORKER,
+        vec![finished(&gone, logs::RunStatus::Lost, None)],
+    )
+    .await;
+    assert_eq!((sweep.accepted, sweep.rejected.len()), (1, 0), "{sweep:?}");
+    let run: Value = s
+        .get(&format!("/api/v1/runs/{live}"), Some(VIEWER))
+        .value()
+        .await;
+    assert_eq!(run["status"], "running", "{run}");
+    assert_eq!(run["output"], "real output\n");
+    let lost: Value = s
+        .get(&format!("/api/v1/runs/{gone}"), Some(VIEWER))
+        .value()
+        .await;
+    assert_eq!(lost["status"], "lost", "{lost}");
 }

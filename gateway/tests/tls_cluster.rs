@@ -59,7 +59,7 @@ impl TlsCluster {
             .env(
                 "DISTCRON_TOKENS",
                 format!(
-                    "boss:admin:{},fleet:worker:{}",
+                    "boss:admin:{},worker-*:worker:{}",
                     hash_token(ADMIN),
                     hash_token(WORKER)
                 ),

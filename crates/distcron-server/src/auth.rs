@@ -1,6 +1,8 @@
 //! Token checks for gRPC calls: every call but health checks and reflection needs an
 //! `authorization: Bearer <token>` whose role covers the method
-//! ([`distcron_auth::grpc_required_role`]). With no tokens configured the layer is left out.
+//! ([`distcron_auth::grpc_required_role`]). With no tokens configured the layer is left out. The
+//! caller's [`distcron_auth::Identity`] is put in the request's extensions for the handler
+//! (logsvc binds worker tokens to the runs they may report).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,14 +17,14 @@ fn is_open(path: &str) -> bool {
     path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
 }
 
-/// Checks the token of a call to `path`.
+/// Checks the token of a call to `path`; returns whose it is (`None` when no token is needed).
 pub fn check(
     tokens: &TokenStore,
     path: &str,
     authorization: Option<&str>,
-) -> Result<(), tonic::Status> {
+) -> Result<Option<distcron_auth::Identity>, tonic::Status> {
     if tokens.is_empty() || is_open(path) {
-        return Ok(());
+        return Ok(None);
     }
     let token = authorization
         .and_then(bearer)
@@ -37,7 +39,7 @@ pub fn check(
             identity.name, identity.role
         )));
     }
-    Ok(())
+    Ok(Some(identity))
 }
 
 /// The layer.
@@ -86,13 +88,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let authorization = request
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
         match check(&self.tokens, request.uri().path(), authorization) {
-            Ok(()) => Box::pin(self.inner.call(request)),
+            Ok(identity) => {
+                if let Some(identity) = identity {
+                    request.extensions_mut().insert(identity);
+                }
+                Box::pin(self.inner.call(request))
+            }
             Err(status) => Box::pin(async move { Ok(status.into_http()) }),
         }
     }

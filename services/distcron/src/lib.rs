@@ -123,9 +123,12 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
     } else {
         let token = format!("embedded-worker-{}", distcron_core::new_run_id());
         let mut all = tokens.clone();
+        // Named by the worker's id: logsvc takes from a worker token only the runs of the
+        // worker its name covers.
         all.extend(
             distcron_auth::TokenStore::parse(&format!(
-                "embedded-worker:worker:{}",
+                "{}:worker:{}",
+                distcron_discovery::hostname(),
                 distcron_auth::hash_token(&token)
             ))
             .map_err(|e| setup("tokens")(e.to_string()))?,

@@ -5,6 +5,7 @@
 
 mod config;
 mod convert;
+mod reporter;
 mod service;
 
 use std::sync::Arc;

@@ -176,12 +176,37 @@ async fn tail(
 
 type TailStream = Pin<Box<dyn Stream<Item = Result<pb::TailRunResponse, Status>> + Send>>;
 
+impl LogService {
+    /// The worker each run of `events` is reported by: from the starts in the batch, else from
+    /// the stored run.
+    async fn reporting_workers(
+        &self,
+        events: &[pb::RunEvent],
+    ) -> Result<std::collections::HashMap<String, String>, Status> {
+        let mut workers = crate::reporter::workers_in_batch(events);
+        let mut unknown: Vec<String> = events
+            .iter()
+            .filter(|e| !workers.contains_key(&e.run_id))
+            .map(|e| e.run_id.clone())
+            .collect();
+        unknown.sort();
+        unknown.dedup();
+        if !unknown.is_empty() {
+            for run in self.store.get_many(&unknown).await.map_err(store_error)? {
+                workers.insert(run.run_id, run.worker_id);
+            }
+        }
+        Ok(workers)
+    }
+}
+
 #[tonic::async_trait]
 impl pb::log_service_server::LogService for LogService {
     async fn append_run_events(
         &self,
         request: Request<pb::AppendRunEventsRequest>,
     ) -> Result<Response<pb::AppendRunEventsResponse>, Status> {
+        let reporter = crate::reporter::Reporter::of(request.extensions().get());
         let events = request.into_inner().events;
         if events.len() > MAX_EVENTS_PER_BATCH {
             return Err(invalid(format!(
@@ -189,6 +214,10 @@ impl pb::log_service_server::LogService for LogService {
                 events.len()
             )));
         }
+        let workers = match &reporter {
+            Some(_) => self.reporting_workers(&events).await?,
+            None => Default::default(),
+        };
         let metrics = distcron_metrics::logsvc();
         metrics.append_batch_events.observe(events.len() as f64);
         let mut valid = Vec::with_capacity(events.len());
@@ -197,7 +226,10 @@ impl pb::log_service_server::LogService for LogService {
         let mut output_bytes = 0u64;
         for (index, e) in events.iter().enumerate() {
             let kind = event_kind(e);
-            match event_from_proto(e) {
+            let refused = reporter
+                .as_ref()
+                .and_then(|r| r.refusal(e, workers.get(&e.run_id).map(String::as_str)));
+            match refused.map_or_else(|| event_from_proto(e), Err) {
                 Ok(ev) => {
                     if let Some(pb::run_event::Kind::Output(o)) = &e.kind {
                         output_bytes += o.data.len() as u64;
