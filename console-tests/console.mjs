@@ -119,6 +119,33 @@ await step("usable at phone width", async () => {
   await shot("jobs-phone");
 });
 
+await step("a secret's value is taken but never shown again", async () => {
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.goto(`${url}/#/jobs/console-job/edit`);
+  await page.waitForSelector("#secretEnv");
+  await page.fill("#secretEnv", "API_KEY=s3cr3t-console-value");
+  await page.click("#save");
+  await page.waitForSelector('tr[data-job="console-job"]');
+  await page.goto(`${url}/#/jobs/console-job/edit`);
+  await page.waitForSelector("#secretEnv-set:has-text('Set: API_KEY')");
+  check((await page.inputValue("#secretEnv")) === "API_KEY", "the stored secret shows as its name alone");
+  check(!(await page.content()).includes("s3cr3t-console-value"), "the value is nowhere in the page");
+  await shot("editor-secret");
+});
+
+await step("the session cookie is an id, and logging out revokes it", async () => {
+  const cookies = await page.context().cookies();
+  const session = cookies.find((c) => c.name === "distcron_session");
+  check(session, `a session cookie is set (${cookies.map((c) => c.name).join(", ")})`);
+  check(session.httpOnly && session.sameSite === "Strict", "HttpOnly, SameSite=Strict");
+  check(!session.value.includes(token) && session.value !== token, "the cookie does not hold the token");
+  const asCookie = { headers: { cookie: `distcron_session=${session.value}` } };
+  check((await page.request.get(`${url}/api/v1/jobs`, asCookie)).status() === 200, "the cookie works while logged in");
+  await page.click("#logout");
+  await page.waitForSelector("#token");
+  check((await page.request.get(`${url}/api/v1/jobs`, asCookie)).status() === 401, "the old cookie is refused after logout");
+});
+
 await step("no script ran from user data, no page errors", async () => {
   check(alerts.length === 0, `dialogs opened: ${alerts.join(", ")}`);
   check(pageErrors.length === 0, `page errors: ${pageErrors.join("; ")}`);

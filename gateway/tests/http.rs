@@ -1258,6 +1258,7 @@ async fn the_console_works_in_a_real_browser() {
         "output-killed",
         "workers",
         "jobs-phone",
+        "editor-secret",
     ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),
