@@ -8,6 +8,7 @@ mod measure;
 mod report;
 mod scenarios;
 mod stack;
+mod streams;
 mod truth;
 
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ enum Scenario {
     /// The steady run with every etcd member frozen for 10 s, then a worker SIGKILLed, another
     /// one's wall clock stepped +2 s for 6 s, and an etcd member stopped.
     Failover,
+    /// Live-output streams of one run opened at once, then closed: memory per stream, and
+    /// memory returned after they close.
+    Streams,
 }
 
 /// Runs the benchmark suite against a stack it starts and stops itself, on loopback only.
@@ -78,6 +82,9 @@ struct BenchConfig {
     /// Jobs of the burst scenario.
     #[arg(long, default_value_t = 2000)]
     burst_jobs: usize,
+    /// Live-output streams of the streams scenario (the gateway's total cap is 256).
+    #[arg(long, default_value_t = 256)]
+    streams: usize,
     /// Concurrent API clients.
     #[arg(long, default_value_t = 50)]
     api_clients: usize,
@@ -228,6 +235,10 @@ async fn run_scenarios(
                     scenarios::steady(bench, "failover", config.jobs, config.window, Some(faults))
                         .await?;
                 (scenarios::failover_checks(&r), serde_json::to_value(&r)?)
+            }
+            Scenario::Streams => {
+                let r = streams::streams(bench, config.streams).await?;
+                (streams::streams_checks(&r), serde_json::to_value(&r)?)
             }
         };
         let name = scenario

@@ -53,7 +53,8 @@ pub struct Stack {
     pub workers: Vec<WorkerProcess>,
     /// Runs at once per worker.
     worker_capacity: u32,
-    services: Vec<ChildGuard>,
+    /// The services, by binary name.
+    services: Vec<(String, ChildGuard)>,
 }
 
 fn wait_port(port: u16, what: &str, log: &Path) -> anyhow::Result<()> {
@@ -106,7 +107,12 @@ impl Stack {
             stack.start_worker(&format!("worker-{i}"))?;
         }
         let gateway_port = free_port()?;
-        stack.spawn_service("gateway", gateway_port, &[])?;
+        // Every benchmark client is anonymous: let the streams scenario open the total cap.
+        stack.spawn_service(
+            "gateway",
+            gateway_port,
+            &["--max-output-streams-per-token", "256"],
+        )?;
         stack.gateway_url = format!("http://127.0.0.1:{gateway_port}");
         Ok(stack)
     }
@@ -135,8 +141,8 @@ impl Stack {
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .args(args);
-        self.services
-            .push(spawn_guarded(cmd).with_context(|| format!("starting {bin}"))?);
+        let child = spawn_guarded(cmd).with_context(|| format!("starting {bin}"))?;
+        self.services.push((bin.to_owned(), child));
         wait_port(port, bin, &log)
     }
 
@@ -188,6 +194,14 @@ impl Stack {
         })
     }
 
+    /// The process id of service `bin` ("gateway", "logsvc", "jobsvc").
+    pub fn service_pid(&self, bin: &str) -> Option<u32> {
+        self.services
+            .iter()
+            .find(|(name, _)| name == bin)
+            .and_then(|(_, child)| child.pid())
+    }
+
     /// Process ids of the running workers.
     pub fn worker_pids(&self) -> Vec<(String, u32)> {
         self.workers
@@ -225,7 +239,7 @@ impl Drop for Stack {
         for w in &mut self.workers {
             w.process.stop(Duration::from_secs(10));
         }
-        for s in self.services.iter_mut().rev() {
+        for (_, s) in self.services.iter_mut().rev() {
             s.stop(Duration::from_secs(5));
         }
     }
