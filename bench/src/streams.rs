@@ -50,18 +50,20 @@ pub struct StreamsResult {
     pub logsvc: Memory,
 }
 
-fn rss(pid: Option<u32>) -> f64 {
-    pid.and_then(rss_mib).unwrap_or(0.0)
+fn rss(pid: u32) -> anyhow::Result<f64> {
+    rss_mib(pid).with_context(|| format!("cannot read the memory of process {pid}"))
 }
 
 /// Opens `n` live-output streams of one run printing ~20 KB/s, reads them for [`OPEN_FOR`],
 /// closes them, and measures memory.
 pub async fn streams(bench: &Bench, n: usize) -> anyhow::Result<StreamsResult> {
     let base = bench.stack.gateway_url.clone();
-    let (gateway_pid, logsvc_pid) = (
+    let (Some(gateway_pid), Some(logsvc_pid)) = (
         bench.stack.service_pid("gateway"),
         bench.stack.service_pid("logsvc"),
-    );
+    ) else {
+        bail!("the gateway or logsvc process is not running");
+    };
     let job = "bench-streams";
     let http = reqwest::Client::new();
     let saved = http
@@ -86,9 +88,28 @@ pub async fn streams(bench: &Bench, n: usize) -> anyhow::Result<StreamsResult> {
         .as_str()
         .context("the trigger answered no runId")?
         .to_owned();
-    // Let the run start and the processes settle.
+    // The streams follow a running run: wait until it is stored as running, then let the
+    // processes settle.
+    let mut running = false;
+    for _ in 0..120 {
+        let run: serde_json::Value = http
+            .get(format!("{base}/api/v1/runs/{run_id}"))
+            .send()
+            .await?
+            .json()
+            .await
+            .unwrap_or_default();
+        if run["status"] == "running" {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if !running {
+        bail!("run {run_id} of {job} was not running within 60 s");
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = (rss(gateway_pid), rss(logsvc_pid));
+    let before = (rss(gateway_pid)?, rss(logsvc_pid)?);
 
     let url = format!("{base}/api/v1/runs/{run_id}/output");
     let opened = Arc::new(AtomicUsize::new(0));
@@ -119,7 +140,7 @@ pub async fn streams(bench: &Bench, n: usize) -> anyhow::Result<StreamsResult> {
     let opened_at = tokio::time::Instant::now();
     while opened_at.elapsed() < OPEN_FOR {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        peak = (peak.0.max(rss(gateway_pid)), peak.1.max(rss(logsvc_pid)));
+        peak = (peak.0.max(rss(gateway_pid)?), peak.1.max(rss(logsvc_pid)?));
     }
     // Closing: the readers are dropped mid-stream, as browsers leaving the page.
     for reader in &readers {
@@ -133,7 +154,7 @@ pub async fn streams(bench: &Bench, n: usize) -> anyhow::Result<StreamsResult> {
         received.load(Ordering::Relaxed),
     );
     tokio::time::sleep(SETTLE_FOR).await;
-    let after = (rss(gateway_pid), rss(logsvc_pid));
+    let after = (rss(gateway_pid)?, rss(logsvc_pid)?);
     let _ = http
         .post(format!("{base}/api/v1/jobs/{job}/kill"))
         .send()
@@ -161,7 +182,7 @@ pub async fn streams(bench: &Bench, n: usize) -> anyhow::Result<StreamsResult> {
 
 /// The goals of the streams scenario.
 pub fn streams_checks(r: &StreamsResult) -> Vec<Check> {
-    let n = r.streams.max(1) as f64;
+    let n = r.opened.max(1) as f64;
     let mut checks = vec![
         Check::at_least("streams opened", r.streams as f64, r.opened as f64, ""),
         Check::info("output received", r.bytes_received as f64 / 1e6, "MB"),

@@ -1342,8 +1342,9 @@ async fn trigger_and_wait(s: &Stack, job: &str) -> Value {
         .value()
         .await;
     let run_id = r["runId"].as_str().expect("a run id").to_owned();
-    for _ in 0..100 {
-        let run: Value = s
+    let mut run = Value::Null;
+    for _ in 0..150 {
+        run = s
             .get(&format!("/api/v1/runs/{run_id}"), Some(VIEWER))
             .value()
             .await;
@@ -1352,13 +1353,17 @@ async fn trigger_and_wait(s: &Stack, job: &str) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("run {run_id} of {job} did not succeed");
+    panic!("run {run_id} of {job} did not succeed: {run}");
 }
 
 #[tokio::test]
 async fn secret_env_reaches_the_command_masked_and_is_never_returned() {
     let mut s = Stack::start(true).await;
     s.start_worker();
+    s.wait_data("/worker/list", |d| {
+        d.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
     let job = json!({
         "name": "secretive",
         "command": "echo len=${#DB_PASSWORD}; echo \"pw=$DB_PASSWORD\"",
@@ -1518,6 +1523,24 @@ async fn a_worker_token_reports_only_the_runs_of_its_own_worker() {
         "{:?}",
         forged.rejected[0]
     );
+    // A start naming itself does not make another worker's run its own: the stored run's
+    // worker wins.
+    let claimed = send(
+        OTHER_WORKER,
+        vec![
+            {
+                let mut s = started(&live, logs::RunStatus::Running);
+                if let Some(logs::run_event::Kind::Started(st)) = &mut s.kind {
+                    st.worker_id = "other-worker".into();
+                }
+                s
+            },
+            output(&live, 1, "FORGED: deploy ok"),
+            finished(&live, logs::RunStatus::Succeeded, Some(0)),
+        ],
+    )
+    .await;
+    assert_eq!(claimed.accepted, 0, "{claimed:?}");
     // ...but may record that one was lost (the orphan sweep runs on any worker).
     let sweep = send(
         OTHER_WORKER,

@@ -279,6 +279,32 @@ async fn a_cluster_with_tls_and_client_certificates_on_every_hop_works_end_to_en
         identity: Some((c.tls("node.pem"), c.tls("node-key.pem"))),
     });
     let kv = EtcdKv::connect(with_cert).await.unwrap();
+    // The etcd client reloads its TLS files: with a CA file that does not verify etcd it cannot
+    // read; once the right CA is written over that file, it can, without a new client.
+    let other_ca = distcron_testkit::TestCa::new(&c.dir.path().join("other-ca"), "other").unwrap();
+    let live_ca = c.dir.path().join("live-ca.pem");
+    std::fs::copy(other_ca.ca_pem(), &live_ca).unwrap();
+    let mut reloading = EtcdConfig::new([format!("https://127.0.0.1:{}", c.base + 379)]);
+    reloading.max_retries = 0;
+    reloading.tls = Some(EtcdTls {
+        ca: live_ca.clone(),
+        identity: Some((c.tls("node.pem"), c.tls("node-key.pem"))),
+    });
+    let reloading = EtcdKv::connect(reloading).await.unwrap();
+    assert!(
+        reloading.get("/cron/").await.is_err(),
+        "a wrong CA verified etcd"
+    );
+    std::fs::copy(c.tls("ca.pem"), &live_ca).unwrap();
+    let mut reads = false;
+    for _ in 0..40 {
+        if reloading.get("/cron/").await.is_ok() {
+            reads = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(reads, "the etcd client never took the replaced CA file");
     // Every service registered itself with an https:// address.
     let registrations = distcron_kv::list_prefix(&kv, "/cron/services/")
         .await

@@ -35,8 +35,24 @@ impl KvError {
     }
 }
 
+/// etcd's refusals of one request (its gRPC code leads an `Other` message): they say nothing of
+/// whether the store can write.
+const REFUSALS: &[&str] = &[
+    "InvalidArgument",
+    "PermissionDenied",
+    "Unauthenticated",
+    "FailedPrecondition",
+    "AlreadyExists",
+    "NotFound",
+    "OutOfRange",
+];
+
 impl distcron_metrics::StoreFailure for KvError {
     fn is_store_failure(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::Other(_))
+        match self {
+            Self::Unavailable(_) => true,
+            Self::Other(message) => !REFUSALS.iter().any(|code| message.starts_with(code)),
+            Self::Compacted(_) | Self::LeaseNotFound(_) | Self::BadData { .. } => false,
+        }
     }
 }

@@ -45,7 +45,8 @@ pub struct EtcdConfig {
     pub max_retries: u32,
     /// User name and password, when etcd has authentication enabled.
     pub credentials: Option<(String, String)>,
-    /// TLS to etcd (`https://` endpoints), read from its files at connect.
+    /// TLS to etcd (`https://` endpoints); when its files change, the client reconnects with
+    /// them.
     pub tls: Option<EtcdTls>,
 }
 
@@ -59,24 +60,15 @@ pub struct EtcdTls {
     pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
-async fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, KvError> {
-    tokio::fs::read(path)
-        .await
-        .map_err(|e| KvError::Other(format!("etcd TLS: reading {}: {e}", path.display())))
-}
-
 impl EtcdTls {
-    async fn options(&self) -> Result<etcd_client::TlsOptions, KvError> {
-        let mut options = etcd_client::TlsOptions::new().ca_certificate(
-            etcd_client::Certificate::from_pem(read_pem(&self.ca).await?),
-        );
-        if let Some((cert, key)) = &self.identity {
-            options = options.identity(etcd_client::Identity::from_pem(
-                read_pem(cert).await?,
-                read_pem(key).await?,
-            ));
-        }
-        Ok(options)
+    /// The settings, watched for changes of their files.
+    fn watched(&self) -> Result<distcron_tls::ClientTls, KvError> {
+        let identity = self
+            .identity
+            .clone()
+            .map(|(cert, key)| distcron_tls::Identity { cert, key });
+        distcron_tls::ClientTls::load(self.ca.clone(), identity)
+            .map_err(|e| KvError::Other(format!("etcd TLS: {e}")))
     }
 }
 
@@ -189,23 +181,33 @@ fn convert_op(op: &Op) -> TxnOp {
     }
 }
 
-/// Aborts the endpoint probe when the last handle to the store is dropped.
+/// Aborts the background tasks (endpoint probe, TLS reload) when the last handle to the store
+/// is dropped.
 #[derive(Debug)]
-struct ProbeTask(JoinHandle<()>);
+struct BackgroundTasks(Vec<JoinHandle<()>>);
 
-impl Drop for ProbeTask {
+impl Drop for BackgroundTasks {
     fn drop(&mut self) {
-        self.0.abort();
+        for task in &self.0 {
+            task.abort();
+        }
     }
+}
+
+/// The client calls use; replaced when the TLS files change.
+type SharedClient = Arc<std::sync::RwLock<Client>>;
+
+fn current(client: &SharedClient) -> Option<Client> {
+    client.read().ok().map(|c| c.clone())
 }
 
 /// [`KvStore`] over etcd.
 #[derive(Clone)]
 pub struct EtcdKv {
-    client: Client,
+    client: SharedClient,
     config: EtcdConfig,
     writes: Arc<AtomicU64>,
-    _probe: Arc<ProbeTask>,
+    _tasks: Arc<BackgroundTasks>,
 }
 
 impl std::fmt::Debug for EtcdKv {
@@ -239,18 +241,32 @@ impl EtcdKv {
         if let Some((user, password)) = &config.credentials {
             options = options.with_user(user.clone(), password.clone());
         }
-        if let Some(tls) = &config.tls {
-            options = options.with_tls(tls.options().await?);
-        }
-        let client = Client::connect(&config.endpoints, Some(options))
+        let tls = config.tls.as_ref().map(EtcdTls::watched).transpose()?;
+        let first = match &tls {
+            Some(tls) => options.clone().with_tls(tls.config()),
+            None => options.clone(),
+        };
+        let client = Client::connect(&config.endpoints, Some(first))
             .await
             .map_err(map_err)?;
-        let probe = tokio::spawn(probe_endpoints(client.clone(), config.endpoints.clone()));
+        let client: SharedClient = Arc::new(std::sync::RwLock::new(client));
+        let mut tasks = vec![tokio::spawn(probe_endpoints(
+            client.clone(),
+            config.endpoints.clone(),
+        ))];
+        if let Some(tls) = tls {
+            tasks.push(tokio::spawn(reconnect_on_tls_change(
+                client.clone(),
+                config.endpoints.clone(),
+                options,
+                tls,
+            )));
+        }
         Ok(Self {
             client,
             config,
             writes: Arc::new(AtomicU64::new(0)),
-            _probe: Arc::new(ProbeTask(probe)),
+            _tasks: Arc::new(BackgroundTasks(tasks)),
         })
     }
 
@@ -262,7 +278,9 @@ impl EtcdKv {
         let mut attempt = 0;
         loop {
             let result = distcron_metrics::store_call("etcd", what, async {
-                f(self.client.clone()).await.map_err(map_err)
+                let client = current(&self.client)
+                    .ok_or_else(|| KvError::Other("etcd client lock poisoned".into()))?;
+                f(client).await.map_err(map_err)
             })
             .await;
             match result {
@@ -282,9 +300,33 @@ impl EtcdKv {
     }
 }
 
+/// Connects again with the new TLS settings whenever their files change, and puts the new
+/// client in place for the next calls (calls in flight finish on the old one).
+async fn reconnect_on_tls_change(
+    client: SharedClient,
+    endpoints: Vec<String>,
+    options: ConnectOptions,
+    mut tls: distcron_tls::ClientTls,
+) {
+    while tls.changed().await {
+        let options = options.clone().with_tls(tls.config());
+        match Client::connect(&endpoints, Some(options)).await {
+            Ok(fresh) => {
+                if let Ok(mut c) = client.write() {
+                    *c = fresh;
+                }
+                tracing::info!("etcd TLS files changed; reconnected with them");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "etcd TLS files changed but reconnecting failed; keeping the previous connection")
+            }
+        }
+    }
+}
+
 /// Takes endpoints that refuse TCP connections out of the balancer and puts them back when they
 /// accept again. Never removes the last one.
-async fn probe_endpoints(client: Client, endpoints: Vec<String>) {
+async fn probe_endpoints(client: SharedClient, endpoints: Vec<String>) {
     if endpoints.len() < 2 {
         return;
     }
@@ -292,6 +334,9 @@ async fn probe_endpoints(client: Client, endpoints: Vec<String>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
+        let Some(client) = current(&client) else {
+            return;
+        };
         for (i, ep) in endpoints.iter().enumerate() {
             let up = tcp_reachable(ep).await;
             if !up && !removed[i] && removed.iter().filter(|r| !**r).count() > 1 {

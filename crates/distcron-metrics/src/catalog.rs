@@ -209,11 +209,15 @@ impl WorkerMetrics {
             .inc_by(events);
     }
 
-    /// Counts a whole batch dropped for `reason` ("spool_full", "spool_error", "rejected",
-    /// "unreadable"), and its `events` (0 when they cannot be known: an unreadable batch).
-    pub fn dropped_batch(&self, reason: &'static str, events: u64) {
-        self.dropped_batches.with_label_values(&[reason]).inc();
-        self.dropped(reason, events);
+    /// Counts `batches` whole batches dropped for `reason` ("spool_full", "spool_error",
+    /// "rejected", "unreadable"), and their `events` (an unreadable batch's cannot be counted).
+    pub fn dropped_batches(&self, reason: &'static str, batches: u64, events: u64) {
+        self.dropped_batches
+            .with_label_values(&[reason])
+            .inc_by(batches);
+        if events > 0 {
+            self.dropped(reason, events);
+        }
     }
 }
 
@@ -270,7 +274,7 @@ static WORKER: LazyLock<WorkerMetrics> = LazyLock::new(|| {
         ),
         dropped_events: counter_vec(
             "distcron_worker_dropped_events_total",
-            "Run events dropped, by reason: spool_full, spool_error, rejected (by logsvc), unreadable.",
+            "Run events dropped, by reason: spool_full, spool_error, rejected (by logsvc).",
             &["reason"],
         ),
         dropped_batches: counter_vec(
@@ -314,8 +318,10 @@ static WORKER: LazyLock<WorkerMetrics> = LazyLock::new(|| {
     for status in FINAL_STATUSES {
         m.runs_finished.with_label_values(&[status]);
     }
-    for reason in ["spool_full", "spool_error", "rejected", "unreadable"] {
+    for reason in ["spool_full", "spool_error", "rejected"] {
         m.dropped_events.with_label_values(&[reason]);
+    }
+    for reason in ["spool_full", "spool_error", "rejected", "unreadable"] {
         m.dropped_batches.with_label_values(&[reason]);
     }
     m

@@ -78,7 +78,7 @@ pub async fn store_call<T, E: write_health::StoreFailure + std::fmt::Display>(
     let start = std::time::Instant::now();
     let result = call.instrument(span).await;
     catalog::store().observe(store, op, start.elapsed(), result.is_ok());
-    if write_health::is_write(op) {
+    if write_health::is_data_write(op) {
         match &result {
             Ok(_) => write_health::record(store, None),
             Err(e) if e.is_store_failure() => write_health::record(store, Some(e.to_string())),

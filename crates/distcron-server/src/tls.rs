@@ -32,7 +32,16 @@ pub fn https_tls(args: &HttpsArgs) -> Result<Option<ServerTls>, TlsError> {
 
 /// The gRPC clients' TLS settings: `None` without --tls-ca (plaintext). The node identity, when
 /// configured, is presented to servers that require a client certificate.
+/// A certificate without `--tls-ca` is refused: the clients would dial in clear and never
+/// present it.
 pub fn client_tls(args: &TlsArgs) -> Result<Option<ClientTls>, TlsError> {
+    if args.tls_cert.is_some() && args.tls_ca.is_none() {
+        return Err(TlsError::Incomplete(
+            "--tls-cert is set but --tls-ca is not: this process's gRPC clients would dial in \
+             clear text (give the CA that signed the servers' certificates)"
+                .into(),
+        ));
+    }
     args.tls_ca
         .clone()
         .map(|ca| ClientTls::load(ca, identity(args)))

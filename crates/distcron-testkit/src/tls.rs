@@ -13,6 +13,19 @@ fn rcgen_error(e: rcgen::Error) -> HarnessError {
     HarnessError::Start(format!("making a certificate: {e}"))
 }
 
+/// Writes a private key readable by its owner only (0600), replacing any earlier file.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(data)
+}
+
 /// A certificate authority made in-process, whose certificate is written to `ca.pem` in a
 /// directory; it issues certificates for servers and clients into the same directory.
 pub struct TestCa {
@@ -85,7 +98,7 @@ impl TestCa {
             cert: self.dir.join(format!("{file}.pem")),
             key: self.dir.join(format!("{file}-key.pem")),
         };
-        std::fs::write(&issued.key, key.serialize_pem())?;
+        write_private(&issued.key, key.serialize_pem().as_bytes())?;
         std::fs::write(&issued.cert, cert.pem())?;
         Ok(issued)
     }

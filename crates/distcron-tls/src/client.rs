@@ -18,6 +18,10 @@ pub struct ClientTls {
 impl ClientTls {
     /// Verifies servers with the CA bundle `ca` (and their names against the addresses dialled);
     /// presents `identity` to servers that ask for a client certificate.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the files are watched on it).
     pub fn load(ca: PathBuf, identity: Option<Identity>) -> Result<Self, TlsError> {
         let mut files = vec![ca.clone()];
         if let Some(id) = &identity {

@@ -24,6 +24,9 @@ pub enum TlsError {
     /// rustls refused the settings (a key that does not match its certificate, say).
     #[error("TLS settings: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The settings are incomplete: they would leave a hop in clear text.
+    #[error("{0}")]
+    Incomplete(String),
     /// The client-certificate verifier could not be built from the CA bundle.
     #[error("client CA {path}: {reason}")]
     ClientCa {

@@ -15,7 +15,7 @@ mod server;
 
 pub use client::ClientTls;
 pub use error::TlsError;
-pub use incoming::{tls_incoming, HANDSHAKE_TIMEOUT};
+pub use incoming::{tls_incoming, HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
 pub use server::{ServerTls, GRPC_ALPN, HTTP_ALPN};
 
 /// Where a certificate chain and its private key are (PEM files).

@@ -23,6 +23,10 @@ pub const HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 impl ServerTls {
     /// Serves `identity`; with `client_ca`, every client must present a certificate that chains
     /// to it. `alpn` is what the server offers ([`GRPC_ALPN`], [`HTTP_ALPN`]).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the files are watched on it).
     pub fn load(
         identity: &Identity,
         client_ca: Option<PathBuf>,

@@ -145,6 +145,14 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
     let services = CancellationToken::new();
     let ttl = Duration::from_secs(10);
 
+    for listen in [config.jobsvc_listen, config.logsvc_listen] {
+        distcron_server::warn_if_tokens_in_clear(
+            "gRPC",
+            listen,
+            !accepted.is_empty(),
+            grpc_tls.is_some(),
+        );
+    }
     let jobs_listener = bind(config.jobsvc_listen, "jobsvc").await?;
     let jobs_addr = advertise(&jobs_listener, grpc_tls.is_some())?;
     let instance = Instance {

@@ -101,6 +101,7 @@ impl pb::job_service_server::JobService for JobService {
             .job
             .ok_or_else(|| invalid(FieldError::new("job", "required")))?;
         let mut job = JobDefinition::from_proto(&proto, true).map_err(invalid)?;
+        let sent_secrets = job.secret_env.clone();
         job.validate().map_err(invalid)?;
         let key = self.keys.job(&job.name);
         for _ in 0..MAX_CAS_ATTEMPTS {
@@ -131,6 +132,8 @@ impl pb::job_service_server::JobService for JobService {
             if proto.enabled.is_none() {
                 job.enabled = previous.as_ref().is_none_or(|(p, _)| p.enabled);
             }
+            // Resolved afresh on every attempt: a retry keeps what is stored by then.
+            job.secret_env.clone_from(&sent_secrets);
             job.resolve_secret_env(
                 proto.secret_env.is_some(),
                 previous.as_ref().map(|(p, _)| p),

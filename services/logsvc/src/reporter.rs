@@ -3,7 +3,8 @@
 //! A token of role `worker` named `N` reports for worker `N` only; a name ending in `*` covers the
 //! ids it prefixes (`fleet-*`: `fleet-1`, `fleet-2`, ...; `*` alone: any worker, unbound). What a
 //! run did — its start as running, its output, an end other than `lost` or `skipped` — is accepted
-//! only from a token that covers the run's worker (the one its start names). That a run did not
+//! only from a token that covers the run's worker (the stored run's; for a run not stored yet, the
+//! one its start names). That a run did not
 //! happen or was lost is accepted from any worker token: the orphan sweep and the recording of
 //! passed-over slots run on whichever worker notices, on behalf of another.
 
@@ -34,9 +35,9 @@ impl Reporter {
         }
     }
 
-    /// Why this token may not send `event` of a run reported by `worker` (the worker its start
-    /// names, from the same batch or the stored run; `None` when no start is known), or `None`
-    /// when it may.
+    /// Why this token may not send `event` of a run reported by `worker` (the stored run's, else
+    /// the one its start in the batch names; `None` when neither is known), or `None` when it
+    /// may.
     pub fn refusal(&self, event: &pb::RunEvent, worker: Option<&str>) -> Option<String> {
         if records_an_absence(event) {
             return None;

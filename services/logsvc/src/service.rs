@@ -177,24 +177,27 @@ async fn tail(
 type TailStream = Pin<Box<dyn Stream<Item = Result<pb::TailRunResponse, Status>> + Send>>;
 
 impl LogService {
-    /// The worker each run of `events` is reported by: from the starts in the batch, else from
-    /// the stored run.
+    /// The worker each run of `events` is reported by: the stored run's, else (a run not
+    /// stored yet) the one its start in the batch names. The stored worker wins, so a start in
+    /// the batch cannot claim someone else's run.
     async fn reporting_workers(
         &self,
         events: &[pb::RunEvent],
     ) -> Result<std::collections::HashMap<String, String>, Status> {
-        let mut workers = crate::reporter::workers_in_batch(events);
-        let mut unknown: Vec<String> = events
-            .iter()
-            .filter(|e| !workers.contains_key(&e.run_id))
-            .map(|e| e.run_id.clone())
+        let mut ids: Vec<String> = events.iter().map(|e| e.run_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let mut workers: std::collections::HashMap<String, String> = self
+            .store
+            .get_many(&ids)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .filter(|run| !run.worker_id.is_empty())
+            .map(|run| (run.run_id, run.worker_id))
             .collect();
-        unknown.sort();
-        unknown.dedup();
-        if !unknown.is_empty() {
-            for run in self.store.get_many(&unknown).await.map_err(store_error)? {
-                workers.insert(run.run_id, run.worker_id);
-            }
+        for (run_id, worker) in crate::reporter::workers_in_batch(events) {
+            workers.entry(run_id).or_insert(worker);
         }
         Ok(workers)
     }

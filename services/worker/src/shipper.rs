@@ -296,15 +296,15 @@ async fn spool_batch(shared: &Arc<Shared>, events: Vec<pb::RunEvent>) {
     match stored {
         Ok(Ok(true)) => shared.wake.notify_one(),
         Ok(Ok(false)) => {
-            distcron_metrics::worker().dropped_batch("spool_full", n);
+            distcron_metrics::worker().dropped_batches("spool_full", 1, n);
             tracing::error!(dropped = n, "log spool is full: run events DROPPED");
         }
         Ok(Err(e)) => {
-            distcron_metrics::worker().dropped_batch("spool_error", n);
+            distcron_metrics::worker().dropped_batches("spool_error", 1, n);
             tracing::error!(error = %e, dropped = n, "cannot write the log spool: run events DROPPED");
         }
         Err(e) => {
-            distcron_metrics::worker().dropped_batch("spool_error", n);
+            distcron_metrics::worker().dropped_batches("spool_error", 1, n);
             tracing::error!(error = %e, dropped = n, "spool task failed: run events DROPPED");
         }
     }
@@ -433,7 +433,7 @@ async fn read_merged(
             }
             Err(error) if taken.is_empty() => {
                 tracing::error!(seq, %error, "unreadable spooled batch DROPPED");
-                distcron_metrics::worker().dropped_batch("unreadable", 0);
+                distcron_metrics::worker().dropped_batches("unreadable", 1, 0);
                 pop(shared, &[seq]).await;
             }
             Err(_) => break,
@@ -524,7 +524,7 @@ async fn deliver(
             }
             Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
                 tracing::error!(error = %status, events = n, "logsvc refused a whole batch; DROPPED");
-                metrics.dropped_batch("rejected", n);
+                metrics.dropped_batches("rejected", seqs.len() as u64, n);
                 pop(&shared, &seqs).await;
             }
             failed => {
