@@ -85,16 +85,30 @@ async fn runs(http: &reqwest::Client, url: &str) -> Vec<Value> {
     page["runs"].as_array().cloned().unwrap_or_default()
 }
 
-/// Creates job `tick`, every second, running `command`.
-async fn create_tick(http: &reqwest::Client, url: &str, command: &str) {
-    let job = json!({"name": "tick", "command": command, "cronExpr": "* * * * * *"});
+/// Creates `job` through the API.
+async fn create(http: &reqwest::Client, url: &str, job: &Value) {
     let r = http
         .post(format!("{url}/api/v1/jobs"))
-        .json(&job)
+        .json(job)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+}
+
+/// Creates job `tick`, every second, running `command`.
+async fn create_tick(http: &reqwest::Client, url: &str, command: &str) {
+    let job = json!({"name": "tick", "command": command, "cronExpr": "* * * * * *"});
+    create(http, url, &job).await;
+}
+
+/// Three free loopback ports: gateway, jobsvc, logsvc.
+fn three_ports() -> [u16; 3] {
+    [
+        free_port().unwrap(),
+        free_port().unwrap(),
+        free_port().unwrap(),
+    ]
 }
 
 /// The runs of `tick` once at least `n` succeeded (or after 10 s).
@@ -114,11 +128,7 @@ async fn wait_succeeded(http: &reqwest::Client, url: &str, n: usize) -> Vec<Valu
 async fn one_process_runs_jobs_and_keeps_them_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let ports = [
-        free_port().unwrap(),
-        free_port().unwrap(),
-        free_port().unwrap(),
-    ];
+    let ports = three_ports();
     let url = format!("http://127.0.0.1:{}", ports[0]);
     let http = reqwest::Client::new();
 
@@ -192,11 +202,7 @@ async fn runs_of(http: &reqwest::Client, url: &str, job: &str) -> Vec<Value> {
 async fn a_crash_leaves_no_run_running_and_every_slot_with_one_record() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let ports = [
-        free_port().unwrap(),
-        free_port().unwrap(),
-        free_port().unwrap(),
-    ];
+    let ports = three_ports();
     let url = format!("http://127.0.0.1:{}", ports[0]);
     let http = reqwest::Client::new();
     let mut first = Distcron::start(&data, ports);
@@ -205,13 +211,7 @@ async fn a_crash_leaves_no_run_running_and_every_slot_with_one_record() {
     for name in &names {
         let job = json!({"name": name, "command": "echo x; sleep 2", "cronExpr": "* * * * * *",
                          "overlapPolicy": "allow"});
-        let r = http
-            .post(format!("{url}/api/v1/jobs"))
-            .json(&job)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+        create(&http, &url, &job).await;
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     // A crash with runs in flight (each runs 2 s), some of them just started.
@@ -277,11 +277,7 @@ async fn with_certificates_the_console_is_https_and_the_inner_grpc_is_tls() {
     let dir = tempfile::tempdir().unwrap();
     let ca = distcron_testkit::TestCa::new(&dir.path().join("tls"), "embedded CA").unwrap();
     let node = ca.issue("node", &["localhost", "127.0.0.1"]).unwrap();
-    let ports = [
-        free_port().unwrap(),
-        free_port().unwrap(),
-        free_port().unwrap(),
-    ];
+    let ports = three_ports();
     let (cert, key, ca_pem) = (
         node.cert.into_os_string(),
         node.key.into_os_string(),
