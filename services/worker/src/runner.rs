@@ -341,7 +341,6 @@ async fn run_inner(
     if let Some(signal) = signal {
         exec_span.record("signal", signal);
     }
-    tracing::info!(status = ?status, exit_code, signal, duration_ms = end - start, "run finished");
     metrics.run_finished(status_label(status));
     metrics
         .run_duration
@@ -357,6 +356,8 @@ async fn run_inner(
         output_bytes_dropped: dropped,
     })))
     .await;
+    // Logged once the end is spooled, so the line says the end survives a crash.
+    tracing::info!(status = ?status, exit_code, signal, duration_ms = end - start, "run finished");
     ctx.processes.forget(&record.run_id);
     if let Ok(mut runs) = ctx.runs.lock() {
         runs.remove(&record.run_id);

@@ -513,16 +513,22 @@ async fn runs_that_ended_just_before_a_crash_keep_their_real_status() {
         run_ids.push(run);
     }
     wait_running("ends-before-crash").await;
-    // The moment the last run has ended, then a few ms: well within the shipper's batch delay.
+    // The moment the worker has logged the last end (it logs an end once it is spooled), well
+    // within the shipper's batch delay.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while process_running("ends-before-crash") {
+    while cluster
+        .worker_log("durable-1")
+        .matches("run finished")
+        .count()
+        < names.len()
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the runs never ended"
+            "the runs never ended: {}",
+            cluster.worker_log("durable-1")
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    tokio::time::sleep(Duration::from_millis(30)).await;
     cluster.workers[0].crash();
     // Restarted on its data dir, with logsvc back: it delivers what its spool holds.
     cluster.workers[0].restart();

@@ -261,12 +261,12 @@ impl Cluster {
         }
     }
 
-    /// Starts a worker process with extra flags.
     /// What worker `id` has logged so far.
     pub fn worker_log(&self, id: &str) -> String {
         std::fs::read_to_string(self.dirs.path().join(format!("{id}.log"))).unwrap_or_default()
     }
 
+    /// Starts a worker process with extra flags.
     pub fn start_worker(&mut self, id: &str, extra: &[&str]) -> usize {
         self.start_worker_with_env(id, extra, &[])
     }
