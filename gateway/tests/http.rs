@@ -1548,6 +1548,43 @@ async fn a_worker_token_reports_only_the_runs_of_its_own_worker() {
     )
     .await;
     assert_eq!((sweep.accepted, sweep.rejected.len()), (1, 0), "{sweep:?}");
+    // A run lost before its start reached logsvc: the worker recording the loss sends the lost
+    // worker's claim with it, and may send nothing more of that run.
+    let unseen = unique_name("unseen");
+    let report = send(
+        OTHER_WORKER,
+        vec![
+            started(&unseen, logs::RunStatus::Running),
+            output(&unseen, 0, "FORGED"),
+            finished(&unseen, logs::RunStatus::Lost, None),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (report.accepted, report.rejected.len()),
+        (2, 1),
+        "{report:?}"
+    );
+    assert_eq!(report.rejected[0].index, 1, "{report:?}");
+    let unseen: Value = s
+        .get(&format!("/api/v1/runs/{unseen}"), Some(VIEWER))
+        .value()
+        .await;
+    assert_eq!(
+        (
+            &unseen["status"],
+            &unseen["jobName"],
+            &unseen["workerId"],
+            &unseen["output"]
+        ),
+        (
+            &Value::from("lost"),
+            &Value::from("bound"),
+            &Value::from("gw-worker"),
+            &Value::from("")
+        ),
+        "{unseen}"
+    );
     let run: Value = s
         .get(&format!("/api/v1/runs/{live}"), Some(VIEWER))
         .value()

@@ -6,9 +6,11 @@
 //! only from a token that covers the run's worker (the stored run's; for a run not stored yet, the
 //! one its start names). That a run did not
 //! happen or was lost is accepted from any worker token: the orphan sweep and the recording of
-//! passed-over slots run on whichever worker notices, on behalf of another.
+//! passed-over slots run on whichever worker notices, on behalf of another; so is the start as
+//! running that goes with a `lost` end in the same batch (the lost worker's claim, as the worker
+//! recording the loss read it from the cluster state).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use distcron_auth::{Identity, Role};
 use distcron_proto::logs::v1 as pb;
@@ -37,9 +39,16 @@ impl Reporter {
 
     /// Why this token may not send `event` of a run reported by `worker` (the stored run's, else
     /// the one its start in the batch names; `None` when neither is known), or `None` when it
-    /// may.
-    pub fn refusal(&self, event: &pb::RunEvent, worker: Option<&str>) -> Option<String> {
-        if records_an_absence(event) {
+    /// may. `reported_lost`: the batch also says the run was lost, so its start (the claim as
+    /// the lost worker made it, sent by whichever worker records the loss) is part of that
+    /// report.
+    pub fn refusal(
+        &self,
+        event: &pb::RunEvent,
+        worker: Option<&str>,
+        reported_lost: bool,
+    ) -> Option<String> {
+        if records_an_absence(event) || (reported_lost && starts_running(event)) {
             return None;
         }
         match worker {
@@ -69,6 +78,23 @@ fn records_an_absence(event: &pb::RunEvent) -> bool {
         Some(pb::run_event::Kind::Finished(f)) => absent(f.status) && f.exit_code.is_none(),
         _ => false,
     }
+}
+
+/// Whether `event` is a start as running (the claim of a run).
+fn starts_running(event: &pb::RunEvent) -> bool {
+    matches!(&event.kind, Some(pb::run_event::Kind::Started(s))
+        if s.status == pb::RunStatus::Running as i32)
+}
+
+/// The runs of `events` that the batch records as lost (an end `lost` with no exit code).
+pub fn lost_in_batch(events: &[pb::RunEvent]) -> HashSet<String> {
+    events
+        .iter()
+        .filter(|e| {
+            matches!(&e.kind, Some(pb::run_event::Kind::Finished(_))) && records_an_absence(e)
+        })
+        .map(|e| e.run_id.clone())
+        .collect()
 }
 
 /// The worker each run of `events` is reported by, from the starts in the batch.
@@ -125,14 +151,35 @@ mod tests {
     fn outcomes_need_the_runs_worker_and_absences_do_not() {
         let w1 = worker("w1");
         let ok = finished(pb::RunStatus::Succeeded, Some(0));
-        assert_eq!(w1.refusal(&ok, Some("w1")), None);
-        assert!(w1.refusal(&ok, Some("w2")).is_some());
-        assert!(w1.refusal(&ok, None).is_some());
+        assert_eq!(w1.refusal(&ok, Some("w1"), false), None);
+        assert!(w1.refusal(&ok, Some("w2"), false).is_some());
+        assert!(w1.refusal(&ok, None, false).is_some());
+        // A real end stays the run's worker's even next to a `lost` report.
+        assert!(w1.refusal(&ok, Some("w2"), true).is_some());
         let lost = finished(pb::RunStatus::Lost, None);
-        assert_eq!(w1.refusal(&lost, Some("w2")), None);
+        assert_eq!(w1.refusal(&lost, Some("w2"), false), None);
         // "lost" with an exit code is an outcome, not an absence.
-        assert!(w1
-            .refusal(&finished(pb::RunStatus::Lost, Some(0)), Some("w2"))
-            .is_some());
+        let ended = finished(pb::RunStatus::Lost, Some(0));
+        assert!(w1.refusal(&ended, Some("w2"), false).is_some());
+        assert!(lost_in_batch(&[ended]).is_empty());
+    }
+
+    #[test]
+    fn a_lost_report_carries_the_lost_workers_start() {
+        let w1 = worker("w1");
+        let start = pb::RunEvent {
+            run_id: "r".into(),
+            kind: Some(pb::run_event::Kind::Started(pb::RunStarted {
+                worker_id: "w2".into(),
+                status: pb::RunStatus::Running as i32,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let lost = finished(pb::RunStatus::Lost, None);
+        let batch = [start.clone(), lost];
+        assert!(lost_in_batch(&batch).contains("r"));
+        assert_eq!(w1.refusal(&start, Some("w2"), true), None);
+        assert!(w1.refusal(&start, Some("w2"), false).is_some());
     }
 }

@@ -217,8 +217,11 @@ impl pb::log_service_server::LogService for LogService {
                 events.len()
             )));
         }
-        let workers = match &reporter {
-            Some(_) => self.reporting_workers(&events).await?,
+        let (workers, lost) = match &reporter {
+            Some(_) => (
+                self.reporting_workers(&events).await?,
+                crate::reporter::lost_in_batch(&events),
+            ),
             None => Default::default(),
         };
         let metrics = distcron_metrics::logsvc();
@@ -229,9 +232,10 @@ impl pb::log_service_server::LogService for LogService {
         let mut output_bytes = 0u64;
         for (index, e) in events.iter().enumerate() {
             let kind = event_kind(e);
-            let refused = reporter
-                .as_ref()
-                .and_then(|r| r.refusal(e, workers.get(&e.run_id).map(String::as_str)));
+            let refused = reporter.as_ref().and_then(|r| {
+                let worker = workers.get(&e.run_id).map(String::as_str);
+                r.refusal(e, worker, lost.contains(&e.run_id))
+            });
             match refused.map_or_else(|| event_from_proto(e), Err) {
                 Ok(ev) => {
                     if let Some(pb::run_event::Kind::Output(o)) = &e.kind {
