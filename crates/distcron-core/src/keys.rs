@@ -49,6 +49,11 @@ impl Keys {
         format!("{}jobs/{name}", self.prefix)
     }
 
+    /// `jobs/<name-prefix>`: the keys of the jobs whose names start with `name_prefix`.
+    pub fn jobs_named(&self, name_prefix: &str) -> String {
+        format!("{}jobs/{name_prefix}", self.prefix)
+    }
+
     /// The job name of a `jobs/<name>` key.
     pub fn job_name<'a>(&self, key: &'a str) -> Option<&'a str> {
         key.strip_prefix(&self.prefix)?.strip_prefix("jobs/")
@@ -97,6 +102,11 @@ impl Keys {
     /// `triggers/`
     pub fn triggers(&self) -> String {
         format!("{}triggers/", self.prefix)
+    }
+
+    /// `triggers/<name>/`: the pending manual triggers of one job.
+    pub fn triggers_of(&self, name: &str) -> String {
+        format!("{}triggers/{name}/", self.prefix)
     }
 
     /// `triggers/<name>/<run-id>`
@@ -168,6 +178,11 @@ mod tests {
         assert_eq!(k.job_name("/cron/jobs/backup"), Some("backup"));
         assert_eq!(k.job_name("/cron/killer/backup"), None);
         assert_eq!(Keys::new("/t1").running("j", "r"), "/t1/running/j/r");
+        assert_eq!(k.jobs_named("back"), "/cron/jobs/back");
+        assert_eq!(k.triggers_of("backup"), "/cron/triggers/backup/");
+        assert!(k
+            .trigger("backup", "r1")
+            .starts_with(&k.triggers_of("backup")));
         let marker = k.undelivered("w1", "17-3");
         assert_eq!(marker, "/cron/undelivered/w1/17-3");
         assert_eq!(k.undelivered_worker(&marker), Some("w1"));
