@@ -5,71 +5,13 @@
 //! the claiming worker's session lease, so a claimed run is never invisible and disappears with
 //! its worker.
 
-use distcron_core::records::{DeletedJob, RunTrigger, RunningRecord, TriggerRequest};
+mod triggers;
+
+use distcron_core::records::{DeletedJob, RunTrigger, RunningRecord};
 use distcron_core::Keys;
 use distcron_kv::{CompareOp, CompareTarget, Condition, KvError, KvStore, LeaseId, Op, Txn};
 
-/// The outcome of a claim.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// This worker won: the run is recorded as running under its lease.
-    Won(RunningRecord),
-    /// Another worker already took it (or it no longer exists).
-    Lost,
-}
-
-/// Claims the manual trigger `run_id` of `job`: succeeds for exactly one caller, by deleting the
-/// trigger request and writing the running record in the same transaction.
-pub async fn claim_trigger(
-    store: &dyn KvStore,
-    keys: &Keys,
-    job: &str,
-    request: &TriggerRequest,
-    worker_id: &str,
-    session: LeaseId,
-    now_ms: i64,
-) -> Result<Claim, KvError> {
-    let trigger_key = keys.trigger(job, &request.run_id);
-    let record = RunningRecord {
-        run_id: request.run_id.clone(),
-        job_name: job.to_owned(),
-        worker_id: worker_id.to_owned(),
-        slot_ms: request.slot_ms,
-        claimed_at_ms: now_ms,
-        trigger: RunTrigger::Manual,
-        passed_over: None,
-    };
-    let value = serde_json::to_vec(&record).map_err(|e| KvError::Other(e.to_string()))?;
-    let txn = Txn {
-        when: vec![Condition::key(
-            &trigger_key,
-            CompareTarget::Version(0),
-            CompareOp::Greater,
-        )],
-        then: vec![
-            Op::delete(&trigger_key),
-            Op::Put {
-                key: keys.running(job, &request.run_id),
-                value,
-                lease: Some(session),
-            },
-        ],
-        otherwise: vec![Op::get(keys.running(job, &request.run_id))],
-    };
-    let resp = store.txn(txn).await?;
-    if resp.succeeded {
-        return Ok(Claim::Won(record));
-    }
-    // A retried transaction whose first attempt applied: our own record is there.
-    let ours = resp
-        .got(0)
-        .first()
-        .and_then(|kv| serde_json::from_slice::<RunningRecord>(&kv.value).ok());
-    Ok(match ours {
-        Some(r) if r.worker_id == worker_id => Claim::Won(r),
-        _ => Claim::Lost,
-    })
-}
+pub use triggers::{claim_trigger, Claim};
 
 /// A scheduled (or catch-up) slot to claim.
 #[derive(Debug, Clone)]
