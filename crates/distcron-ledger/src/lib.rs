@@ -1,17 +1,24 @@
-//! The slot ledger: the store transactions that make every slot and every manual trigger run
-//! exactly once, cluster-wide.
+//! The store transactions of distcron: the slot ledger's, that make every slot and every manual
+//! trigger run exactly once, cluster-wide, and the job writes they depend on (saves, deletes with
+//! their tombstones, pauses, trigger requests), so services only map their requests to these
+//! calls.
 //!
 //! A claim is one transaction that both decides the winner and records the run as running under
 //! the claiming worker's session lease, so a claimed run is never invisible and disappears with
 //! its worker.
 
+mod jobs;
 mod triggers;
 
 use distcron_core::records::{DeletedJob, RunTrigger, RunningRecord};
 use distcron_core::Keys;
 use distcron_kv::{CompareOp, CompareTarget, Condition, KvError, KvStore, LeaseId, Op, Txn};
 
-pub use triggers::{claim_trigger, Claim};
+pub use jobs::{
+    delete_job, load_job, save_job, set_job_enabled, EnabledChange, JobDeletion, JobError, JobSave,
+    SavedJob, StoredJob,
+};
+pub use triggers::{claim_trigger, request_trigger, Claim};
 
 /// A scheduled (or catch-up) slot to claim.
 #[derive(Debug, Clone)]

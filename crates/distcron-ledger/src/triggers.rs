@@ -1,8 +1,43 @@
-//! Manual triggers ("run now"): the claim that makes exactly one worker run each.
+//! Manual triggers ("run now"): the request jobsvc writes, and the claim that makes exactly one
+//! worker run it.
 
 use distcron_core::records::{RunTrigger, RunningRecord, TriggerRequest};
-use distcron_core::Keys;
+use distcron_core::{now_ms, Keys};
 use distcron_kv::{CompareOp, CompareTarget, Condition, KvError, KvStore, LeaseId, Op, Txn};
+
+use crate::jobs::{load_job, JobError};
+
+/// Asks for a run of the job `name` now: writes a [`TriggerRequest`] (a new run id, now as its
+/// slot, the job's revision) in one transaction conditional on the job still being at the
+/// revision read, so a trigger never outlives a delete it raced with. Returns the request.
+pub async fn request_trigger(
+    store: &dyn KvStore,
+    keys: &Keys,
+    name: &str,
+    trace_parent: &str,
+) -> Result<TriggerRequest, JobError> {
+    let stored = load_job(store, keys, name).await?;
+    let trigger = TriggerRequest {
+        run_id: distcron_core::new_run_id(),
+        slot_ms: now_ms(),
+        job_revision: stored.revision,
+        trace_parent: trace_parent.to_owned(),
+    };
+    let txn = Txn {
+        when: vec![Condition::unchanged(keys.job(name), stored.revision)],
+        then: vec![Op::put(
+            keys.trigger(name, &trigger.run_id),
+            serde_json::to_vec(&trigger)?,
+        )],
+        otherwise: vec![],
+    };
+    if !store.txn(txn).await?.succeeded {
+        return Err(JobError::ChangedWhileTriggering {
+            name: name.to_owned(),
+        });
+    }
+    Ok(trigger)
+}
 
 /// The outcome of a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]

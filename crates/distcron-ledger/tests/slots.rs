@@ -1,42 +1,21 @@
 //! Slot claims, against a real etcd and against the embedded store.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::on_both_stores;
 use distcron_core::records::RunTrigger;
 use distcron_core::Keys;
-use distcron_kv::{EmbeddedKv, EtcdConfig, EtcdKv, KvStore, RangeRequest};
+use distcron_kv::{KvStore, RangeRequest};
 use distcron_ledger::{
     claim_slot, claim_slots, record_skip, release, undelivered_of, workers_with_undelivered,
     LedgerExpect, MarkerChanges, SlotClaim, SlotOutcome, UndeliveredMarker, MAX_CLAIMS_PER_TXN,
     MAX_TXN_OPS,
 };
-use distcron_testkit::{shared_etcd, unique_name};
-
-async fn etcd_store() -> Arc<dyn KvStore> {
-    Arc::new(
-        EtcdKv::connect(EtcdConfig::new(shared_etcd().endpoints()))
-            .await
-            .unwrap(),
-    )
-}
-
-fn embedded_store() -> Arc<dyn KvStore> {
-    Arc::new(EmbeddedKv::open(std::path::Path::new(":memory:")).unwrap())
-}
-
-/// Each test runs once per store implementation.
-macro_rules! on_both_stores {
-    ($($name:ident),*) => {
-        mod etcd {
-            $(#[tokio::test] async fn $name() { super::$name(super::etcd_store().await).await })*
-        }
-        mod embedded {
-            $(#[tokio::test] async fn $name() { super::$name(super::embedded_store()).await })*
-        }
-    };
-}
+use distcron_testkit::unique_name;
 
 on_both_stores!(
     one_winner_per_slot_and_slots_only_move_forward,

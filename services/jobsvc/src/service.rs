@@ -4,11 +4,10 @@ use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use distcron_core::job::validate_name;
-use distcron_core::records::{
-    DeletedJob, KillRequest, RunningRecord, TriggerRequest, WorkerRegistration,
-};
+use distcron_core::records::{KillRequest, RunningRecord, WorkerRegistration};
 use distcron_core::{now_ms, FieldError, JobDefinition, Keys};
-use distcron_kv::{list_prefix, Condition, KeyValue, KvError, KvStore, Op, RangeRequest, Txn};
+use distcron_kv::{list_prefix, KvError, KvStore, RangeRequest};
+use distcron_ledger::{JobError, JobSave, StoredJob};
 use distcron_proto::jobs::v1 as pb;
 use distcron_schedule::{Schedule, MAX_PREVIEW};
 use tonic::{Request, Response, Status};
@@ -16,8 +15,6 @@ use tonic::{Request, Response, Status};
 /// Default and maximum `page_size` of ListJobs.
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
-/// Read-modify-write attempts before a save without expected revision gives up.
-const MAX_CAS_ATTEMPTS: usize = 16;
 pub use distcron_proto::FIELD_METADATA;
 
 /// The job service over a key-value store.
@@ -42,29 +39,28 @@ fn store_error(e: KvError) -> Status {
     }
 }
 
-fn check_name(name: &str) -> Result<(), Status> {
-    validate_name(name).map_err(invalid)
+/// The status of a job read or write that did not happen.
+fn job_error(e: JobError) -> Status {
+    match e {
+        JobError::Invalid(e) => invalid(e),
+        JobError::Store(e) => store_error(e),
+        JobError::Encode(e) => Status::internal(e.to_string()),
+        JobError::NotFound { .. } => Status::not_found(e.to_string()),
+        JobError::Unreadable { .. } => Status::data_loss(e.to_string()),
+        JobError::RevisionChanged { .. }
+        | JobError::ChangingTooFast { .. }
+        | JobError::ChangedWhileTriggering { .. } => Status::aborted(e.to_string()),
+    }
 }
 
-fn decode_job(kv: &KeyValue) -> Result<JobDefinition, Status> {
-    JobDefinition::from_json(&kv.value)
-        .map_err(|e| Status::data_loss(format!("stored job at {} is not valid: {e}", kv.key)))
+fn check_name(name: &str) -> Result<(), Status> {
+    validate_name(name).map_err(invalid)
 }
 
 impl JobService {
     /// A job service storing under `keys`.
     pub fn new(store: Arc<dyn KvStore>, keys: Keys) -> Self {
         Self { store, keys }
-    }
-
-    async fn load(&self, name: &str) -> Result<(JobDefinition, KeyValue), Status> {
-        let kv = self
-            .store
-            .get(&self.keys.job(name))
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| Status::not_found(format!("job {name:?} not found")))?;
-        Ok((decode_job(&kv)?, kv))
     }
 
     async fn running_runs(&self, name: &str) -> Result<Vec<RunningRecord>, Status> {
@@ -100,71 +96,22 @@ impl pb::job_service_server::JobService for JobService {
         let proto = req
             .job
             .ok_or_else(|| invalid(FieldError::new("job", "required")))?;
-        let mut job = JobDefinition::from_proto(&proto, true).map_err(invalid)?;
-        let sent_secrets = job.secret_env.clone();
-        job.validate().map_err(invalid)?;
-        let key = self.keys.job(&job.name);
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let existing = self.store.get(&key).await.map_err(store_error)?;
-            let previous = match &existing {
-                Some(kv) => match JobDefinition::from_json(&kv.value) {
-                    Ok(p) => Some((p, kv.mod_revision)),
-                    Err(e) => {
-                        tracing::warn!(job = %job.name, error = %e, "replacing an unreadable stored job");
-                        None
-                    }
-                },
-                None => None,
-            };
-            let condition = match (req.expected_revision, &existing) {
-                (Some(0), _) => Condition::absent(&key),
-                (Some(rev), _) => Condition::unchanged(&key, rev),
-                (None, Some(kv)) => Condition::unchanged(&key, kv.mod_revision),
-                (None, None) => Condition::absent(&key),
-            };
-            let now = now_ms();
-            job.updated_at = now;
-            job.trace_parent = distcron_telemetry::current_traceparent();
-            job.created_at = match &previous {
-                Some((p, _)) if p.created_at > 0 => p.created_at,
-                _ => now,
-            };
-            if proto.enabled.is_none() {
-                job.enabled = previous.as_ref().is_none_or(|(p, _)| p.enabled);
-            }
-            // Resolved afresh on every attempt: a retry keeps what is stored by then.
-            job.secret_env.clone_from(&sent_secrets);
-            job.resolve_secret_env(
-                proto.secret_env.is_some(),
-                previous.as_ref().map(|(p, _)| p),
-            )
-            .map_err(invalid)?;
-            job.validate().map_err(invalid)?;
-            let txn = Txn {
-                when: vec![condition],
-                then: vec![Op::put(&key, job.to_json())],
-                otherwise: vec![Op::get(&key)],
-            };
-            let resp = self.store.txn(txn).await.map_err(store_error)?;
-            if resp.succeeded {
-                tracing::info!(job = %job.name, revision = resp.revision, "job saved");
-                return Ok(Response::new(pb::SaveJobResponse {
-                    job: Some(job.to_proto(resp.revision)),
-                    previous: previous.map(|(p, rev)| p.to_proto(rev)),
-                }));
-            }
-            if let Some(expected) = req.expected_revision {
-                let actual = resp.got(0).first().map_or(0, |kv| kv.mod_revision);
-                return Err(Status::aborted(format!(
-                    "job {:?} is at revision {actual}, not {expected}; reload and retry",
-                    job.name
-                )));
-            }
-        }
-        Err(Status::aborted(format!(
-            "job {:?} is changing too fast; retry",
-            job.name
-        )))
+        let save = JobSave {
+            job: JobDefinition::from_proto(&proto, true).map_err(invalid)?,
+            enabled_sent: proto.enabled.is_some(),
+            secret_env_sent: proto.secret_env.is_some(),
+            expected_revision: req.expected_revision,
+            trace_parent: distcron_telemetry::current_traceparent(),
+        };
+        let saved = distcron_ledger::save_job(self.store.as_ref(), &self.keys, &save)
+            .await
+            .map_err(job_error)?;
+        let StoredJob { job, revision } = saved.saved;
+        tracing::info!(job = %job.name, revision, "job saved");
+        Ok(Response::new(pb::SaveJobResponse {
+            job: Some(job.to_proto(revision)),
+            previous: saved.previous.map(|p| p.job.to_proto(p.revision)),
+        }))
     }
 
     async fn get_job(
@@ -173,8 +120,10 @@ impl pb::job_service_server::JobService for JobService {
     ) -> Result<Response<pb::Job>, Status> {
         let name = request.into_inner().name;
         check_name(&name)?;
-        let (job, kv) = self.load(&name).await?;
-        Ok(Response::new(job.to_proto(kv.mod_revision)))
+        let stored = distcron_ledger::load_job(self.store.as_ref(), &self.keys, &name)
+            .await
+            .map_err(job_error)?;
+        Ok(Response::new(stored.job.to_proto(stored.revision)))
     }
 
     async fn list_jobs(
@@ -204,7 +153,7 @@ impl pb::job_service_server::JobService for JobService {
         let resp = self
             .store
             .range(RangeRequest {
-                prefix: format!("{}{}", self.keys.jobs(), req.name_prefix),
+                prefix: self.keys.jobs_named(&req.name_prefix),
                 start_after: (!req.page_token.is_empty()).then(|| self.keys.job(&req.page_token)),
                 limit: page_size as usize,
                 keys_only: false,
@@ -214,11 +163,9 @@ impl pb::job_service_server::JobService for JobService {
             .map_err(store_error)?;
         let mut jobs = Vec::with_capacity(resp.kvs.len());
         for kv in &resp.kvs {
-            match decode_job(kv) {
-                Ok(job) => jobs.push(job.to_proto(kv.mod_revision)),
-                Err(e) => {
-                    tracing::warn!(key = %kv.key, error = %e.message(), "skipping unreadable job")
-                }
+            match StoredJob::from_kv(kv) {
+                Ok(stored) => jobs.push(stored.job.to_proto(stored.revision)),
+                Err(e) => tracing::warn!(key = %kv.key, error = %e, "skipping unreadable job"),
             }
         }
         let next_page_token = if resp.more {
@@ -242,53 +189,21 @@ impl pb::job_service_server::JobService for JobService {
     ) -> Result<Response<pb::DeleteJobResponse>, Status> {
         let req = request.into_inner();
         check_name(&req.name)?;
-        let (job, kv) = self.load(&req.name).await?;
-        let revision = req.expected_revision.unwrap_or(kv.mod_revision);
-        let key = self.keys.job(&req.name);
-        // The slots due before the delete that no claim has reached yet are recorded `skipped`
-        // by a worker, from this tombstone and the job's ledger (which stays until then: no claim
-        // can move it once the job is gone).
-        let tombstone = DeletedJob {
-            job: job.clone(),
-            deleted_at_ms: now_ms(),
-        };
-        let tombstone =
-            serde_json::to_vec(&tombstone).map_err(|e| Status::internal(e.to_string()))?;
-        let txn = Txn {
-            when: vec![Condition::unchanged(&key, revision)],
-            then: vec![
-                Op::delete(&key),
-                Op::put(self.keys.deleted(&req.name), tombstone),
-                Op::Delete {
-                    key: format!("{}{}/", self.keys.triggers(), req.name),
-                    prefix: true,
-                },
-                Op::get_prefix(self.keys.running_of(&req.name)),
-            ],
-            otherwise: vec![Op::get(&key)],
-        };
-        let resp = self.store.txn(txn).await.map_err(store_error)?;
-        if !resp.succeeded {
-            return Err(match resp.got(0).first() {
-                None => Status::not_found(format!("job {:?} not found", req.name)),
-                Some(now) => Status::aborted(format!(
-                    "job {:?} is at revision {}, not {revision}; reload and retry",
-                    req.name, now.mod_revision
-                )),
-            });
-        }
-        let running: Vec<String> = resp
-            .got(3)
-            .iter()
-            .filter_map(|kv| serde_json::from_slice::<RunningRecord>(&kv.value).ok())
-            .map(|r| r.run_id)
-            .collect();
+        let deletion = distcron_ledger::delete_job(
+            self.store.as_ref(),
+            &self.keys,
+            &req.name,
+            req.expected_revision,
+        )
+        .await
+        .map_err(job_error)?;
+        let running = deletion.running_run_ids;
         if req.kill_running && !running.is_empty() {
             self.publish_kill(&req.name, "").await?;
         }
         tracing::info!(job = %req.name, running = running.len(), killed = req.kill_running, "job deleted");
         Ok(Response::new(pb::DeleteJobResponse {
-            job: Some(job.to_proto(kv.mod_revision)),
+            job: Some(deletion.deleted.job.to_proto(deletion.deleted.revision)),
             running_run_ids: running,
         }))
     }
@@ -320,25 +235,14 @@ impl pb::job_service_server::JobService for JobService {
     ) -> Result<Response<pb::TriggerJobResponse>, Status> {
         let name = request.into_inner().name;
         check_name(&name)?;
-        let (_, kv) = self.load(&name).await?;
-        let trigger = TriggerRequest {
-            run_id: distcron_core::new_run_id(),
-            slot_ms: now_ms(),
-            job_revision: kv.mod_revision,
-            trace_parent: distcron_telemetry::current_traceparent(),
-        };
-        let value = serde_json::to_vec(&trigger).map_err(|e| Status::internal(e.to_string()))?;
-        let txn = Txn {
-            // Only while the job still exists as read.
-            when: vec![Condition::unchanged(self.keys.job(&name), kv.mod_revision)],
-            then: vec![Op::put(self.keys.trigger(&name, &trigger.run_id), value)],
-            otherwise: vec![],
-        };
-        if !self.store.txn(txn).await.map_err(store_error)?.succeeded {
-            return Err(Status::aborted(format!(
-                "job {name:?} changed while triggering; retry"
-            )));
-        }
+        let trigger = distcron_ledger::request_trigger(
+            self.store.as_ref(),
+            &self.keys,
+            &name,
+            &distcron_telemetry::current_traceparent(),
+        )
+        .await
+        .map_err(job_error)?;
         tracing::info!(job = %name, run_id = %trigger.run_id, "manual run requested");
         Ok(Response::new(pb::TriggerJobResponse {
             run_id: trigger.run_id,
@@ -352,30 +256,20 @@ impl pb::job_service_server::JobService for JobService {
     ) -> Result<Response<pb::Job>, Status> {
         let req = request.into_inner();
         check_name(&req.name)?;
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (mut job, kv) = self.load(&req.name).await?;
-            if job.enabled == req.enabled {
-                return Ok(Response::new(job.to_proto(kv.mod_revision)));
-            }
-            job.enabled = req.enabled;
-            job.updated_at = now_ms();
-            job.trace_parent = distcron_telemetry::current_traceparent();
-            let key = self.keys.job(&req.name);
-            let txn = Txn {
-                when: vec![Condition::unchanged(&key, kv.mod_revision)],
-                then: vec![Op::put(&key, job.to_json())],
-                otherwise: vec![],
-            };
-            let resp = self.store.txn(txn).await.map_err(store_error)?;
-            if resp.succeeded {
-                tracing::info!(job = %req.name, enabled = req.enabled, "job enabled state changed");
-                return Ok(Response::new(job.to_proto(resp.revision)));
-            }
+        let change = distcron_ledger::set_job_enabled(
+            self.store.as_ref(),
+            &self.keys,
+            &req.name,
+            req.enabled,
+            &distcron_telemetry::current_traceparent(),
+        )
+        .await
+        .map_err(job_error)?;
+        if change.written {
+            tracing::info!(job = %req.name, enabled = req.enabled, "job enabled state changed");
         }
-        Err(Status::aborted(format!(
-            "job {:?} is changing too fast; retry",
-            req.name
-        )))
+        let StoredJob { job, revision } = change.stored;
+        Ok(Response::new(job.to_proto(revision)))
     }
 
     async fn preview_schedule(
