@@ -8,6 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use distcron_core::records::RunStatus;
 use distcron_proto::jobs::v1 as jobs;
 use distcron_proto::logs::v1 as logs;
 use futures::{Stream, StreamExt};
@@ -18,7 +19,7 @@ use crate::auth::{session_cookie, session_id, Caller, Https};
 use crate::backends::{request, retry};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, ApiQuery};
-use crate::views::{status_from_name, JobInput, JobView, RunView, WorkerView};
+use crate::views::{JobInput, JobView, RunView, WorkerView};
 use crate::AppState;
 
 /// The OpenAPI document.
@@ -485,9 +486,10 @@ pub async fn list_runs(
     }
     let statuses = match p.status.as_deref() {
         None | Some("") => Vec::new(),
-        Some(s) => vec![status_from_name(s)
-            .ok_or_else(|| ApiError::invalid("status", format!("unknown status {s:?}")))?
-            as i32],
+        Some(s) => vec![s
+            .parse::<RunStatus>()
+            .map(i32::from)
+            .map_err(|_| ApiError::invalid("status", format!("unknown status {s:?}")))?],
     };
     let (from, to) = (p.from.unwrap_or(0), p.to.unwrap_or(0));
     if from < 0 || to < 0 {

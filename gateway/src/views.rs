@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use distcron_core::records::{RunStatus, RunTrigger};
 use distcron_proto::jobs::v1 as jobs;
 use distcron_proto::logs::v1 as logs;
 use serde::{Deserialize, Serialize};
@@ -215,44 +216,18 @@ pub struct RunView {
     pub trace_id: String,
 }
 
-/// The API name of a run status.
+/// The API name of a run status (`unknown` for a value that is no status).
 pub fn status_name(v: i32) -> &'static str {
-    match logs::RunStatus::try_from(v) {
-        Ok(logs::RunStatus::Running) => "running",
-        Ok(logs::RunStatus::Succeeded) => "succeeded",
-        Ok(logs::RunStatus::Failed) => "failed",
-        Ok(logs::RunStatus::TimedOut) => "timed_out",
-        Ok(logs::RunStatus::Killed) => "killed",
-        Ok(logs::RunStatus::Lost) => "lost",
-        Ok(logs::RunStatus::Skipped) => "skipped",
-        _ => "unknown",
-    }
-}
-
-/// The run status of an API name.
-pub fn status_from_name(name: &str) -> Option<logs::RunStatus> {
-    Some(match name {
-        "running" => logs::RunStatus::Running,
-        "succeeded" => logs::RunStatus::Succeeded,
-        "failed" => logs::RunStatus::Failed,
-        "timed_out" => logs::RunStatus::TimedOut,
-        "killed" => logs::RunStatus::Killed,
-        "lost" => logs::RunStatus::Lost,
-        "skipped" => logs::RunStatus::Skipped,
-        _ => return None,
-    })
+    RunStatus::try_from(v).map_or("unknown", RunStatus::as_str)
 }
 
 impl From<logs::Run> for RunView {
     fn from(r: logs::Run) -> Self {
-        let trigger = match logs::RunTrigger::try_from(r.trigger) {
-            Ok(logs::RunTrigger::Manual) => "manual",
-            Ok(logs::RunTrigger::CatchUp) => "catch_up",
-            _ => "schedule",
-        };
+        // A trigger this version does not know shows as the default.
+        let trigger = RunTrigger::try_from(r.trigger).unwrap_or_default();
         Self {
             status: status_name(r.status).into(),
-            trigger: trigger.into(),
+            trigger: trigger.as_str().into(),
             output: String::from_utf8_lossy(&r.output).into_owned(),
             run_id: r.run_id,
             job_name: r.job_name,
@@ -317,6 +292,47 @@ impl From<jobs::Worker> for WorkerView {
             clock_offset_ms: w.clock_offset_ms,
             claiming: w.claiming,
             status_reason: w.status_reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_show_their_status_and_trigger_by_name() {
+        let names = [
+            (logs::RunStatus::Unspecified, "unknown"),
+            (logs::RunStatus::Running, "running"),
+            (logs::RunStatus::Succeeded, "succeeded"),
+            (logs::RunStatus::Failed, "failed"),
+            (logs::RunStatus::TimedOut, "timed_out"),
+            (logs::RunStatus::Killed, "killed"),
+            (logs::RunStatus::Lost, "lost"),
+            (logs::RunStatus::Skipped, "skipped"),
+        ];
+        for (status, name) in names {
+            let run = logs::Run {
+                status: status.into(),
+                ..Default::default()
+            };
+            assert_eq!(RunView::from(run).status, name);
+        }
+        assert_eq!(status_name(99), "unknown");
+        let triggers = [
+            (0, "schedule"),
+            (logs::RunTrigger::Schedule.into(), "schedule"),
+            (logs::RunTrigger::Manual.into(), "manual"),
+            (logs::RunTrigger::CatchUp.into(), "catch_up"),
+            (99, "schedule"),
+        ];
+        for (trigger, name) in triggers {
+            let run = logs::Run {
+                trigger,
+                ..Default::default()
+            };
+            assert_eq!(RunView::from(run).trigger, name, "{trigger}");
         }
     }
 }

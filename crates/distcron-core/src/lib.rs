@@ -4,11 +4,14 @@
 //!   conversion to and from the gRPC messages.
 //! - [`keys`]: where everything lives in the key-value store.
 //! - [`records`]: the small JSON records workers and services keep in the store (running runs,
-//!   kill requests, manual triggers, registrations) and the slot ledger's encoding.
+//!   kill requests, manual triggers, registrations), the slot ledger's encoding, and a run's
+//!   status and trigger.
+//! - [`wire`]: a run's status and trigger to and from their gRPC enums.
 
 pub mod job;
 pub mod keys;
 pub mod records;
+pub mod wire;
 
 pub use job::{FieldError, JobDefinition, MissedPolicy, OverlapPolicy};
 pub use keys::Keys;

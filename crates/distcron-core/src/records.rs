@@ -1,4 +1,5 @@
-//! Small JSON records kept in the store next to job definitions.
+//! Small JSON records kept in the store next to job definitions, and the two values every run
+//! carries: its status and its trigger (converted to and from the wire in [`crate::wire`]).
 
 use std::collections::BTreeMap;
 
@@ -19,7 +20,8 @@ pub mod ledger {
     }
 }
 
-/// Why a run exists.
+/// Why a run exists. Its label ([`RunTrigger::as_str`]) is its JSON form here, in the run
+/// store and in the HTTP API.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunTrigger {
@@ -30,6 +32,93 @@ pub enum RunTrigger {
     Manual,
     /// A missed slot run later.
     CatchUp,
+}
+
+impl RunTrigger {
+    /// Every trigger.
+    pub const ALL: [Self; 3] = [Self::Schedule, Self::Manual, Self::CatchUp];
+
+    /// The label (`schedule`, `manual`, `catch_up`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Manual => "manual",
+            Self::CatchUp => "catch_up",
+        }
+    }
+}
+
+/// The state of a run. Its label ([`RunStatus::as_str`], parsed back by [`str::parse`]) is its
+/// stored form, its name in the HTTP API and its metric label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Started and not finished.
+    #[default]
+    Running,
+    /// Exited 0.
+    Succeeded,
+    /// Exited non-zero, or could not start.
+    Failed,
+    /// Ended by its timeout.
+    TimedOut,
+    /// Ended by a kill request (or replaced, or the worker shut down).
+    Killed,
+    /// Its worker died while it ran.
+    Lost,
+    /// Not run: the overlap policy skipped the slot.
+    Skipped,
+}
+
+impl RunStatus {
+    /// Every status.
+    pub const ALL: [Self; 7] = [
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::TimedOut,
+        Self::Killed,
+        Self::Lost,
+        Self::Skipped,
+    ];
+
+    /// The statuses of runs that ended badly: a job's "last failure" is its newest run in one.
+    pub const FAILURES: [Self; 4] = [Self::Failed, Self::TimedOut, Self::Killed, Self::Lost];
+
+    /// Whether the run has ended.
+    pub fn is_terminal(self) -> bool {
+        self != Self::Running
+    }
+
+    /// The label (`running`, `timed_out`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Killed => "killed",
+            Self::Lost => "lost",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// A text that is not the label of a run status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown run status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl std::str::FromStr for RunStatus {
+    type Err = UnknownStatus;
+
+    /// The status labelled `label` ([`RunStatus::as_str`]).
+    fn from_str(label: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == label)
+            .ok_or_else(|| UnknownStatus(label.to_owned()))
+    }
 }
 
 /// A run in progress, at `running/<job>/<run-id>` under the worker's session lease: the key
@@ -215,6 +304,35 @@ mod tests {
         assert!(a < b && b < c);
         assert_eq!(ledger::decode(&c), Some(1_764_000_000_000));
         assert_eq!(ledger::decode(b"junk"), None);
+    }
+
+    #[test]
+    fn labels_are_the_json_forms_and_parse_back() {
+        let names = [
+            "running",
+            "succeeded",
+            "failed",
+            "timed_out",
+            "killed",
+            "lost",
+            "skipped",
+        ];
+        assert_eq!(RunStatus::ALL.len(), names.len());
+        for (status, name) in RunStatus::ALL.into_iter().zip(names) {
+            assert_eq!(status.as_str(), name);
+            assert_eq!(name.parse::<RunStatus>(), Ok(status));
+            assert_eq!(serde_json::to_value(status).ok(), Some(name.into()));
+        }
+        assert_eq!(
+            "Running".parse::<RunStatus>(),
+            Err(UnknownStatus("Running".into()))
+        );
+        let names = ["schedule", "manual", "catch_up"];
+        assert_eq!(RunTrigger::ALL.len(), names.len());
+        for (trigger, name) in RunTrigger::ALL.into_iter().zip(names) {
+            assert_eq!(trigger.as_str(), name);
+            assert_eq!(serde_json::to_value(trigger).ok(), Some(name.into()));
+        }
     }
 
     #[test]

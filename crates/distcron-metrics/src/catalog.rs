@@ -7,6 +7,8 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use distcron_core::records::RunStatus;
+
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts,
@@ -132,15 +134,13 @@ impl FireOutcome {
     }
 }
 
-/// The run statuses a run can end in.
-const FINAL_STATUSES: [&str; 6] = [
-    "succeeded",
-    "failed",
-    "killed",
-    "timed_out",
-    "skipped",
-    "lost",
-];
+/// The labels of the statuses a run can end in.
+fn final_statuses() -> impl Iterator<Item = &'static str> {
+    RunStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_terminal())
+        .map(RunStatus::as_str)
+}
 
 /// The worker's metrics.
 #[derive(Debug)]
@@ -194,7 +194,7 @@ impl WorkerMetrics {
 
     /// Counts a run that ended in `status` (a lower-case run status such as "succeeded").
     pub fn run_finished(&self, status: &str) {
-        let status = if FINAL_STATUSES.contains(&status) {
+        let status = if final_statuses().any(|s| s == status) {
             status
         } else {
             "other"
@@ -315,7 +315,7 @@ static WORKER: LazyLock<WorkerMetrics> = LazyLock::new(|| {
     for outcome in FireOutcome::ALL {
         m.fires.with_label_values(&[outcome.label()]);
     }
-    for status in FINAL_STATUSES {
+    for status in final_statuses() {
         m.runs_finished.with_label_values(&[status]);
     }
     for reason in ["spool_full", "spool_error", "rejected"] {

@@ -205,6 +205,33 @@ mod tests {
     }
 
     #[test]
+    fn runs_finished_counts_final_statuses_by_label_and_others_as_other() {
+        let count = |status: &str| {
+            sample_sum(
+                &render(),
+                "distcron_worker_runs_finished_total",
+                &[("status", status)],
+            )
+        };
+        for status in [
+            "succeeded",
+            "failed",
+            "killed",
+            "timed_out",
+            "skipped",
+            "lost",
+        ] {
+            let before = count(status).unwrap_or_else(|| panic!("{status} starts at zero"));
+            worker().run_finished(status);
+            assert_eq!(count(status), Some(before + 1.0), "{status}");
+        }
+        let other = count("other").unwrap_or(0.0);
+        worker().run_finished("running");
+        assert_eq!(count("other"), Some(other + 1.0));
+        assert_eq!(count("running"), None);
+    }
+
+    #[test]
     fn samples_are_summed_by_label_subset() {
         let text = "# HELP x help\n# TYPE x counter\nx{a=\"1\",b=\"2\"} 3\nx{a=\"1\",b=\"3\"} 4\nx{a=\"2\",b=\"2\"} 5\nxy 9\n";
         assert_eq!(sample_sum(text, "x", &[("a", "1")]), Some(7.0));

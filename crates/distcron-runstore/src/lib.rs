@@ -18,12 +18,12 @@ mod types;
 pub mod conformance;
 
 pub use apply::{append_events, apply_event, OutputCap, TRUNCATION_MARKER};
-pub use distcron_core::records::RunTrigger;
+pub use distcron_core::records::{RunStatus, RunTrigger};
 pub use mongo::{MongoConfig, MongoRunStore};
 pub use sqlite::SqliteRunStore;
 pub use types::{
     JobStatsRaw, PageCursor, RunEvent, RunEventKind, RunFinish, RunPage, RunQuery, RunStart,
-    RunStatus, StatusTotals, StoredRun,
+    StatusTotals, StoredRun,
 };
 
 /// Why a run store call failed.

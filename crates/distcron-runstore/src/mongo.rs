@@ -115,7 +115,12 @@ fn from_document(mut d: Document) -> Result<StoredRun, RunStoreError> {
     if !d.contains_key("status") {
         // Seed-era run: success is an empty error text.
         let failed = matches!(d.get("err"), Some(Bson::String(s)) if !s.is_empty());
-        d.insert("status", if failed { "failed" } else { "succeeded" });
+        let status = if failed {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        };
+        d.insert("status", status.as_str());
     }
     bson::from_document(d).map_err(|e| RunStoreError::BadData {
         run_id: id,
@@ -403,7 +408,7 @@ impl RunStore for MongoRunStore {
         let mut totals = Vec::new();
         for g in &groups {
             let Ok(name) = g.get_str("_id") else { continue };
-            let Some(status) = RunStatus::ALL.into_iter().find(|s| s.as_str() == name) else {
+            let Ok(status) = name.parse::<RunStatus>() else {
                 continue;
             };
             totals.push(StatusTotals {
@@ -425,12 +430,10 @@ impl RunStore for MongoRunStore {
             .await?
             .pop();
         let mut success = job.clone();
-        success.insert("status", "succeeded");
+        success.insert("status", RunStatus::Succeeded.as_str());
         let mut failure = job;
-        failure.insert(
-            "status",
-            doc! { "$in": ["failed", "timed_out", "killed", "lost"] },
-        );
+        let failures = RunStatus::FAILURES.map(RunStatus::as_str).to_vec();
+        failure.insert("status", doc! { "$in": failures });
         Ok(JobStatsRaw {
             last_run,
             totals,

@@ -400,7 +400,7 @@ impl RunStore for SqliteRunStore {
             let mut totals = Vec::new();
             for row in rows {
                 let (name, count, duration) = row.map_err(other)?;
-                if let Some(status) = RunStatus::ALL.into_iter().find(|s| s.as_str() == name) {
+                if let Ok(status) = name.parse::<RunStatus>() {
                     totals.push(StatusTotals {
                         status,
                         count: u64::try_from(count).unwrap_or(0),
@@ -423,16 +423,7 @@ impl RunStore for SqliteRunStore {
                 last_run,
                 totals,
                 last_success_ms: newest_start(conn, &job, &[RunStatus::Succeeded])?,
-                last_failure_ms: newest_start(
-                    conn,
-                    &job,
-                    &[
-                        RunStatus::Failed,
-                        RunStatus::TimedOut,
-                        RunStatus::Killed,
-                        RunStatus::Lost,
-                    ],
-                )?,
+                last_failure_ms: newest_start(conn, &job, &RunStatus::FAILURES)?,
             })
         })
         .await

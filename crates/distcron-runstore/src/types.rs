@@ -2,59 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use distcron_core::records::RunTrigger;
-
-/// The state of a run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    /// Started and not finished.
-    #[default]
-    Running,
-    /// Exited 0.
-    Succeeded,
-    /// Exited non-zero, or could not start.
-    Failed,
-    /// Ended by its timeout.
-    TimedOut,
-    /// Ended by a kill request (or replaced, or the worker shut down).
-    Killed,
-    /// Its worker died while it ran.
-    Lost,
-    /// Not run: the overlap policy skipped the slot.
-    Skipped,
-}
-
-impl RunStatus {
-    /// Every status.
-    pub const ALL: [Self; 7] = [
-        Self::Running,
-        Self::Succeeded,
-        Self::Failed,
-        Self::TimedOut,
-        Self::Killed,
-        Self::Lost,
-        Self::Skipped,
-    ];
-
-    /// Whether the run has ended.
-    pub fn is_terminal(self) -> bool {
-        self != Self::Running
-    }
-
-    /// The stored name (`timed_out`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::TimedOut => "timed_out",
-            Self::Killed => "killed",
-            Self::Lost => "lost",
-            Self::Skipped => "skipped",
-        }
-    }
-}
+use distcron_core::records::{RunStatus, RunTrigger};
 
 /// A run as stored. Field names are the seed's where the seed had them (`jobName`, `command`,
 /// `err`, `output`, `planTime`, `scheduleTime`, `startTime`, `endTime`: integer milliseconds).

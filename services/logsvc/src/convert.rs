@@ -8,50 +8,6 @@ use distcron_runstore::{RunEvent, RunEventKind, RunFinish, RunStart, RunStatus, 
 /// Largest accepted output chunk.
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 
-/// The domain status of a gRPC status; `None` for UNSPECIFIED and unknown values.
-pub fn status_from_proto(value: i32) -> Option<RunStatus> {
-    Some(match pb::RunStatus::try_from(value).ok()? {
-        pb::RunStatus::Unspecified => return None,
-        pb::RunStatus::Running => RunStatus::Running,
-        pb::RunStatus::Succeeded => RunStatus::Succeeded,
-        pb::RunStatus::Failed => RunStatus::Failed,
-        pb::RunStatus::TimedOut => RunStatus::TimedOut,
-        pb::RunStatus::Killed => RunStatus::Killed,
-        pb::RunStatus::Lost => RunStatus::Lost,
-        pb::RunStatus::Skipped => RunStatus::Skipped,
-    })
-}
-
-/// The gRPC status of a domain status.
-pub fn status_to_proto(status: RunStatus) -> pb::RunStatus {
-    match status {
-        RunStatus::Running => pb::RunStatus::Running,
-        RunStatus::Succeeded => pb::RunStatus::Succeeded,
-        RunStatus::Failed => pb::RunStatus::Failed,
-        RunStatus::TimedOut => pb::RunStatus::TimedOut,
-        RunStatus::Killed => pb::RunStatus::Killed,
-        RunStatus::Lost => pb::RunStatus::Lost,
-        RunStatus::Skipped => pb::RunStatus::Skipped,
-    }
-}
-
-fn trigger_from_proto(value: i32) -> Result<RunTrigger, String> {
-    match pb::RunTrigger::try_from(value) {
-        Ok(pb::RunTrigger::Unspecified | pb::RunTrigger::Schedule) => Ok(RunTrigger::Schedule),
-        Ok(pb::RunTrigger::Manual) => Ok(RunTrigger::Manual),
-        Ok(pb::RunTrigger::CatchUp) => Ok(RunTrigger::CatchUp),
-        Err(_) => Err(format!("started.trigger: unknown value {value}")),
-    }
-}
-
-fn trigger_to_proto(trigger: RunTrigger) -> pb::RunTrigger {
-    match trigger {
-        RunTrigger::Schedule => pb::RunTrigger::Schedule,
-        RunTrigger::Manual => pb::RunTrigger::Manual,
-        RunTrigger::CatchUp => pb::RunTrigger::CatchUp,
-    }
-}
-
 /// Checks a run id: 1 to 128 of `[A-Za-z0-9._-]`.
 pub fn validate_run_id(run_id: &str) -> Result<(), String> {
     if run_id.is_empty() || run_id.len() > 128 {
@@ -91,9 +47,14 @@ pub fn event_from_proto(e: &pb::RunEvent) -> Result<RunEvent, String> {
         None => return Err("kind: one of started, output, finished is required".into()),
         Some(pb::run_event::Kind::Started(s)) => {
             validate_name(&s.job_name).map_err(|f| format!("started.jobName: {}", f.message))?;
-            let status = match pb::RunStatus::try_from(s.status) {
-                Ok(pb::RunStatus::Unspecified | pb::RunStatus::Running) => RunStatus::Running,
-                Ok(pb::RunStatus::Skipped) => RunStatus::Skipped,
+            // A start that names no status is running.
+            let status = if s.status == pb::RunStatus::Unspecified as i32 {
+                Ok(RunStatus::Running)
+            } else {
+                RunStatus::try_from(s.status)
+            };
+            let status = match status {
+                Ok(status @ (RunStatus::Running | RunStatus::Skipped)) => status,
                 _ => return Err("started.status: RUNNING or SKIPPED".into()),
             };
             for (field, value) in [
@@ -110,7 +71,8 @@ pub fn event_from_proto(e: &pb::RunEvent) -> Result<RunEvent, String> {
                 schedule_time: s.schedule_time_ms,
                 start_time: s.start_time_ms,
                 worker_id: s.worker_id.clone(),
-                trigger: trigger_from_proto(s.trigger)?,
+                trigger: RunTrigger::try_from(s.trigger)
+                    .map_err(|e| format!("started.trigger: {e}"))?,
                 status,
                 err: s.err.clone(),
             })
@@ -131,7 +93,8 @@ pub fn event_from_proto(e: &pb::RunEvent) -> Result<RunEvent, String> {
             }
         }
         Some(pb::run_event::Kind::Finished(f)) => {
-            let status = status_from_proto(f.status)
+            let status = RunStatus::try_from(f.status)
+                .ok()
                 .filter(|s| s.is_terminal())
                 .ok_or_else(|| "finished.status: a final status (not RUNNING)".to_owned())?;
             check_time("finished.endTimeMs", f.end_time_ms)?;
@@ -158,8 +121,8 @@ pub fn run_to_proto(r: StoredRun) -> pb::Run {
         run_id: r.run_id,
         job_name: r.job_name,
         command: r.command,
-        status: status_to_proto(r.status) as i32,
-        trigger: trigger_to_proto(r.trigger) as i32,
+        status: r.status.into(),
+        trigger: r.trigger.into(),
         plan_time_ms: r.plan_time,
         schedule_time_ms: r.schedule_time,
         start_time_ms: r.start_time,

@@ -14,9 +14,7 @@ use futures::{FutureExt, Stream};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use crate::convert::{
-    event_from_proto, run_to_proto, status_from_proto, status_to_proto, validate_run_id,
-};
+use crate::convert::{event_from_proto, run_to_proto, validate_run_id};
 
 /// Most events accepted in one AppendRunEvents call.
 pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
@@ -287,9 +285,7 @@ impl pb::log_service_server::LogService for LogService {
         let statuses = req
             .statuses
             .iter()
-            .map(|s| {
-                status_from_proto(*s).ok_or_else(|| invalid(format!("statuses: unknown value {s}")))
-            })
+            .map(|s| RunStatus::try_from(*s).map_err(|e| invalid(format!("statuses: {e}"))))
             .collect::<Result<Vec<RunStatus>, Status>>()?;
         if req.start_from_ms > 0
             && req.start_before_ms > 0
@@ -422,7 +418,7 @@ impl pb::log_service_server::LogService for LogService {
                 .totals
                 .iter()
                 .map(|t| pb::StatusCount {
-                    status: status_to_proto(t.status) as i32,
+                    status: t.status.into(),
                     count: t.count,
                 })
                 .collect(),
