@@ -69,16 +69,6 @@ impl ApiError {
     }
 }
 
-/// The field an `InvalidArgument` message names: services write `field: reason`.
-pub fn field_of(message: &str) -> Option<String> {
-    let (field, _) = message.split_once(": ")?;
-    let plausible = !field.is_empty()
-        && field
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '[' | ']'));
-    plausible.then(|| field.to_owned())
-}
-
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
         use tonic::Code;
@@ -99,13 +89,8 @@ impl From<tonic::Status> for ApiError {
             Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, "resource_exhausted"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        let named = status
-            .metadata()
-            .get(distcron_proto::FIELD_METADATA)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
         let field = (code == "invalid_argument")
-            .then(|| named.or_else(|| field_of(&message)))
+            .then(|| distcron_server::rejected_field(&status).map(str::to_owned))
             .flatten();
         Self {
             status: http,
@@ -133,14 +118,26 @@ mod tests {
 
     #[test]
     fn statuses_map_to_http_and_name_the_field() {
-        let e = ApiError::from(tonic::Status::invalid_argument("cronExpr: bad minute 61"));
+        let bad_minute = distcron_core::FieldError::new("cronExpr", "bad minute 61");
+        let e = ApiError::from(distcron_server::invalid_argument(bad_minute));
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert_eq!(e.detail.field.as_deref(), Some("cronExpr"));
+        assert_eq!(e.detail.message, "cronExpr: bad minute 61");
         let e = ApiError::from(tonic::Status::aborted("revision changed"));
         assert_eq!(e.status, StatusCode::CONFLICT);
         let e = ApiError::from(tonic::Status::unavailable("etcd down"));
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(field_of("no field here"), None);
-        assert_eq!(field_of("env.FOO: too long").as_deref(), Some("env.FOO"));
+        // The field comes from the metadata, never from the message text.
+        let e = ApiError::from(tonic::Status::invalid_argument("env.FOO: too long"));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.detail.field, None);
+        let too_long = distcron_core::FieldError::new("env.FOO", "no field here");
+        let e = ApiError::from(distcron_server::invalid_argument(too_long));
+        assert_eq!(e.detail.field.as_deref(), Some("env.FOO"));
+        // Only a 400 names a field.
+        let mut odd = tonic::Status::not_found("no such job");
+        odd.metadata_mut()
+            .insert(distcron_proto::FIELD_METADATA, "name".parse().unwrap());
+        assert_eq!(ApiError::from(odd).detail.field, None);
     }
 }

@@ -474,6 +474,23 @@ async fn api_v1_speaks_resources_and_status_codes() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["field"], "name", "{e}");
+    // logsvc's answers to bad input name the field too (in their metadata, which is where the
+    // gateway reads it).
+    for (path, field) in [
+        (
+            "/api/v1/jobs/api-job/stats?windowSeconds=4000000000",
+            "windowSeconds",
+        ),
+        ("/api/v1/jobs/api-job/runs?pageToken=garbage", "pageToken"),
+        ("/api/v1/jobs/a%20b/runs", "jobName"),
+        ("/api/v1/runs/not%20a%20run", "runId"),
+    ] {
+        let r = s.get(path, Some(VIEWER)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["code"], "invalid_argument", "{e}");
+        assert_eq!(e["error"]["field"], field, "{e}");
+    }
     assert_eq!(s.post("/api/v1/jobs", Some(ADMIN)).json(&json!({"name": "p", "command": "true", "cronExpr": "* * * * *", "overlapPolicy": "sometimes"})).code().await, StatusCode::BAD_REQUEST);
     let r = s
         .post("/api/v1/jobs", Some(ADMIN))

@@ -6,15 +6,18 @@
 //! health reporter. [`serve_registered`]
 //! serves it: marks the service healthy, registers the instance in the store on a lease, and on
 //! shutdown deregisters first (so clients stop picking it) and then drains in-flight calls.
-//! [`cancel_on_signal`] turns SIGTERM/SIGINT into a cancellation.
+//! [`cancel_on_signal`] turns SIGTERM/SIGINT into a cancellation. [`invalid_argument`] makes the
+//! `InvalidArgument` status that names the rejected field, [`rejected_field`] reads it back.
 
 mod auth;
 mod fd_limit;
+mod field_status;
 mod registered;
 mod tls;
 
 pub use auth::{check, TokenAuth, TokenAuthLayer};
 pub use fd_limit::{raise_open_files_limit, raise_open_files_limit_logged};
+pub use field_status::{invalid_argument, rejected_field};
 pub use registered::{
     bind_instance, cancel_on_signal, connect_etcd, load_tokens, serve_registered, Instance, Served,
 };

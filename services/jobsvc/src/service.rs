@@ -10,26 +10,18 @@ use distcron_kv::{list_prefix, KvError, KvStore, RangeRequest};
 use distcron_ledger::{JobError, JobSave, StoredJob};
 use distcron_proto::jobs::v1 as pb;
 use distcron_schedule::{Schedule, MAX_PREVIEW};
+use distcron_server::invalid_argument;
 use tonic::{Request, Response, Status};
 
 /// Default and maximum `page_size` of ListJobs.
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
-pub use distcron_proto::FIELD_METADATA;
 
 /// The job service over a key-value store.
 #[derive(Debug, Clone)]
 pub struct JobService {
     store: Arc<dyn KvStore>,
     keys: Keys,
-}
-
-fn invalid(e: FieldError) -> Status {
-    let mut status = Status::invalid_argument(e.to_string());
-    if let Ok(v) = e.field.escape_default().to_string().parse() {
-        status.metadata_mut().insert(FIELD_METADATA, v);
-    }
-    status
 }
 
 fn store_error(e: KvError) -> Status {
@@ -42,7 +34,7 @@ fn store_error(e: KvError) -> Status {
 /// The status of a job read or write that did not happen.
 fn job_error(e: JobError) -> Status {
     match e {
-        JobError::Invalid(e) => invalid(e),
+        JobError::Invalid(e) => invalid_argument(e),
         JobError::Store(e) => store_error(e),
         JobError::Encode(e) => Status::internal(e.to_string()),
         JobError::NotFound { .. } => Status::not_found(e.to_string()),
@@ -54,7 +46,7 @@ fn job_error(e: JobError) -> Status {
 }
 
 fn check_name(name: &str) -> Result<(), Status> {
-    validate_name(name).map_err(invalid)
+    validate_name(name).map_err(invalid_argument)
 }
 
 impl JobService {
@@ -95,9 +87,9 @@ impl pb::job_service_server::JobService for JobService {
         let req = request.into_inner();
         let proto = req
             .job
-            .ok_or_else(|| invalid(FieldError::new("job", "required")))?;
+            .ok_or_else(|| invalid_argument(FieldError::new("job", "required")))?;
         let save = JobSave {
-            job: JobDefinition::from_proto(&proto, true).map_err(invalid)?,
+            job: JobDefinition::from_proto(&proto, true).map_err(invalid_argument)?,
             enabled_sent: proto.enabled.is_some(),
             secret_env_sent: proto.secret_env.is_some(),
             expected_revision: req.expected_revision,
@@ -135,7 +127,7 @@ impl pb::job_service_server::JobService for JobService {
             0 => DEFAULT_PAGE,
             n if n <= MAX_PAGE => n,
             n => {
-                return Err(invalid(FieldError::new(
+                return Err(invalid_argument(FieldError::new(
                     "pageSize",
                     format!("{n} is more than {MAX_PAGE}"),
                 )))
@@ -144,11 +136,11 @@ impl pb::job_service_server::JobService for JobService {
         if !req.name_prefix.is_empty() {
             // A prefix is a partial name: the same characters are allowed.
             validate_name(&req.name_prefix)
-                .map_err(|e| invalid(FieldError::new("namePrefix", e.message)))?;
+                .map_err(|e| invalid_argument(FieldError::new("namePrefix", e.message)))?;
         }
         if !req.page_token.is_empty() {
             validate_name(&req.page_token)
-                .map_err(|_| invalid(FieldError::new("pageToken", "not a token from ListJobs")))?;
+                .map_err(|_| invalid_argument(FieldError::new("pageToken", "not a token from ListJobs")))?;
         }
         let resp = self
             .store
@@ -281,7 +273,7 @@ impl pb::job_service_server::JobService for JobService {
             0 => 5,
             n if n as usize <= MAX_PREVIEW => n as usize,
             n => {
-                return Err(invalid(FieldError::new(
+                return Err(invalid_argument(FieldError::new(
                     "count",
                     format!("{n} is more than {MAX_PREVIEW}"),
                 )))
@@ -292,10 +284,10 @@ impl pb::job_service_server::JobService for JobService {
         } else {
             Utc.timestamp_millis_opt(req.after_ms)
                 .single()
-                .ok_or_else(|| invalid(FieldError::new("afterMs", "out of range")))?
+                .ok_or_else(|| invalid_argument(FieldError::new("afterMs", "out of range")))?
         };
         let schedule = Schedule::parse_at(&req.cron_expr, &req.time_zone, after)
-            .map_err(|e| invalid(FieldError::new(e.field, e.message)))?;
+            .map_err(|e| invalid_argument(FieldError::new(e.field, e.message)))?;
         let times = schedule.upcoming(after, count);
         Ok(Response::new(pb::PreviewScheduleResponse {
             fire_times_ms: times.iter().map(|t| t.timestamp_millis()).collect(),

@@ -2,6 +2,7 @@
 
 use distcron_core::job::validate_name;
 use distcron_core::records::RunTrigger;
+use distcron_core::FieldError;
 use distcron_proto::logs::v1 as pb;
 use distcron_runstore::{RunEvent, RunEventKind, RunFinish, RunStart, RunStatus, StoredRun};
 
@@ -9,15 +10,18 @@ use distcron_runstore::{RunEvent, RunEventKind, RunFinish, RunStart, RunStatus, 
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Checks a run id: 1 to 128 of `[A-Za-z0-9._-]`.
-pub fn validate_run_id(run_id: &str) -> Result<(), String> {
+pub fn validate_run_id(run_id: &str) -> Result<(), FieldError> {
     if run_id.is_empty() || run_id.len() > 128 {
-        return Err("runId: 1 to 128 characters".into());
+        return Err(FieldError::new("runId", "1 to 128 characters"));
     }
     if !run_id
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
     {
-        return Err("runId: use letters, digits, '.', '_' and '-'".into());
+        return Err(FieldError::new(
+            "runId",
+            "use letters, digits, '.', '_' and '-'",
+        ));
     }
     Ok(())
 }
@@ -39,7 +43,7 @@ fn check_time(field: &str, value: i64) -> Result<(), String> {
 
 /// A validated domain event, or why the event is rejected (naming the field).
 pub fn event_from_proto(e: &pb::RunEvent) -> Result<RunEvent, String> {
-    validate_run_id(&e.run_id)?;
+    validate_run_id(&e.run_id).map_err(|f| f.to_string())?;
     if e.trace_id.len() > 64 || !e.trace_id.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err("traceId: at most 64 hex digits".into());
     }

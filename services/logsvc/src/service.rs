@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distcron_core::job::validate_name;
+use distcron_core::FieldError;
 use distcron_proto::logs::v1 as pb;
 use distcron_runstore::{
     append_events, OutputCap, PageCursor, RunQuery, RunStatus, RunStore, RunStoreError, StoredRun,
     TRUNCATION_MARKER,
 };
+use distcron_server::invalid_argument;
 use futures::{FutureExt, Stream};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
@@ -31,8 +33,9 @@ const TAIL_WAIT_FOR_RUN: Duration = Duration::from_secs(30);
 /// How long TailRun tolerates an unavailable store before giving up.
 const TAIL_OUTAGE: Duration = Duration::from_secs(30);
 
-fn invalid(field_and_reason: impl Into<String>) -> Status {
-    Status::invalid_argument(field_and_reason)
+/// The `InvalidArgument` status rejecting `field` for `reason`, naming the field in its metadata.
+fn invalid(field: &str, reason: impl Into<String>) -> Status {
+    invalid_argument(FieldError::new(field, reason))
 }
 
 /// How many of `runs`, from the first, fit a reply of `budget` output bytes (at least one).
@@ -210,10 +213,13 @@ impl pb::log_service_server::LogService for LogService {
         let reporter = crate::reporter::Reporter::of(request.extensions().get());
         let events = request.into_inner().events;
         if events.len() > MAX_EVENTS_PER_BATCH {
-            return Err(invalid(format!(
-                "events: {} in one batch; at most {MAX_EVENTS_PER_BATCH}",
-                events.len()
-            )));
+            return Err(invalid(
+                "events",
+                format!(
+                    "{} in one batch; at most {MAX_EVENTS_PER_BATCH}",
+                    events.len()
+                ),
+            ));
         }
         let (workers, lost) = match &reporter {
             Some(_) => (
@@ -277,31 +283,31 @@ impl pb::log_service_server::LogService for LogService {
         let limit = match req.limit {
             0 => DEFAULT_LIMIT,
             n if n <= MAX_LIMIT => n,
-            n => return Err(invalid(format!("limit: {n} is more than {MAX_LIMIT}"))),
+            n => return Err(invalid("limit", format!("{n} is more than {MAX_LIMIT}"))),
         };
         if !req.job_name.is_empty() {
-            validate_name(&req.job_name).map_err(|e| invalid(format!("jobName: {}", e.message)))?;
+            validate_name(&req.job_name).map_err(|e| invalid("jobName", e.message))?;
         }
         let statuses = req
             .statuses
             .iter()
-            .map(|s| RunStatus::try_from(*s).map_err(|e| invalid(format!("statuses: {e}"))))
+            .map(|s| RunStatus::try_from(*s).map_err(|e| invalid("statuses", e.to_string())))
             .collect::<Result<Vec<RunStatus>, Status>>()?;
         if req.start_from_ms > 0
             && req.start_before_ms > 0
             && req.start_from_ms >= req.start_before_ms
         {
-            return Err(invalid("startBeforeMs: must be after startFromMs"));
+            return Err(invalid("startBeforeMs", "must be after startFromMs"));
         }
         let after = if req.page_token.is_empty() {
             None
         } else {
             if req.skip > 0 {
-                return Err(invalid("pageToken: cannot be combined with skip"));
+                return Err(invalid("pageToken", "cannot be combined with skip"));
             }
             Some(
                 PageCursor::from_token(&req.page_token)
-                    .ok_or_else(|| invalid("pageToken: not a token from ListRuns"))?,
+                    .ok_or_else(|| invalid("pageToken", "not a token from ListRuns"))?,
             )
         };
         let query = RunQuery {
@@ -348,7 +354,7 @@ impl pb::log_service_server::LogService for LogService {
         request: Request<pb::GetRunRequest>,
     ) -> Result<Response<pb::Run>, Status> {
         let run_id = request.into_inner().run_id;
-        validate_run_id(&run_id).map_err(invalid)?;
+        validate_run_id(&run_id).map_err(invalid_argument)?;
         match self.store.get(&run_id).await.map_err(store_error)? {
             Some(run) => Ok(Response::new(run_to_proto(run))),
             None => Err(Status::not_found(format!("run {run_id:?} not found"))),
@@ -362,7 +368,7 @@ impl pb::log_service_server::LogService for LogService {
         request: Request<pb::TailRunRequest>,
     ) -> Result<Response<TailStream>, Status> {
         let req = request.into_inner();
-        validate_run_id(&req.run_id).map_err(invalid)?;
+        validate_run_id(&req.run_id).map_err(invalid_argument)?;
         let (tx, mut rx) = mpsc::channel(16);
         distcron_metrics::logsvc().tail_streams.inc();
         tokio::spawn(
@@ -384,14 +390,15 @@ impl pb::log_service_server::LogService for LogService {
         request: Request<pb::JobStatsRequest>,
     ) -> Result<Response<pb::JobStatsResponse>, Status> {
         let req = request.into_inner();
-        validate_name(&req.job_name).map_err(|e| invalid(format!("jobName: {}", e.message)))?;
+        validate_name(&req.job_name).map_err(|e| invalid("jobName", e.message))?;
         let window = match req.window_seconds {
             0 => DEFAULT_STATS_WINDOW,
             n if n <= MAX_STATS_WINDOW => n,
             n => {
-                return Err(invalid(format!(
-                    "windowSeconds: {n} is more than {MAX_STATS_WINDOW}"
-                )))
+                return Err(invalid(
+                    "windowSeconds",
+                    format!("{n} is more than {MAX_STATS_WINDOW}"),
+                ))
             }
         };
         let since = distcron_core::now_ms() - i64::from(window) * 1000;

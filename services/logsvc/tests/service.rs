@@ -259,6 +259,67 @@ async fn paging_by_skip_and_cursor_with_filters_and_bounds() {
             "{field} vs {}",
             err.message()
         );
+        assert_eq!(
+            named_field(&err),
+            field.strip_suffix(':'),
+            "{}",
+            err.message()
+        );
+    }
+    h.shutdown().await;
+}
+
+/// The field an `InvalidArgument` status names in its `distcron-field` metadata.
+fn named_field(err: &tonic::Status) -> Option<&str> {
+    err.metadata().get("distcron-field")?.to_str().ok()
+}
+
+#[tokio::test]
+async fn bad_lookups_name_their_field_in_the_metadata() {
+    let mut h = Harness::shared(1 << 20).await;
+    let err = h
+        .client
+        .get_run(pb::GetRunRequest {
+            run_id: "has space".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(named_field(&err), Some("runId"), "{}", err.message());
+    let err = h
+        .client
+        .tail_run(pb::TailRunRequest {
+            run_id: String::new(),
+            from_offset: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(named_field(&err), Some("runId"), "{}", err.message());
+    for (req, field) in [
+        (
+            pb::JobStatsRequest {
+                job_name: "a/b".into(),
+                window_seconds: 0,
+            },
+            "jobName",
+        ),
+        (
+            pb::JobStatsRequest {
+                job_name: "j".into(),
+                window_seconds: u32::MAX,
+            },
+            "windowSeconds",
+        ),
+    ] {
+        let err = h.client.job_stats(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message().starts_with(&format!("{field}: ")),
+            "{}",
+            err.message()
+        );
+        assert_eq!(named_field(&err), Some(field), "{}", err.message());
     }
     h.shutdown().await;
 }
