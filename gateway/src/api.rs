@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::auth::{session_cookie, session_id, Caller, Https};
-use crate::backends::{request, retry};
+use crate::call::{call, request, Attempts};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, ApiQuery};
 use crate::views::{JobInput, JobView, RunView, WorkerView};
@@ -63,10 +63,6 @@ pub async fn openapi() -> Response {
     }
 }
 
-fn token(caller: &Caller) -> Option<String> {
-    caller.token.clone()
-}
-
 /// A page of jobs.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -103,18 +99,19 @@ pub async fn list_jobs(
     if !(1..=1000).contains(&page_size) {
         return Err(ApiError::invalid("pageSize", "must be 1 to 1000"));
     }
-    let page = retry(|| {
-        let mut c = state.backends.jobs.clone();
-        let req = jobs::ListJobsRequest {
-            page_size,
-            page_token: p.page_token.clone(),
-            name_prefix: p.prefix.clone(),
-        };
-        let t = token(&caller);
-        async move { c.list_jobs(request(req, t.as_deref())).await }
-    })
-    .await?
-    .into_inner();
+    let req = jobs::ListJobsRequest {
+        page_size,
+        page_token: p.page_token,
+        name_prefix: p.prefix,
+    };
+    let page = call(
+        &state.backends.jobs,
+        &caller,
+        Attempts::Retried,
+        req,
+        |mut c, r| async move { c.list_jobs(r).await },
+    )
+    .await?;
     Ok(Json(JobPage {
         jobs: page.jobs.into_iter().map(JobView::from).collect(),
         next_page_token: page.next_page_token,
@@ -128,15 +125,18 @@ async fn save(
     expected_revision: Option<i64>,
 ) -> Result<(JobView, bool), ApiError> {
     let job = input.to_proto()?;
-    let mut c = state.backends.jobs.clone();
     let req = jobs::SaveJobRequest {
         job: Some(job),
         expected_revision,
     };
-    let r = c
-        .save_job(request(req, caller.token.as_deref()))
-        .await?
-        .into_inner();
+    let r = call(
+        &state.backends.jobs,
+        caller,
+        Attempts::Once,
+        req,
+        |mut c, r| async move { c.save_job(r).await },
+    )
+    .await?;
     let job = r.job.ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -169,14 +169,15 @@ pub async fn get_job(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    let job = retry(|| {
-        let mut c = state.backends.jobs.clone();
-        let req = jobs::GetJobRequest { name: name.clone() };
-        let t = token(&caller);
-        async move { c.get_job(request(req, t.as_deref())).await }
-    })
-    .await?
-    .into_inner();
+    let req = jobs::GetJobRequest { name };
+    let job = call(
+        &state.backends.jobs,
+        &caller,
+        Attempts::Retried,
+        req,
+        |mut c, r| async move { c.get_job(r).await },
+    )
+    .await?;
     Ok(Json(JobView::from(job)))
 }
 
@@ -228,16 +229,19 @@ pub async fn delete_job(
     Path(name): Path<String>,
     ApiQuery(p): ApiQuery<DeleteParams>,
 ) -> Result<Json<JobView>, ApiError> {
-    let mut c = state.backends.jobs.clone();
     let req = jobs::DeleteJobRequest {
         name,
         kill_running: p.kill_running,
         expected_revision: None,
     };
-    let r = c
-        .delete_job(request(req, caller.token.as_deref()))
-        .await?
-        .into_inner();
+    let r = call(
+        &state.backends.jobs,
+        &caller,
+        Attempts::Once,
+        req,
+        |mut c, r| async move { c.delete_job(r).await },
+    )
+    .await?;
     r.job
         .map(|j| Json(JobView::from(j)))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such job"))
@@ -262,14 +266,15 @@ pub async fn trigger_job(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<TriggerAnswer>), ApiError> {
-    let mut c = state.backends.jobs.clone();
-    let r = c
-        .trigger_job(request(
-            jobs::TriggerJobRequest { name },
-            caller.token.as_deref(),
-        ))
-        .await?
-        .into_inner();
+    let req = jobs::TriggerJobRequest { name };
+    let r = call(
+        &state.backends.jobs,
+        &caller,
+        Attempts::Once,
+        req,
+        |mut c, r| async move { c.trigger_job(r).await },
+    )
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(TriggerAnswer {
@@ -309,14 +314,15 @@ pub async fn kill_job(
     body: Option<ApiJson<KillBody>>,
 ) -> Result<Json<KillAnswer>, ApiError> {
     let run_id = body.map(|ApiJson(b)| b.run_id).unwrap_or_default();
-    let mut c = state.backends.jobs.clone();
-    let r = c
-        .kill_job(request(
-            jobs::KillJobRequest { name, run_id },
-            caller.token.as_deref(),
-        ))
-        .await?
-        .into_inner();
+    let req = jobs::KillJobRequest { name, run_id };
+    let r = call(
+        &state.backends.jobs,
+        &caller,
+        Attempts::Once,
+        req,
+        |mut c, r| async move { c.kill_job(r).await },
+    )
+    .await?;
     Ok(Json(KillAnswer {
         was_running: r.was_running,
         run_ids: r.run_ids,
@@ -329,14 +335,15 @@ async fn set_enabled(
     name: String,
     enabled: bool,
 ) -> Result<Json<JobView>, ApiError> {
-    let mut c = state.backends.jobs.clone();
-    let job = c
-        .set_job_enabled(request(
-            jobs::SetJobEnabledRequest { name, enabled },
-            caller.token.as_deref(),
-        ))
-        .await?
-        .into_inner();
+    let req = jobs::SetJobEnabledRequest { name, enabled };
+    let job = call(
+        &state.backends.jobs,
+        caller,
+        Attempts::Once,
+        req,
+        |mut c, r| async move { c.set_job_enabled(r).await },
+    )
+    .await?;
     Ok(Json(JobView::from(job)))
 }
 
@@ -410,17 +417,18 @@ pub async fn job_stats(
     Path(name): Path<String>,
     ApiQuery(p): ApiQuery<StatsParams>,
 ) -> Result<Json<StatsView>, ApiError> {
-    let r = retry(|| {
-        let mut c = state.backends.logs.clone();
-        let req = logs::JobStatsRequest {
-            job_name: name.clone(),
-            window_seconds: p.window_seconds.unwrap_or(0),
-        };
-        let t = token(&caller);
-        async move { c.job_stats(request(req, t.as_deref())).await }
-    })
-    .await?
-    .into_inner();
+    let req = logs::JobStatsRequest {
+        job_name: name,
+        window_seconds: p.window_seconds.unwrap_or(0),
+    };
+    let r = call(
+        &state.backends.logs,
+        &caller,
+        Attempts::Retried,
+        req,
+        |mut c, r| async move { c.job_stats(r).await },
+    )
+    .await?;
     Ok(Json(StatsView {
         job_name: r.job_name,
         last_run: r.last_run.map(RunView::from),
@@ -498,23 +506,24 @@ pub async fn list_runs(
             "times are ms since the epoch, not negative",
         ));
     }
-    let page = retry(|| {
-        let mut c = state.backends.logs.clone();
-        let req = logs::ListRunsRequest {
-            job_name: name.clone(),
-            statuses: statuses.clone(),
-            start_from_ms: from,
-            start_before_ms: to,
-            limit,
-            skip: 0,
-            page_token: p.page_token.clone(),
-            without_output: p.without_output.unwrap_or(true),
-        };
-        let t = token(&caller);
-        async move { c.list_runs(request(req, t.as_deref())).await }
-    })
-    .await?
-    .into_inner();
+    let req = logs::ListRunsRequest {
+        job_name: name,
+        statuses,
+        start_from_ms: from,
+        start_before_ms: to,
+        limit,
+        skip: 0,
+        page_token: p.page_token,
+        without_output: p.without_output.unwrap_or(true),
+    };
+    let page = call(
+        &state.backends.logs,
+        &caller,
+        Attempts::Retried,
+        req,
+        |mut c, r| async move { c.list_runs(r).await },
+    )
+    .await?;
     Ok(Json(RunPage {
         runs: page.runs.into_iter().map(RunView::from).collect(),
         total: page.total,
@@ -531,16 +540,15 @@ pub async fn get_run(
     Extension(caller): Extension<Caller>,
     Path(run_id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
-    let run = retry(|| {
-        let mut c = state.backends.logs.clone();
-        let req = logs::GetRunRequest {
-            run_id: run_id.clone(),
-        };
-        let t = token(&caller);
-        async move { c.get_run(request(req, t.as_deref())).await }
-    })
-    .await?
-    .into_inner();
+    let req = logs::GetRunRequest { run_id };
+    let run = call(
+        &state.backends.logs,
+        &caller,
+        Attempts::Retried,
+        req,
+        |mut c, r| async move { c.get_run(r).await },
+    )
+    .await?;
     Ok(Json(RunView::from(run)))
 }
 
@@ -560,16 +568,17 @@ pub async fn tail_run(
         .as_ref()
         .map_or("anonymous", |i| i.name.as_str());
     let permit = state.streams.open(who)?;
-    let mut c = state.backends.logs.clone();
     // An unknown run is a 404 now, not an error event after logsvc's wait for a starting run.
-    retry(|| {
-        let mut c = c.clone();
-        let req = logs::GetRunRequest {
-            run_id: run_id.clone(),
-        };
-        let t = token(&caller);
-        async move { c.get_run(request(req, t.as_deref())).await }
-    })
+    let req = logs::GetRunRequest {
+        run_id: run_id.clone(),
+    };
+    call(
+        &state.backends.logs,
+        &caller,
+        Attempts::Retried,
+        req,
+        |mut c, r| async move { c.get_run(r).await },
+    )
     .await?;
     let mut req = request(
         logs::TailRunRequest {
@@ -580,7 +589,13 @@ pub async fn tail_run(
     );
     // A tail lasts as long as the run.
     req.set_timeout(std::time::Duration::from_secs(7 * 24 * 3600));
-    let stream = c.tail_run(req).await?.into_inner();
+    let stream = state
+        .backends
+        .logs
+        .clone()
+        .tail_run(req)
+        .await?
+        .into_inner();
     // The place is held as long as the stream is (dropped with it).
     let events = stream.map(move |item| {
         let _held = &permit;
@@ -613,16 +628,15 @@ pub async fn list_workers(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<WorkerList>, ApiError> {
-    let r = retry(|| {
-        let mut c = state.backends.jobs.clone();
-        let t = token(&caller);
-        async move {
-            c.list_workers(request(jobs::ListWorkersRequest {}, t.as_deref()))
-                .await
-        }
-    })
-    .await?
-    .into_inner();
+    let req = jobs::ListWorkersRequest {};
+    let r = call(
+        &state.backends.jobs,
+        &caller,
+        Attempts::Retried,
+        req,
+        |mut c, r| async move { c.list_workers(r).await },
+    )
+    .await?;
     Ok(Json(WorkerList {
         workers: r.workers.into_iter().map(WorkerView::from).collect(),
     }))
@@ -665,19 +679,20 @@ pub async fn preview_schedule(
     if !(1..=100).contains(&count) {
         return Err(ApiError::invalid("count", "must be 1 to 100"));
     }
-    let r = retry(|| {
-        let mut c = state.backends.jobs.clone();
-        let req = jobs::PreviewScheduleRequest {
-            cron_expr: body.cron_expr.clone(),
-            time_zone: body.time_zone.clone(),
-            count,
-            after_ms: 0,
-        };
-        let t = token(&caller);
-        async move { c.preview_schedule(request(req, t.as_deref())).await }
-    })
-    .await?
-    .into_inner();
+    let req = jobs::PreviewScheduleRequest {
+        cron_expr: body.cron_expr,
+        time_zone: body.time_zone,
+        count,
+        after_ms: 0,
+    };
+    let r = call(
+        &state.backends.jobs,
+        &caller,
+        Attempts::Retried,
+        req,
+        |mut c, r| async move { c.preview_schedule(r).await },
+    )
+    .await?;
     Ok(Json(PreviewAnswer {
         fire_times_ms: r.fire_times_ms,
         fire_times: r.fire_times,

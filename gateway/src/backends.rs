@@ -1,9 +1,5 @@
 //! The gRPC clients of jobsvc and logsvc: balanced over the registered (or configured) instances,
-//! carrying the caller's token and trace context, retrying idempotent calls that failed before an
-//! instance answered.
-
-use std::future::Future;
-use std::time::Duration;
+//! carrying the trace context. Handlers call through them with [`crate::call`].
 
 use distcron_proto::jobs::v1::job_service_client::JobServiceClient;
 use distcron_proto::logs::v1::log_service_client::LogServiceClient;
@@ -43,81 +39,3 @@ impl Backends {
 /// Largest reply read from logsvc: a run with the largest output cap (8 MiB), with room to
 /// spare.
 pub const MAX_LOGS_REPLY_BYTES: usize = 16 * 1024 * 1024;
-
-/// How long one backend call may take.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A request carrying the caller's bearer token (if any) and a deadline.
-pub fn request<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(CALL_TIMEOUT);
-    if let Some(token) = token {
-        if let Ok(value) = format!("Bearer {token}").parse() {
-            request.metadata_mut().insert("authorization", value);
-        }
-    }
-    request
-}
-
-/// Most attempts of an idempotent call.
-const MAX_ATTEMPTS: u32 = 5;
-
-/// Whether a call failed before any instance answered it: none was reachable (`Unavailable`), the
-/// instance died with the call in flight (`Cancelled`, or `Unknown` made here from a transport
-/// error: a status an instance sent has no source), so another instance may answer it.
-fn failed_in_transport(status: &tonic::Status) -> bool {
-    match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Cancelled => true,
-        tonic::Code::Unknown => std::error::Error::source(status).is_some(),
-        _ => false,
-    }
-}
-
-/// Calls `f` until it succeeds, fails with an answer from an instance, or [`MAX_ATTEMPTS`]
-/// attempts failed in transport, backing off 100, 200, 400, 800 ms: longer than discovery takes
-/// to leave an unreachable instance out of the balancer (it probes every second). Only for
-/// idempotent calls.
-pub async fn retry<T, F, Fut>(mut f: F) -> Result<T, tonic::Status>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, tonic::Status>>,
-{
-    let mut attempt = 0u32;
-    loop {
-        match f().await {
-            Err(s) if failed_in_transport(&s) && attempt + 1 < MAX_ATTEMPTS => {
-                attempt += 1;
-                tracing::debug!(attempt, error = %s.message(), "backend unreachable; retrying");
-                tokio::time::sleep(Duration::from_millis(100 << (attempt - 1))).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_failures_before_an_instance_answered_are_retried() {
-        assert!(failed_in_transport(&tonic::Status::unavailable(
-            "tcp connect error"
-        )));
-        assert!(failed_in_transport(&tonic::Status::cancelled("gone")));
-        let transport =
-            tonic::Status::from_error(Box::new(std::io::Error::other("transport error")));
-        assert_eq!(transport.code(), tonic::Code::Unknown);
-        assert!(failed_in_transport(&transport));
-        // An instance's own answers are final.
-        assert!(!failed_in_transport(&tonic::Status::unknown(
-            "from the server"
-        )));
-        assert!(!failed_in_transport(&tonic::Status::internal(
-            "store failed"
-        )));
-        assert!(!failed_in_transport(&tonic::Status::not_found(
-            "no such run"
-        )));
-    }
-}

@@ -8,11 +8,12 @@
 //! Every request gets a span joined to the caller's trace and is counted (module `observe`).
 //! Every route but `/healthz`, `/readyz` (load-balancer probes; they reveal only whether the
 //! backends answer), `/metrics` (counts and latencies; no job names), the console's static files and its login needs a token with the route's role ([`auth`]). jobsvc and logsvc are reached over channels balanced
-//! across their registered instances ([`backends`]).
+//! across their registered instances ([`backends`]); each handler's call to them is one [`call`].
 
 pub mod api;
 pub mod auth;
 pub mod backends;
+pub mod call;
 mod config;
 pub mod console;
 pub mod error;

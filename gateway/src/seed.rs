@@ -10,7 +10,7 @@ use distcron_proto::logs::v1 as logs;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
-use crate::backends::{request, retry};
+use crate::call::{call, Attempts};
 use crate::views::{JobInput, JobView, RunView};
 use crate::AppState;
 
@@ -63,13 +63,19 @@ pub async fn save(
         Ok(j) => j,
         Err(e) => return fail(e.detail.message),
     };
-    let mut client = state.backends.jobs.clone();
     let req = jobs::SaveJobRequest {
         job: Some(job),
         expected_revision: None,
     };
-    match client.save_job(request(req, caller.token.as_deref())).await {
-        Ok(r) => ok(r.into_inner().previous.map(JobView::from)),
+    let saved = call(
+        &state.backends.jobs,
+        &caller,
+        Attempts::Once,
+        req,
+        |mut c, r| async move { c.save_job(r).await },
+    );
+    match saved.await {
+        Ok(r) => ok(r.previous.map(JobView::from)),
         Err(e) => fail(status_text(&e)),
     }
 }
@@ -87,17 +93,20 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     Form(form): Form<NameForm>,
 ) -> Json<Envelope> {
-    let mut client = state.backends.jobs.clone();
     let req = jobs::DeleteJobRequest {
         name: form.name,
         kill_running: false,
         expected_revision: None,
     };
-    match client
-        .delete_job(request(req, caller.token.as_deref()))
-        .await
-    {
-        Ok(r) => ok(r.into_inner().job.map(JobView::from)),
+    let deleted = call(
+        &state.backends.jobs,
+        &caller,
+        Attempts::Once,
+        req,
+        |mut c, r| async move { c.delete_job(r).await },
+    );
+    match deleted.await {
+        Ok(r) => ok(r.job.map(JobView::from)),
         Err(e) if e.code() == tonic::Code::NotFound => ok(serde_json::Value::Null),
         Err(e) => fail(status_text(&e)),
     }
@@ -111,20 +120,20 @@ pub async fn list(
     let mut all: Vec<JobView> = Vec::new();
     let mut token = String::new();
     loop {
-        let page = retry(|| {
-            let mut client = state.backends.jobs.clone();
-            let req = jobs::ListJobsRequest {
-                page_size: 1000,
-                page_token: token.clone(),
-                name_prefix: String::new(),
-            };
-            let auth = caller.token.clone();
-            async move { client.list_jobs(request(req, auth.as_deref())).await }
-        })
-        .await;
-        match page {
+        let req = jobs::ListJobsRequest {
+            page_size: 1000,
+            page_token: token.clone(),
+            name_prefix: String::new(),
+        };
+        let page = call(
+            &state.backends.jobs,
+            &caller,
+            Attempts::Retried,
+            req,
+            |mut c, r| async move { c.list_jobs(r).await },
+        );
+        match page.await {
             Ok(p) => {
-                let p = p.into_inner();
                 all.extend(p.jobs.into_iter().map(JobView::from));
                 if p.next_page_token.is_empty() {
                     return ok(all);
@@ -142,12 +151,18 @@ pub async fn kill(
     Extension(caller): Extension<Caller>,
     Form(form): Form<NameForm>,
 ) -> Json<Envelope> {
-    let mut client = state.backends.jobs.clone();
     let req = jobs::KillJobRequest {
         name: form.name,
         run_id: String::new(),
     };
-    match client.kill_job(request(req, caller.token.as_deref())).await {
+    let killed = call(
+        &state.backends.jobs,
+        &caller,
+        Attempts::Once,
+        req,
+        |mut c, r| async move { c.kill_job(r).await },
+    );
+    match killed.await {
         Ok(_) => ok(serde_json::Value::Null),
         Err(e) => fail(status_text(&e)),
     }
@@ -194,22 +209,22 @@ pub async fn log(
     let mut page_token = String::new();
     loop {
         let want = limit.saturating_sub(u32::try_from(runs.len()).unwrap_or(u32::MAX));
-        let page = retry(|| {
-            let mut client = state.backends.logs.clone();
-            let req = logs::ListRunsRequest {
-                job_name: name.clone(),
-                limit: want,
-                skip: if page_token.is_empty() { skip } else { 0 },
-                page_token: page_token.clone(),
-                ..Default::default()
-            };
-            let auth = caller.token.clone();
-            async move { client.list_runs(request(req, auth.as_deref())).await }
-        })
-        .await;
-        match page {
+        let req = logs::ListRunsRequest {
+            job_name: name.clone(),
+            limit: want,
+            skip: if page_token.is_empty() { skip } else { 0 },
+            page_token: page_token.clone(),
+            ..Default::default()
+        };
+        let page = call(
+            &state.backends.logs,
+            &caller,
+            Attempts::Retried,
+            req,
+            |mut c, r| async move { c.list_runs(r).await },
+        );
+        match page.await {
             Ok(p) => {
-                let p = p.into_inner();
                 runs.extend(p.runs.into_iter().map(RunView::from));
                 if p.next_page_token.is_empty() || runs.len() >= limit as usize {
                     return ok(runs);
@@ -226,19 +241,16 @@ pub async fn workers(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Json<Envelope> {
-    let listed = retry(|| {
-        let mut client = state.backends.jobs.clone();
-        let auth = caller.token.clone();
-        async move {
-            client
-                .list_workers(request(jobs::ListWorkersRequest {}, auth.as_deref()))
-                .await
-        }
-    })
-    .await;
-    match listed {
+    let req = jobs::ListWorkersRequest {};
+    let listed = call(
+        &state.backends.jobs,
+        &caller,
+        Attempts::Retried,
+        req,
+        |mut c, r| async move { c.list_workers(r).await },
+    );
+    match listed.await {
         Ok(r) => ok(r
-            .into_inner()
             .workers
             .into_iter()
             .map(|w| w.addresses.into_iter().next().unwrap_or(w.host))
