@@ -12,7 +12,54 @@
 //! | `workers/<worker-id>` | [`WorkerRegistration`](crate::records::WorkerRegistration) JSON | the worker's session |
 //! | `services/<service>/<instance-id>` | [`ServiceRegistration`](crate::records::ServiceRegistration) JSON | the instance's |
 
-/// Builds keys under one prefix.
+/// What a key under the prefix names, as [`Keys::parse`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key<'a> {
+    /// `jobs/<name>`: a job definition.
+    Job(&'a str),
+    /// `killer/<name>`: a kill request of a job.
+    Killer(&'a str),
+    /// `ledger/<name>`: the last claimed slot of a job.
+    Ledger(&'a str),
+    /// `deleted/<name>`: the tombstone of a deleted job.
+    Deleted(&'a str),
+    /// `running/<name>/<run-id>`: a run in progress.
+    Running {
+        /// The job.
+        job: &'a str,
+        /// The run.
+        run_id: &'a str,
+    },
+    /// `triggers/<name>/<run-id>`: a manual trigger not yet claimed.
+    Trigger {
+        /// The job.
+        job: &'a str,
+        /// The run it asks for.
+        run_id: &'a str,
+    },
+    /// `workers/<worker-id>`: a worker's registration.
+    Worker(&'a str),
+    /// `undelivered/<worker-id>/<marker>`: runs of a worker not yet acknowledged by logsvc.
+    Undelivered {
+        /// The worker.
+        worker_id: &'a str,
+        /// The marker's name.
+        marker: &'a str,
+    },
+    /// `services/<service>/<instance-id>`: a service instance's registration.
+    Service {
+        /// The service.
+        service: &'a str,
+        /// The instance.
+        instance_id: &'a str,
+    },
+    /// `compaction`: the compaction turn counter.
+    Compaction,
+    /// Anything else: outside the prefix, or not of the layout.
+    Other,
+}
+
+/// Builds keys under one prefix, and reads them back ([`Keys::parse`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     prefix: String,
@@ -32,6 +79,38 @@ impl Keys {
             prefix.push('/');
         }
         Self { prefix }
+    }
+
+    /// Reads what `key` names: the inverse of the key builders below.
+    pub fn parse<'a>(&self, key: &'a str) -> Key<'a> {
+        let Some(rest) = key.strip_prefix(&self.prefix) else {
+            return Key::Other;
+        };
+        if rest == "compaction" {
+            return Key::Compaction;
+        }
+        let Some((kind, name)) = rest.split_once('/') else {
+            return Key::Other;
+        };
+        let pair = || name.split_once('/');
+        match kind {
+            "jobs" => Key::Job(name),
+            "killer" => Key::Killer(name),
+            "ledger" => Key::Ledger(name),
+            "deleted" => Key::Deleted(name),
+            "workers" => Key::Worker(name),
+            "running" => pair().map_or(Key::Other, |(job, run_id)| Key::Running { job, run_id }),
+            "triggers" => pair().map_or(Key::Other, |(job, run_id)| Key::Trigger { job, run_id }),
+            "undelivered" => pair().map_or(Key::Other, |(worker_id, marker)| Key::Undelivered {
+                worker_id,
+                marker,
+            }),
+            "services" => pair().map_or(Key::Other, |(service, instance_id)| Key::Service {
+                service,
+                instance_id,
+            }),
+            _ => Key::Other,
+        }
     }
 
     /// The prefix, ending in `/`.
@@ -56,7 +135,10 @@ impl Keys {
 
     /// The job name of a `jobs/<name>` key.
     pub fn job_name<'a>(&self, key: &'a str) -> Option<&'a str> {
-        key.strip_prefix(&self.prefix)?.strip_prefix("jobs/")
+        match self.parse(key) {
+            Key::Job(name) => Some(name),
+            _ => None,
+        }
     }
 
     /// `killer/`
@@ -138,10 +220,10 @@ impl Keys {
 
     /// The worker id of an `undelivered/<worker-id>/<marker>` key.
     pub fn undelivered_worker<'a>(&self, key: &'a str) -> Option<&'a str> {
-        let rest = key
-            .strip_prefix(&self.prefix)?
-            .strip_prefix("undelivered/")?;
-        rest.split_once('/').map(|(worker, _)| worker)
+        match self.parse(key) {
+            Key::Undelivered { worker_id, .. } => Some(worker_id),
+            _ => None,
+        }
     }
 
     /// `workers/`
@@ -167,7 +249,7 @@ impl Keys {
 
 #[cfg(test)]
 mod tests {
-    use super::Keys;
+    use super::{Key, Keys};
 
     #[test]
     fn seed_keys_keep_their_meaning() {
@@ -187,5 +269,58 @@ mod tests {
         assert_eq!(marker, "/cron/undelivered/w1/17-3");
         assert_eq!(k.undelivered_worker(&marker), Some("w1"));
         assert_eq!(k.undelivered_worker("/cron/workers/w1"), None);
+    }
+
+    #[test]
+    fn every_built_key_parses_back_to_what_it_names() {
+        let k = Keys::new("/t/");
+        let cases = [
+            (k.job("a"), Key::Job("a")),
+            (k.killer("a"), Key::Killer("a")),
+            (k.ledger("a"), Key::Ledger("a")),
+            (k.deleted("a"), Key::Deleted("a")),
+            (k.worker("w"), Key::Worker("w")),
+            (
+                k.running("a", "r"),
+                Key::Running {
+                    job: "a",
+                    run_id: "r",
+                },
+            ),
+            (
+                k.trigger("a", "r"),
+                Key::Trigger {
+                    job: "a",
+                    run_id: "r",
+                },
+            ),
+            (
+                k.undelivered("w", "m"),
+                Key::Undelivered {
+                    worker_id: "w",
+                    marker: "m",
+                },
+            ),
+            (
+                k.service("jobsvc", "i"),
+                Key::Service {
+                    service: "jobsvc",
+                    instance_id: "i",
+                },
+            ),
+            (k.compaction(), Key::Compaction),
+        ];
+        for (key, kind) in cases {
+            assert_eq!(k.parse(&key), kind, "{key}");
+        }
+        for other in [
+            "/u/jobs/a",
+            "/t/running/a",
+            "/t/unknown/x",
+            "/t/jobs",
+            "/t/",
+        ] {
+            assert_eq!(k.parse(other), Key::Other, "{other}");
+        }
     }
 }

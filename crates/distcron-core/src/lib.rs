@@ -14,7 +14,7 @@ pub mod records;
 pub mod wire;
 
 pub use job::{FieldError, JobDefinition, MissedPolicy, OverlapPolicy};
-pub use keys::Keys;
+pub use keys::{Key, Keys};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
