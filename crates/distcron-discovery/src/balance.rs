@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distcron_core::records::ServiceRegistration;
-use distcron_kv::{list_prefix, resilient_watch, KvStore, ResilientWatchEvent, WatchEventKind};
+use distcron_kv::{follow_prefix, KvStore, ResilientWatchEvent, WatchEventKind};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -221,26 +221,8 @@ async fn follow(
     tx: mpsc::Sender<Change<String, Endpoint>>,
     stop: CancellationToken,
 ) {
-    let mut attempt = 0;
-    let (kvs, revision) = loop {
-        match list_prefix(store.as_ref(), &prefix).await {
-            Ok(listed) => break listed,
-            Err(e) => {
-                attempt += 1;
-                tracing::warn!(%prefix, error = %e, attempt, "cannot list service instances; retrying");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(distcron_kv::backoff(attempt, Duration::from_secs(2))) => {}
-                }
-            }
-        }
-    };
-    for kv in kvs {
-        if let Some(change) = instances.apply(kv.key, Some(&kv.value)) {
-            let _ = tx.send(change).await;
-        }
-    }
-    let mut watch = resilient_watch(store, prefix, revision + 1);
+    // The first snapshot is the listing; a later one (after a compaction) replaces what it lacks.
+    let mut watch = follow_prefix(store, prefix);
     let mut probe = tokio::time::interval(PROBE_EVERY);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -269,7 +251,7 @@ async fn follow(
                     .into_iter()
                     .map(|e| (e.kv.key, (e.kind == WatchEventKind::Put).then_some(e.kv.value)))
                     .collect(),
-                Some(ResilientWatchEvent::Resync { kvs, .. }) => {
+                Some(ResilientWatchEvent::Snapshot { kvs, .. }) => {
                     let now: HashSet<String> = kvs.iter().map(|kv| kv.key.clone()).collect();
                     let mut c: Vec<_> = instances
                         .registered

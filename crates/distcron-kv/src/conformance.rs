@@ -27,7 +27,8 @@ macro_rules! kv_conformance_tests {
             put_get_delete, range_pages_in_key_order, txn_create_if_absent,
             txn_value_compare_orders_padded_numbers, txn_prefix_compare, lease_revoke_deletes_keys,
             lease_expires_without_keep_alive, watch_replays_in_order,
-            watch_sees_lease_expiry_in_one_batch, range_at_revision_is_a_snapshot);
+            watch_sees_lease_expiry_in_one_batch, range_at_revision_is_a_snapshot,
+            follow_prefix_starts_with_the_listing);
     };
     (@tests $factory:path; $($name:ident),*) => {
         $(
@@ -361,6 +362,44 @@ pub async fn watch_replays_in_order(store: Store, p: String) {
     assert_eq!(live.events.len(), 1);
     assert_eq!(live.events[0].kv.key, format!("{prefix}c"));
     assert_eq!(live.events[0].kv.value, b"4");
+}
+
+pub async fn follow_prefix_starts_with_the_listing(store: Store, p: String) {
+    let prefix = format!("{p}/f/");
+    for key in ["a", "b"] {
+        store
+            .put(&format!("{prefix}{key}"), key.as_bytes().to_vec(), None)
+            .await
+            .unwrap();
+    }
+    let mut followed = crate::follow_prefix(store.clone(), prefix.clone());
+    let first = tokio::time::timeout(Duration::from_secs(5), followed.next())
+        .await
+        .expect("the listing within 5 s")
+        .expect("stream open");
+    let crate::ResilientWatchEvent::Snapshot { kvs, revision } = first else {
+        panic!("the first item is not the listing: {first:?}");
+    };
+    let keys: Vec<&str> = kvs
+        .iter()
+        .map(|kv| kv.key.trim_start_matches(&prefix))
+        .collect();
+    assert_eq!(keys, ["a", "b"]);
+    assert!(revision >= kvs.iter().map(|kv| kv.mod_revision).max().unwrap_or(0));
+    // Changes after the listing follow it, none repeated.
+    store
+        .put(&format!("{prefix}c"), b"c".to_vec(), None)
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), followed.next())
+        .await
+        .expect("the change within 5 s")
+        .expect("stream open");
+    let crate::ResilientWatchEvent::Batch(batch) = next else {
+        panic!("expected a batch of changes: {next:?}");
+    };
+    let changed: Vec<&str> = batch.events.iter().map(|e| e.kv.key.as_str()).collect();
+    assert_eq!(changed, [format!("{prefix}c")]);
 }
 
 pub async fn watch_sees_lease_expiry_in_one_batch(store: Store, p: String) {

@@ -34,7 +34,7 @@ pub use types::{
     CompareOp, CompareTarget, Condition, KeyValue, LeaseId, Op, OpResult, RangeRequest,
     RangeResponse, Revision, Txn, TxnResponse, WatchBatch, WatchEvent, WatchEventKind,
 };
-pub use watch::{list_keys, list_prefix, resilient_watch, ResilientWatchEvent};
+pub use watch::{follow_prefix, list_keys, list_prefix, resilient_watch, ResilientWatchEvent};
 
 /// A stream of watch batches; ends with an error when the watch breaks.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchBatch, KvError>> + Send>>;

@@ -75,7 +75,7 @@ async fn resilient_watch_resyncs_after_compaction() {
         .unwrap()
         .unwrap()
     {
-        ResilientWatchEvent::Resync { kvs, revision } => {
+        ResilientWatchEvent::Snapshot { kvs, revision } => {
             assert_eq!(kvs.len(), 2);
             assert!(revision >= head);
         }
@@ -136,7 +136,7 @@ async fn survives_a_stopped_member_and_resumes_watches() {
             .unwrap()
         {
             ResilientWatchEvent::Batch(b) => seen.extend(b.events.into_iter().map(|e| e.kv.key)),
-            ResilientWatchEvent::Resync { .. } => panic!("no compaction happened"),
+            ResilientWatchEvent::Snapshot { .. } => panic!("no compaction happened"),
         }
     }
     let want: Vec<String> = (0..30).map(|i| format!("/x/k{i:02}")).collect();

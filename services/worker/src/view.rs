@@ -166,7 +166,7 @@ pub async fn follow(
         };
         match event {
             None => return,
-            Some(ResilientWatchEvent::Resync { kvs, .. }) => {
+            Some(ResilientWatchEvent::Snapshot { kvs, .. }) => {
                 distcron_metrics::worker().watch_resyncs.inc();
                 tracing::warn!("watch history compacted; resynchronised from a full listing");
                 install(&ctx, kvs, &jobs_tx).await;
