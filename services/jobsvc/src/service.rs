@@ -139,8 +139,9 @@ impl pb::job_service_server::JobService for JobService {
                 .map_err(|e| invalid_argument(FieldError::new("namePrefix", e.message)))?;
         }
         if !req.page_token.is_empty() {
-            validate_name(&req.page_token)
-                .map_err(|_| invalid_argument(FieldError::new("pageToken", "not a token from ListJobs")))?;
+            validate_name(&req.page_token).map_err(|_| {
+                invalid_argument(FieldError::new("pageToken", "not a token from ListJobs"))
+            })?;
         }
         let resp = self
             .store

@@ -1,180 +1,15 @@
-//! The scheduler: a min-heap of next fire times, O(log n) per fire, never a scan of all jobs.
-//! Heap entries carry the job's generation; entries of an older generation (the job changed,
-//! was paused or deleted) are dropped when they surface.
+//! The scheduler task: applies job changes to its [`Plan`] and fires each slot the plan says is
+//! due, `--claim-lead` ahead of its time.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
 use distcron_core::JobDefinition;
-use distcron_schedule::Schedule;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ctx::Ctx;
-
-/// A change to the set of jobs.
-#[derive(Debug)]
-pub enum JobEvent {
-    /// A job was created or changed, with its store revision.
-    Upsert(Arc<JobDefinition>, i64),
-    /// A job was deleted (or became unreadable).
-    Remove(String),
-    /// The full set (at start and after a resync); missed slots are evaluated for each.
-    Reset(Vec<(Arc<JobDefinition>, i64)>),
-}
-
-/// A job the scheduler fires.
-#[derive(Debug)]
-struct Entry {
-    def: Arc<JobDefinition>,
-    revision: i64,
-    schedule: Arc<Schedule>,
-    generation: u64,
-    /// When this revision began to be planned here, ms: its first slot is the first after it.
-    planned_from_ms: i64,
-}
-
-/// A slot that is due.
-#[derive(Debug)]
-pub struct Due {
-    /// The job.
-    pub def: Arc<JobDefinition>,
-    /// Its store revision.
-    pub revision: i64,
-    /// Its parsed schedule (parsed once per revision, not per fire).
-    pub schedule: Arc<Schedule>,
-    /// The slot, ms.
-    pub slot_ms: i64,
-    /// When this revision began to be planned here, ms.
-    pub planned_from_ms: i64,
-}
-
-/// The scheduler's state.
-#[derive(Debug, Default)]
-pub struct Plan {
-    entries: HashMap<String, Entry>,
-    heap: BinaryHeap<Reverse<(i64, u64, String)>>,
-    next_generation: u64,
-}
-
-fn utc(ms: i64) -> chrono::DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .unwrap_or_else(Utc::now)
-}
-
-/// What became of an upsert.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Upserted {
-    /// Scheduled; first fire at this time.
-    Scheduled(i64),
-    /// Paused: not scheduled.
-    Disabled,
-    /// The stored definition is invalid (e.g. its schedule no longer parses).
-    Invalid(String),
-}
-
-impl Plan {
-    /// Adds or replaces a job; `now_ms` is when its first slot is searched from.
-    pub fn upsert(&mut self, def: Arc<JobDefinition>, revision: i64, now_ms: i64) -> Upserted {
-        self.entries.remove(&def.name);
-        if !def.enabled {
-            return Upserted::Disabled;
-        }
-        let schedule = match def.validate() {
-            Ok(s) => s,
-            Err(e) => return Upserted::Invalid(e.to_string()),
-        };
-        let Some(first) = schedule.next_after(utc(now_ms)) else {
-            return Upserted::Invalid("cronExpr: the schedule has no future fire time".into());
-        };
-        self.next_generation += 1;
-        let generation = self.next_generation;
-        let first = first.timestamp_millis();
-        self.heap
-            .push(Reverse((first, generation, def.name.clone())));
-        self.entries.insert(
-            def.name.clone(),
-            Entry {
-                def,
-                revision,
-                schedule: Arc::new(schedule),
-                generation,
-                planned_from_ms: now_ms,
-            },
-        );
-        Upserted::Scheduled(first)
-    }
-
-    /// Drops a job.
-    pub fn remove(&mut self, name: &str) {
-        self.entries.remove(name);
-    }
-
-    /// How many jobs are scheduled.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether no job is scheduled.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Names of the scheduled jobs.
-    pub fn names(&self) -> Vec<String> {
-        self.entries.keys().cloned().collect()
-    }
-
-    /// The next fire time, if any (may belong to a stale entry).
-    pub fn next_due(&self) -> Option<i64> {
-        self.heap.peek().map(|Reverse((t, _, _))| *t)
-    }
-
-    /// Pops every slot due at `now_ms`, re-arming each job for its following slot.
-    pub fn pop_due(&mut self, now_ms: i64) -> Vec<Due> {
-        let mut due = Vec::new();
-        while let Some(Reverse((t, generation, name))) = self.heap.peek().cloned() {
-            if t > now_ms {
-                break;
-            }
-            self.heap.pop();
-            let Some(entry) = self
-                .entries
-                .get(&name)
-                .filter(|e| e.generation == generation)
-            else {
-                continue;
-            };
-            due.push(Due {
-                def: entry.def.clone(),
-                revision: entry.revision,
-                schedule: entry.schedule.clone(),
-                slot_ms: t,
-                planned_from_ms: entry.planned_from_ms,
-            });
-            if let Some(next) = entry.schedule.next_after(utc(t)) {
-                self.heap
-                    .push(Reverse((next.timestamp_millis(), generation, name)));
-            }
-        }
-        // Stale entries of long-gone generations would otherwise sit in the heap until their
-        // time; rebuild when they dominate.
-        if self.heap.len() > 2 * self.entries.len() + 1024 {
-            let live = &self.entries;
-            let kept: Vec<_> = self
-                .heap
-                .drain()
-                .filter(|Reverse((_, g, n))| live.get(n).is_some_and(|e| e.generation == *g))
-                .collect();
-            self.heap = kept.into();
-        }
-        due
-    }
-}
+use crate::plan::{JobEvent, Plan, Upserted};
 
 /// Runs the scheduler until `stop` is cancelled.
 pub async fn schedule(
@@ -185,10 +20,10 @@ pub async fn schedule(
     let mut plan = Plan::default();
     loop {
         // A step of the wall clock stops claims before any slot it made due is fired.
-        ctx.check_clock();
+        ctx.cluster.check_clock();
         // Slots are fired `claim_lead` early: claimed ahead, started at their time.
         let lead = i64::try_from(ctx.settings.claim_lead.as_millis()).unwrap_or(0);
-        let now = ctx.cluster_now_ms();
+        let now = ctx.cluster.now_ms();
         let sleep = plan.next_due().map_or(Duration::from_secs(3600), |t| {
             Duration::from_millis(u64::try_from(t - lead - now).unwrap_or(0))
         });
@@ -202,8 +37,8 @@ pub async fn schedule(
                     .set(i64::try_from(plan.len()).unwrap_or(i64::MAX));
             }
             () = tokio::time::sleep(sleep) => {
-                ctx.check_clock();
-                for due in plan.pop_due(ctx.cluster_now_ms() + lead) {
+                ctx.cluster.check_clock();
+                for due in plan.pop_due(ctx.cluster.now_ms() + lead) {
                     let ctx = ctx.clone();
                     tokio::spawn(crate::fire::fire(ctx, due));
                 }
@@ -213,7 +48,7 @@ pub async fn schedule(
 }
 
 fn apply(ctx: &Arc<Ctx>, plan: &mut Plan, event: JobEvent) {
-    let now = ctx.cluster_now_ms();
+    let now = ctx.cluster.now_ms();
     match event {
         JobEvent::Upsert(def, revision) => upsert(ctx, plan, def, revision, now, false),
         JobEvent::Remove(name) => plan.remove(&name),
@@ -243,92 +78,18 @@ fn upsert(
     match plan.upsert(def.clone(), revision, now) {
         Upserted::Scheduled(_) => {
             if catch_up {
-                tokio::spawn(crate::fire::catch_up(ctx.clone(), def, revision, now));
+                tokio::spawn(crate::catch_up::catch_up(ctx.clone(), def, revision, now));
             }
         }
         Upserted::Disabled => {}
         Upserted::Invalid(reason) => {
             tracing::error!(job = %def.name, revision, %reason, "stored job is invalid; not scheduled");
-            tokio::spawn(crate::fire::record_invalid(
+            tokio::spawn(crate::unrun::invalid::record_invalid(
                 ctx.clone(),
                 def,
                 revision,
                 reason,
             ));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(name: &str, expr: &str) -> Arc<JobDefinition> {
-        Arc::new(JobDefinition::new(name, "true", expr))
-    }
-
-    #[test]
-    fn fires_in_time_order_and_rearms() {
-        let mut plan = Plan::default();
-        let t0 = 1_800_000_000_000; // a whole second
-        assert_eq!(
-            plan.upsert(job("a", "* * * * * *"), 1, t0),
-            Upserted::Scheduled(t0 + 1000)
-        );
-        assert_eq!(
-            plan.upsert(job("b", "*/2 * * * * *"), 1, t0),
-            Upserted::Scheduled(t0 + 2000)
-        );
-        let due: Vec<(String, i64)> = plan
-            .pop_due(t0 + 2000)
-            .into_iter()
-            .map(|d| (d.def.name.clone(), d.slot_ms))
-            .collect();
-        assert_eq!(
-            due,
-            [
-                ("a".into(), t0 + 1000),
-                ("a".into(), t0 + 2000),
-                ("b".into(), t0 + 2000)
-            ]
-        );
-        assert_eq!(plan.next_due(), Some(t0 + 3000));
-    }
-
-    #[test]
-    fn changed_paused_and_deleted_jobs_stop_firing_at_once() {
-        let mut plan = Plan::default();
-        let t0 = 1_800_000_000_000;
-        plan.upsert(job("a", "* * * * * *"), 1, t0);
-        plan.upsert(job("b", "* * * * * *"), 1, t0);
-        plan.upsert(job("c", "* * * * * *"), 1, t0);
-        let mut paused = JobDefinition::new("a", "true", "* * * * * *");
-        paused.enabled = false;
-        assert_eq!(plan.upsert(Arc::new(paused), 2, t0), Upserted::Disabled);
-        plan.remove("b");
-        // "c" changes to every 5 s: the old every-second entry must not fire.
-        plan.upsert(job("c", "*/5 * * * * *"), 2, t0);
-        let due: Vec<(String, i64)> = plan
-            .pop_due(t0 + 5000)
-            .into_iter()
-            .map(|d| (format!("{}@{}", d.def.name, d.revision), d.slot_ms))
-            .collect();
-        assert_eq!(due, [("c@2".into(), t0 + 5000)]);
-    }
-
-    #[test]
-    fn invalid_definitions_are_reported_not_scheduled() {
-        let mut plan = Plan::default();
-        match plan.upsert(job("x", "61 * * * *"), 1, 0) {
-            Upserted::Invalid(reason) => assert!(reason.starts_with("cronExpr.minute"), "{reason}"),
-            other => panic!("unexpected {other:?}"),
-        }
-        assert_eq!(plan.next_due(), None);
-        // An expression with no future slot does not become a hot loop.
-        assert!(matches!(
-            plan.upsert(job("y", "0 0 0 1 1 * 2020"), 1, 0),
-            Upserted::Invalid(_)
-        ));
-        assert!(plan.pop_due(i64::MAX / 2).is_empty());
     }
 }

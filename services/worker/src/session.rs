@@ -11,7 +11,7 @@ use distcron_core::records::WorkerRegistration;
 use distcron_kv::{backoff, bounded, KvError, LeaseId};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::RefusalKind;
+use crate::cluster::clock::RefusalKind;
 use crate::ctx::Ctx;
 
 /// How often the registration is rewritten (heartbeat, running count, clock offset).
@@ -32,12 +32,14 @@ fn addresses() -> Vec<String> {
 /// Updates the clock judgement; returns the registration to write.
 fn registration(ctx: &Ctx, addresses: &[String]) -> WorkerRegistration {
     let (offset, judgeable) = ctx
+        .cluster
         .offset
         .lock()
         .map(|o| (o.offset_ms(), o.judgeable()))
         .unwrap_or((0, false));
     let bound = i64::try_from(ctx.settings.clock_skew_bound.as_millis()).unwrap_or(i64::MAX);
     let peers = ctx
+        .cluster
         .view
         .read()
         .map(|v| v.workers.keys().filter(|id| **id != ctx.id).count())
@@ -59,12 +61,13 @@ fn registration(ctx: &Ctx, addresses: &[String]) -> WorkerRegistration {
         )
     };
     let ok = kind.is_none();
-    let was_ok = ctx.clock_ok.swap(ok, Ordering::Relaxed);
+    let was_ok = ctx.cluster.clock_ok.swap(ok, Ordering::Relaxed);
     if ok && !was_ok {
         tracing::info!(offset_ms = offset, "clock offset within bound; claiming");
     }
     let now = ctx.clock.now_ms();
     let log = ctx
+        .cluster
         .status_reason
         .lock()
         .is_ok_and(|mut r| r.update(kind, reason.clone(), now));
@@ -82,7 +85,7 @@ fn registration(ctx: &Ctx, addresses: &[String]) -> WorkerRegistration {
     }
     let metrics = distcron_metrics::worker();
     metrics.clock_offset.set(offset as f64 / 1000.0);
-    metrics.claiming.set(i64::from(ctx.is_claiming()));
+    metrics.claiming.set(i64::from(ctx.cluster.is_claiming()));
     WorkerRegistration {
         worker_id: ctx.id.clone(),
         host: distcron_discovery::hostname(),
@@ -91,10 +94,10 @@ fn registration(ctx: &Ctx, addresses: &[String]) -> WorkerRegistration {
         labels: ctx.settings.labels.clone(),
         started_at_ms: ctx.started_at_ms,
         heartbeat_at_ms: ctx.clock.now_ms(),
-        running: u32::try_from(ctx.running_count()).unwrap_or(u32::MAX),
+        running: u32::try_from(ctx.local.running_count()).unwrap_or(u32::MAX),
         capacity: ctx.settings.capacity,
         clock_offset_ms: offset,
-        claiming: ctx.is_claiming(),
+        claiming: ctx.cluster.is_claiming(),
         status_reason: reason,
     }
 }
@@ -112,7 +115,7 @@ async fn register(ctx: &Ctx, lease: LeaseId, addresses: &[String]) -> Result<(),
 pub async fn open(ctx: &Ctx) -> Result<(), KvError> {
     let lease = ctx.store.grant_lease(ctx.settings.session_ttl).await?;
     distcron_metrics::worker().sessions_opened.inc();
-    ctx.session.store(lease, Ordering::Relaxed);
+    ctx.cluster.session.store(lease, Ordering::Relaxed);
     register(ctx, lease, &addresses()).await
 }
 
@@ -135,7 +138,7 @@ pub async fn keep(ctx: Arc<Ctx>, stop: CancellationToken) {
             () = tokio::time::sleep_until(renew_at.min(register_at)) => {}
         }
         // At least every 2 s, even while no slot is due.
-        ctx.check_clock();
+        ctx.cluster.check_clock();
         if tokio::time::Instant::now() >= renew_at {
             renew_at = tokio::time::Instant::now() + period;
             if renew(&ctx, ttl, period, &mut last_renewal, &mut failures, &stop).await {
@@ -151,7 +154,7 @@ pub async fn keep(ctx: Arc<Ctx>, stop: CancellationToken) {
             let refreshed = bounded(
                 period,
                 "registration",
-                register(&ctx, ctx.session(), &addresses),
+                register(&ctx, ctx.cluster.session(), &addresses),
             )
             .await;
             register_at = match refreshed {
@@ -175,7 +178,7 @@ async fn renew(
     failures: &mut u32,
     stop: &CancellationToken,
 ) -> bool {
-    let lease = ctx.session();
+    let lease = ctx.cluster.session();
     // A renewal stuck on a dying etcd member must not outlast the lease: give up on it after
     // one period and try again.
     let renewal = bounded(period, "keep-alive", ctx.store.keep_alive(lease)).await;
@@ -196,8 +199,8 @@ async fn renew(
         return false;
     }
     // No claims under the dead lease; claims wait for the next one.
-    ctx.session.store(0, Ordering::Relaxed);
-    let fenced = ctx.stop_runs(
+    ctx.cluster.session.store(0, Ordering::Relaxed);
+    let fenced = ctx.local.stop_runs(
         "session lost: the cluster recorded this run as lost",
         |_, _| true,
     );
@@ -210,7 +213,7 @@ async fn renew(
         match ctx.store.grant_lease(ttl).await {
             Ok(new) => {
                 distcron_metrics::worker().sessions_opened.inc();
-                ctx.session.store(new, Ordering::Relaxed);
+                ctx.cluster.session.store(new, Ordering::Relaxed);
                 *last_renewal = tokio::time::Instant::now();
                 return true;
             }

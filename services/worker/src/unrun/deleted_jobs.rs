@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use distcron_ledger::PendingDeletion;
 
+use super::passed_over;
 use crate::ctx::Ctx;
-use crate::passed_over;
 
 /// How long a tombstone waits for the worker preferred for it before any worker records it.
 pub const TAKE_OVER_AFTER: Duration = Duration::from_secs(10);
@@ -35,10 +35,10 @@ pub fn spawn_settle(ctx: Arc<Ctx>) {
         };
         let take_over = i64::try_from(TAKE_OVER_AFTER.as_millis()).unwrap_or(i64::MAX);
         for deletion in pending {
-            if ctx.stop_claiming.is_cancelled() {
+            if ctx.cluster.stop_claiming.is_cancelled() {
                 return;
             }
-            let preferred = ctx.rank(&format!("deleted/{}", deletion.name)) == 0;
+            let preferred = ctx.cluster.rank(&format!("deleted/{}", deletion.name)) == 0;
             let waited = ctx.clock.now_ms() - deletion.deleted.deleted_at_ms > take_over;
             if preferred || waited {
                 settle(&ctx, &deletion).await;

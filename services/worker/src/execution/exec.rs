@@ -1,6 +1,6 @@
 //! Running one command: `<shell> -c <command>` in a process group of its own.
 //!
-//! - The group leader is the worker's own executable in leader mode ([`crate::leader`]): it
+//! - The group leader is the worker's own executable in leader mode ([`crate::execution::leader`]): it
 //!   kills the whole group when the worker dies. The group id is also recorded in the data dir
 //!   (see [`ProcessRecords`]) so a restarted worker kills anything a crashed one left behind.
 //! - Timeout and kill send SIGTERM to the whole group, then SIGKILL after the grace period, so
@@ -27,7 +27,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ExecSpec {
-    /// The executable started as the group leader (the worker's own, see [`crate::leader`]).
+    /// The executable started as the group leader (the worker's own, see [`crate::execution::leader`]).
     pub leader: PathBuf,
     /// The shell (`/bin/sh`).
     pub shell: PathBuf,
@@ -101,7 +101,7 @@ fn signal_group(pgid: i32, signal: Signal) {
 
 fn build_command(spec: &ExecSpec) -> Result<tokio::process::Command, String> {
     let mut cmd = tokio::process::Command::new(&spec.leader);
-    cmd.args(crate::leader::leader_args(&spec.shell, &spec.command))
+    cmd.args(super::leader::leader_args(&spec.shell, &spec.command))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -15,13 +15,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::ctx::Ctx;
+use distcron_core::Keys;
+use distcron_kv::KvStore;
+
+use crate::cluster::latency::ClaimLatency;
 
 /// How long one claim transaction may take before its claims are answered "timed out" (and
 /// retried by their callers), at least; see [`attempt_timeout`].
 const CLAIM_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(700);
 /// The longest a claim transaction is given however slow claims have become.
 const CLAIM_ATTEMPT_TIMEOUT_CAP: Duration = Duration::from_secs(3);
+/// How long after its time a slot whose claim keeps failing is retried.
+pub const CLAIM_RETRY_WINDOW: Duration = Duration::from_secs(30);
 
 /// One slot claim waiting for its transaction.
 #[derive(Debug)]
@@ -36,33 +41,12 @@ pub struct ClaimRequest {
     pub reply: oneshot::Sender<Result<SlotOutcome, KvError>>,
 }
 
-impl Ctx {
-    /// Claims one slot through the batcher: the store's answer, or a retryable error if the
-    /// transaction timed out or the batcher has stopped.
-    pub async fn claim_slot(
-        &self,
-        claim: SlotClaim,
-        ledger_exists: bool,
-    ) -> Result<SlotOutcome, KvError> {
-        let (reply, answer) = oneshot::channel();
-        let request = ClaimRequest {
-            claim,
-            ledger_exists,
-            traceparent: distcron_telemetry::current_traceparent(),
-            reply,
-        };
-        let stopped = || KvError::Unavailable("the claim batcher has stopped".into());
-        self.claims.send(request).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
-}
-
 /// How long one claim transaction may take: [`CLAIM_ATTEMPT_TIMEOUT`], or twice what answered
 /// claims take lately when the store is that slow (capped), so an overloaded store is not sent
 /// the same claims again while the first transaction is still queued. Transactions that timed
 /// out do not count towards the average, so a dying member does not stretch the timeout.
-pub(crate) fn attempt_timeout(ctx: &Ctx) -> Duration {
-    (ctx.claim_latency.average() * 2).clamp(CLAIM_ATTEMPT_TIMEOUT, CLAIM_ATTEMPT_TIMEOUT_CAP)
+pub fn attempt_timeout(latency: &ClaimLatency) -> Duration {
+    (latency.average() * 2).clamp(CLAIM_ATTEMPT_TIMEOUT, CLAIM_ATTEMPT_TIMEOUT_CAP)
 }
 
 /// Takes the next batch: requests left over from the last one first, then whatever has arrived;
@@ -93,13 +77,26 @@ fn take_batch(
     batch
 }
 
+/// What the claim batcher sends claims with.
+#[derive(Clone)]
+pub struct Batcher {
+    /// The store.
+    pub store: Arc<dyn KvStore>,
+    /// Its key layout.
+    pub keys: Keys,
+    /// Where each answered transaction's duration goes.
+    pub latency: Arc<ClaimLatency>,
+    /// Most claim transactions in flight at once.
+    pub max_in_flight: usize,
+}
+
 /// Sends batches of claims until `stop`, then waits for the transactions in flight.
 pub async fn batch(
-    ctx: Arc<Ctx>,
+    batcher: Batcher,
     mut requests: mpsc::Receiver<ClaimRequest>,
     stop: CancellationToken,
 ) {
-    let in_flight = Arc::new(Semaphore::new(ctx.settings.max_claim_txns_in_flight));
+    let in_flight = Arc::new(Semaphore::new(batcher.max_in_flight));
     let transactions = TaskTracker::new();
     let mut waiting = VecDeque::new();
     loop {
@@ -122,7 +119,7 @@ pub async fn batch(
         }
         let claims = take_batch(&mut waiting, &mut requests);
         if !claims.is_empty() {
-            transactions.spawn(send(ctx.clone(), claims, permit));
+            transactions.spawn(send(batcher.clone(), claims, permit));
         }
     }
     transactions.close();
@@ -130,7 +127,7 @@ pub async fn batch(
 }
 
 /// Sends one batch and answers each of its claims.
-async fn send(ctx: Arc<Ctx>, batch: Vec<ClaimRequest>, _permit: OwnedSemaphorePermit) {
+async fn send(batcher: Batcher, batch: Vec<ClaimRequest>, _permit: OwnedSemaphorePermit) {
     let (claims, traces): (Vec<_>, Vec<_>) = batch
         .iter()
         .map(|r| ((r.claim.clone(), r.ledger_exists), r.traceparent.clone()))
@@ -139,15 +136,15 @@ async fn send(ctx: Arc<Ctx>, batch: Vec<ClaimRequest>, _permit: OwnedSemaphorePe
     distcron_telemetry::join_or_link(&span, traces);
     let started = Instant::now();
     let result = bounded(
-        attempt_timeout(&ctx),
+        attempt_timeout(&batcher.latency),
         "claim",
-        claim_slots(ctx.store.as_ref(), &ctx.keys, &claims),
+        claim_slots(batcher.store.as_ref(), &batcher.keys, &claims),
     )
     .instrument(span)
     .await;
     let took = started.elapsed();
     if result.is_ok() {
-        ctx.claim_latency.observe(took);
+        batcher.latency.observe(took);
     }
     distcron_metrics::worker()
         .claim_duration

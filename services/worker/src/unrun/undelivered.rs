@@ -11,14 +11,14 @@
 use std::sync::Arc;
 
 use crate::ctx::Ctx;
-use crate::release::Release;
+use crate::outbox::Release;
 
 /// Whether this worker is the one to record the undelivered runs of `worker_id`, another worker
 /// that is gone: it still takes work and comes first by rendezvous.
 fn takes_over(ctx: &Ctx, worker_id: &str) -> bool {
     worker_id != ctx.id
-        && !ctx.stop_claiming.is_cancelled()
-        && ctx.rank(&format!("undelivered/{worker_id}")) == 0
+        && !ctx.cluster.stop_claiming.is_cancelled()
+        && ctx.cluster.rank(&format!("undelivered/{worker_id}")) == 0
 }
 
 /// Records the undelivered runs of `worker_id`, which is gone, if this worker is the one to.
@@ -51,6 +51,7 @@ pub fn spawn_recovery(ctx: Arc<Ctx>) {
                 continue;
             }
             let registered = ctx
+                .cluster
                 .view
                 .read()
                 .map(|v| v.workers.contains_key(&worker))
@@ -91,11 +92,11 @@ async fn record(ctx: &Ctx, worker_id: &str, take: impl Fn(&str) -> bool) {
     for marker in markers {
         let runs = marker.runs.clone();
         // Adopted before the records are shipped, so their acknowledgements find the marker.
-        if ctx.release.send(Release::Adopted(marker)).await.is_err() {
+        if !ctx.out.release(Release::Adopted(marker)).await {
             return;
         }
         for run in &runs {
-            crate::fire::ship_lost(ctx, run, err.clone(), false).await;
+            super::lost::ship_lost(ctx, run, err.clone(), false).await;
         }
     }
 }

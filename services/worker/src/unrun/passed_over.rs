@@ -113,7 +113,7 @@ pub fn takes_over_now(
     let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     trigger == RunTrigger::CatchUp
         || earliest_unclaimed_ms
-            .is_some_and(|e| now_ms - e > ms(crate::fire::CLAIM_RETRY_WINDOW) + 1_000)
+            .is_some_and(|e| now_ms - e > ms(crate::outbox::claims::CLAIM_RETRY_WINDOW) + 1_000)
         || now_ms - behind_since_ms >= ms(WAIT_FOR_PREDECESSORS)
 }
 
@@ -219,7 +219,8 @@ pub async fn record(ctx: &Ctx, job: &str, command: &str, passed: &PassedOver, du
             passed.earlier - 1
         );
         let from = passed.earlier_from_ms;
-        ctx.ship(skipped(PassedOver::run_id(job, from), from, err))
+        ctx.out
+            .ship(skipped(PassedOver::run_id(job, from), from, err))
             .await;
         metrics.fires(FireOutcome::Missed, passed.earlier);
         metrics.run_finished("skipped");
@@ -228,9 +229,9 @@ pub async fn record(ctx: &Ctx, job: &str, command: &str, passed: &PassedOver, du
         let event = skipped(PassedOver::run_id(job, *slot), *slot, passed.reason.clone());
         // Batches are spooled in order: the last one on disk means all are.
         if durably && i + 1 == passed.slots.len() {
-            ctx.ship_durably(event).await;
+            ctx.out.ship_durably(event).await;
         } else {
-            ctx.ship(event).await;
+            ctx.out.ship(event).await;
         }
         metrics.fire(FireOutcome::Missed);
         metrics.run_finished("skipped");

@@ -9,7 +9,7 @@
 //!
 //! One read after giving up cannot settle it: the late transaction may come after the read (on
 //! another connection, or queued behind it). So the run id is kept here for [`KEEP_FOR`], and
-//! the orphan sweep ([`crate::fire::sweep_orphans`], every couple of seconds) records such a
+//! the orphan sweep ([`crate::unrun::orphans::sweep_orphans`], every couple of seconds) records such a
 //! record `lost` and releases it as soon as it shows up in the watched view, without the age an
 //! orphan of unknown origin must reach first.
 
