@@ -103,11 +103,13 @@ async fn replace_kills_the_running_run_then_starts_the_new_one() {
     runs.sort_by_key(|r| r.plan_time_ms);
     // Each run but the last was replaced by the next slot's run, which started only after it
     // had ended.
+    let mut replaced = 0;
     for pair in runs.windows(2) {
         let (old, new) = (&pair[0], &pair[1]);
         if new.plan_time_ms - old.plan_time_ms != 3000 {
             continue;
         }
+        replaced += 1;
         assert_eq!(
             status(old),
             logs::RunStatus::Killed,
@@ -121,6 +123,12 @@ async fn replace_kills_the_running_run_then_starts_the_new_one() {
             summary(&runs)
         );
     }
+    // The two runs waited for were killed by a replacement, so at least two pairs were checked.
+    assert!(
+        replaced >= 2,
+        "{replaced} replaced runs checked: {:#?}",
+        summary(&runs)
+    );
     cluster.shutdown().await;
 }
 
@@ -178,6 +186,7 @@ async fn latest_catch_up_runs_one_missed_slot_after_every_worker_was_down() {
     assert_eq!(ran.len(), 0, "{:#?}", summary(&runs));
     assert!(skipped.len() >= 3, "{:#?}", summary(&runs));
     let skipped_job = cluster.runs("not-caught-up").await;
+    assert!(!skipped_job.is_empty(), "the job without catch-up ran");
     assert!(skipped_job
         .iter()
         .all(|r| r.trigger == logs::RunTrigger::Schedule as i32));

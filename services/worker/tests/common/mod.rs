@@ -521,11 +521,16 @@ pub async fn assert_exactly_once(cluster: &mut Cluster, job: &str) -> usize {
     per_slot(&runs).len()
 }
 
-/// Checks that every slot of `job` in the run history has one record and that there is no gap
-/// between the first and the last; returns the runs.
+/// Checks that `job` has a record of at least one slot, that every slot of it in the run history
+/// has one record and that there is no gap between the first and the last; returns the runs.
 pub async fn assert_each_slot_once(cluster: &mut Cluster, job: &str) -> Vec<logs::Run> {
     let runs = cluster.runs(job).await;
     let slots = per_slot(&runs);
+    assert!(
+        !slots.is_empty(),
+        "{job}: no slot has a record\n{:#?}",
+        summary(&runs)
+    );
     let dups: Vec<_> = slots.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
         dups.is_empty(),
