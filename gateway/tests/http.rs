@@ -1547,9 +1547,10 @@ async fn a_worker_token_reports_only_the_runs_of_its_own_worker() {
         vec![
             {
                 let mut s = started(&live, logs::RunStatus::Running);
-                if let Some(logs::run_event::Kind::Started(st)) = &mut s.kind {
-                    st.worker_id = "other-worker".into();
-                }
+                let Some(logs::run_event::Kind::Started(st)) = &mut s.kind else {
+                    panic!("a start event: {s:?}");
+                };
+                st.worker_id = "other-worker".into();
                 s
             },
             output(&live, 1, "FORGED: deploy ok"),

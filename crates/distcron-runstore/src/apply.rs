@@ -375,10 +375,11 @@ mod tests {
     fn skipped_runs_end_at_once() {
         let mut run = StoredRun::default();
         let mut s = started();
-        if let RunEventKind::Started(st) = &mut s.kind {
-            st.status = RunStatus::Skipped;
-            st.err = "previous run still running".into();
-        }
+        let RunEventKind::Started(st) = &mut s.kind else {
+            panic!("a start event: {s:?}");
+        };
+        st.status = RunStatus::Skipped;
+        st.err = "previous run still running".into();
         apply_event(&mut run, &s, OutputCap::default());
         assert_eq!(run.status, RunStatus::Skipped);
         assert_eq!(run.end_time, 1002);

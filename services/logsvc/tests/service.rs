@@ -392,10 +392,11 @@ async fn one_bad_event_is_rejected_and_the_rest_stored() {
 async fn impossible_events_are_rejected_and_a_skip_never_ends_a_running_run() {
     let mut h = Harness::shared(1 << 20).await;
     let mut skip = started("f1", "j", 2_000);
-    if let Some(pb::run_event::Kind::Started(s)) = &mut skip.kind {
-        s.status = pb::RunStatus::Skipped as i32;
-        s.err = "skipped: forged".into();
-    }
+    let Some(pb::run_event::Kind::Started(s)) = &mut skip.kind else {
+        panic!("a start event: {skip:?}");
+    };
+    s.status = pb::RunStatus::Skipped as i32;
+    s.err = "skipped: forged".into();
     let events = vec![
         started("f1", "j", 1_000),
         started("f2", "j", -5),
