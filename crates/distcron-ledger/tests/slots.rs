@@ -385,14 +385,14 @@ async fn concurrent_batches_give_each_slot_one_winner(store: Arc<dyn KvStore>) {
     let keys = Keys::new(&format!("/{}/", unique_name("batches")));
     let n = 30;
     let revs = jobs(store.as_ref(), &keys, n).await;
+    // Each worker claims an overlapping window of the jobs, in its own order.
+    let window = move |w: usize| (0..20).map(move |k| (k * 7 + w * 5) % n);
     let mut tasks = Vec::new();
     for w in 0..4 {
         let (store, keys, revs) = (store.clone(), keys.clone(), revs.clone());
         tasks.push(tokio::spawn(async move {
             let session = store.grant_lease(Duration::from_secs(30)).await.unwrap();
-            // Each worker claims an overlapping window of the jobs, in its own order.
-            let batch: Vec<(SlotClaim, bool)> = (0..20)
-                .map(|k| (k * 7 + w * 5) % n)
+            let batch: Vec<(SlotClaim, bool)> = window(w)
                 .map(|i| {
                     let mut c = claim_of(i, revs[i], 1_000, &format!("w{w}"), session);
                     c.forbid_overlap = false;
@@ -422,6 +422,11 @@ async fn concurrent_batches_give_each_slot_one_winner(store: Arc<dyn KvStore>) {
             }
         }
     }
+    // Every job some worker claimed has its winner.
+    let claimed: std::collections::BTreeSet<String> =
+        (0..4).flat_map(window).map(|i| format!("j{i}")).collect();
+    let won: std::collections::BTreeSet<String> = winners.keys().cloned().collect();
+    assert_eq!(won, claimed, "one winner for each claimed slot");
     for (job, worker) in &winners {
         let (running, _) = distcron_kv::list_prefix(store.as_ref(), &keys.running_of(job))
             .await

@@ -243,7 +243,9 @@ mod tests {
 
     #[test]
     fn names_follow_prometheus_conventions() {
-        for name in metric_names() {
+        let names = metric_names();
+        assert!(!names.is_empty(), "no metric is registered");
+        for name in names {
             assert!(name.starts_with("distcron_"), "{name}");
             assert!(
                 name.chars()
@@ -258,7 +260,9 @@ mod tests {
         let readme =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
                 .unwrap_or_default();
-        let missing: Vec<String> = metric_names()
+        let names = metric_names();
+        assert!(!names.is_empty(), "no metric is registered");
+        let missing: Vec<String> = names
             .into_iter()
             .filter(|n| !readme.contains(&format!("`{n}`")))
             .collect();

@@ -73,6 +73,7 @@ fn compose_validates_and_sets_only_variables_the_binaries_read() {
         let help = helps
             .get(bin)
             .unwrap_or_else(|| panic!("{name:?} runs unknown binary {bin:?}"));
+        let mut set = 0;
         for (key, _) in service["environment"].as_mapping().into_iter().flatten() {
             let key = key.as_str().unwrap();
             if key.starts_with("DISTCRON_") {
@@ -80,8 +81,14 @@ fn compose_validates_and_sets_only_variables_the_binaries_read() {
                     variables(help).contains(key),
                     "service {name:?} sets {key}, which {bin} does not read"
                 );
+                set += 1;
             }
         }
+        assert!(
+            set > 0,
+            "service {name:?}: no DISTCRON_ variable found to check in {:?}",
+            service["environment"]
+        );
         checked.insert(bin.to_owned());
     }
     assert_eq!(
@@ -139,7 +146,7 @@ fn the_image_creates_every_directory_compose_mounts_owned_by_the_user_it_runs_as
     );
     let owned = directories_owned_by_distcron(&stage);
     let config = compose_config();
-    let mut mounts = Vec::new();
+    let (mut mounts, mut data_dirs) = (Vec::new(), 0);
     for (name, service) in distcron_services(&config) {
         for volume in service["volumes"].as_sequence().into_iter().flatten() {
             let target = match volume {
@@ -158,11 +165,16 @@ fn the_image_creates_every_directory_compose_mounts_owned_by_the_user_it_runs_as
                 mounts.iter().any(|m| m == dir),
                 "service {name:?}: its data dir {dir} is on a volume"
             );
+            data_dirs += 1;
         }
     }
     assert!(
         mounts.len() >= 2,
         "the workers' data volumes were checked: {mounts:?}"
+    );
+    assert!(
+        data_dirs >= 2,
+        "the workers' data dirs were checked: {data_dirs}"
     );
 }
 
@@ -186,6 +198,7 @@ fn example_configs_use_only_flags_the_binaries_have() {
         let path = workspace_root().join(format!("deploy/config/{bin}.toml"));
         let text = std::fs::read_to_string(&path).unwrap();
         let table: toml::Table = text.parse().unwrap();
+        assert!(!table.is_empty(), "{} sets no flag", path.display());
         for key in table.keys() {
             let flag = format!("--{}", key.replace('_', "-"));
             assert!(

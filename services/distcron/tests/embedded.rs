@@ -190,6 +190,10 @@ async fn one_process_runs_jobs_and_keeps_them_across_restarts() {
         per_slot.values().all(|n| *n == 1),
         "no slot ran twice across the restart: {per_slot:?}"
     );
+    assert!(
+        per_slot.len() >= before.len() + 2,
+        "the slots before and after the restart were checked: {per_slot:?}"
+    );
     second.stop();
 }
 
