@@ -111,17 +111,17 @@ fn three_ports() -> [u16; 3] {
     ]
 }
 
-/// The runs of `tick` once at least `n` succeeded (or after 10 s).
+/// The runs of `tick` once at least `n` succeeded; fails after 10 s without them.
 async fn wait_succeeded(http: &reqwest::Client, url: &str, n: usize) -> Vec<Value> {
     let mut ran = Vec::new();
     for _ in 0..50 {
         ran = runs(http, url).await;
         if ran.iter().filter(|r| r["status"] == "succeeded").count() >= n {
-            break;
+            return ran;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    ran
+    panic!("fewer than {n} runs of tick succeeded in 10 s: {ran:#?}");
 }
 
 #[tokio::test]
