@@ -542,12 +542,14 @@ pub async fn pending_deletions(
     store: &dyn KvStore,
     keys: &Keys,
 ) -> Result<Vec<PendingDeletion>, KvError> {
-    let prefix = keys.deleted_all();
-    let (kvs, _) = distcron_kv::list_prefix(store, &prefix).await?;
+    let (kvs, _) = distcron_kv::list_prefix(store, &keys.deleted_all()).await?;
     Ok(kvs
         .into_iter()
         .filter_map(|kv| {
-            let name = kv.key.strip_prefix(&prefix)?.to_owned();
+            let distcron_core::Key::Deleted(name) = keys.parse(&kv.key) else {
+                return None;
+            };
+            let name = name.to_owned();
             let deleted = serde_json::from_slice(&kv.value).ok()?;
             Some(PendingDeletion {
                 name,
