@@ -1,7 +1,8 @@
 //! Running one command: `<shell> -c <command>` in a process group of its own.
 //!
-//! - The group leader is the worker's own executable in leader mode ([`crate::execution::leader`]): it
-//!   kills the whole group when the worker dies. The group id is also recorded in the data dir
+//! - The group leader ([`crate::execution::leader`]: `distcron-group-leader`, or the worker's own
+//!   executable in leader mode when that is not installed) kills the whole group when the worker
+//!   dies. The group id is also recorded in the data dir
 //!   (see [`ProcessRecords`]) so a restarted worker kills anything a crashed one left behind.
 //! - Timeout and kill send SIGTERM to the whole group, then SIGKILL after the grace period, so
 //!   grandchildren (`sh -c 'sleep 300 & wait'`) die too.

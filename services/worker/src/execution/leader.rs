@@ -2,9 +2,10 @@
 //! nothing a run started outlives a worker that died.
 //!
 //! `PR_SET_PDEATHSIG` only reaches the worker's direct child, so with `sh -c 'sleep 300 & wait'`
-//! the background `sleep` would survive a crashed worker. The worker therefore starts its own
-//! executable in leader mode (`worker __group-leader <worker-pid> <shell> <command>`) as the
-//! leader of the run's process group, ahead of the slot. The leader asks for SIGTERM when the
+//! the background `sleep` would survive a crashed worker. The worker therefore starts a leader
+//! of the run's process group ahead of the slot: `--group-leader`, else `distcron-group-leader`
+//! next to the worker's executable, else its own executable in leader mode (`worker
+//! __group-leader <worker-pid> <shell> <command>`). The leader asks for SIGTERM when the
 //! worker dies, waits for the worker's go (one byte on stdin; end of input calls the run off),
 //! starts the shell in the same group, with stdin from `/dev/null`, and:
 //! - when the shell ends, ends the same way (the exit code, or the same signal), so the worker
