@@ -8,8 +8,15 @@
 //!
 //! File keys are the flags' names with `_` for `-`. A key the binary does not have is an error
 //! that names it, so a typo never passes silently.
+//!
+//! The flag groups several binaries share are flattened into their structs: [`EtcdArgs`],
+//! [`TlsArgs`], [`HttpsArgs`], [`TelemetryArgs`], [`AuthArgs`], and [`ServiceArgs`] /
+//! [`MetricsArgs`] (see [`service`]).
 
 pub mod private;
+pub mod service;
+
+pub use service::{MetricsArgs, MetricsDefaults, ServiceArgs, ServiceDefaults};
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
-pub use config::JobsvcConfig;
+pub use config::{JobsvcConfig, JobsvcDefaults};
 pub use service::JobService;
 
 /// The name under which instances register (`services/jobsvc/<instance>`).

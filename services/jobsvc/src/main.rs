@@ -18,18 +18,24 @@ async fn main() -> anyhow::Result<()> {
             .context("connecting to etcd")?,
     );
     let (listener, instance) = distcron_server::bind_instance(
-        config.listen,
-        config.instance_id.clone(),
-        config.advertise.clone(),
-        config.registration_ttl,
+        config.service.listen,
+        config.service.instance_id.clone(),
+        config.service.advertise.clone(),
+        config.service.registration_ttl,
         &config.auth,
         &config.tls,
     )
     .await?;
     let shutdown = distcron_server::cancel_on_signal();
-    let metrics = distcron_metrics::spawn_server(config.metrics_listen, shutdown.clone())
-        .await
-        .with_context(|| format!("binding the metrics address {}", config.metrics_listen))?;
+    let metrics =
+        distcron_metrics::spawn_server(config.service.metrics.metrics_listen, shutdown.clone())
+            .await
+            .with_context(|| {
+                format!(
+                    "binding the metrics address {}",
+                    config.service.metrics.metrics_listen
+                )
+            })?;
     let keys = Keys::new(&config.etcd.key_prefix);
     let compactor = (!config.compact_interval.is_zero()).then(|| {
         tokio::spawn(distcron_kv::run_compactor(

@@ -1,10 +1,12 @@
 //! Command-line, environment and file configuration of the logsvc binary.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use distcron_config::{parse_duration, AuthArgs, EtcdArgs, TelemetryArgs, TlsArgs};
+use distcron_config::{
+    parse_duration, AuthArgs, EtcdArgs, MetricsDefaults, ServiceArgs, ServiceDefaults,
+    TelemetryArgs, TlsArgs,
+};
 
 /// Largest per-run output cap: far below MongoDB's 16 MiB document limit.
 pub const MAX_OUTPUT_CAP: usize = 8 * 1024 * 1024;
@@ -20,6 +22,20 @@ fn parse_cap(s: &str) -> Result<usize, String> {
     }
 }
 
+/// logsvc's addresses: its environment variables and default ports.
+#[derive(Debug, Clone)]
+pub struct LogsvcDefaults;
+
+impl MetricsDefaults for LogsvcDefaults {
+    const METRICS_LISTEN: &'static str = "127.0.0.1:9072";
+}
+
+impl ServiceDefaults for LogsvcDefaults {
+    const LISTEN: &'static str = "127.0.0.1:8072";
+    const LISTEN_ENV: &'static str = "DISTCRON_LOGSVC_LISTEN";
+    const ADVERTISE_ENV: &'static str = "DISTCRON_LOGSVC_ADVERTISE";
+}
+
 /// logsvc: run history over MongoDB.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "logsvc", version, about)]
@@ -27,25 +43,9 @@ pub struct LogsvcConfig {
     /// TOML file with any of these settings (keys are the flag names with `_`).
     #[arg(long, env = "DISTCRON_CONFIG")]
     pub config: Option<PathBuf>,
-    /// gRPC listen address.
-    #[arg(long, env = "DISTCRON_LOGSVC_LISTEN", default_value = "127.0.0.1:8072")]
-    pub listen: SocketAddr,
-    /// Address of the Prometheus `/metrics` endpoint (plain HTTP).
-    #[arg(
-        long,
-        env = "DISTCRON_METRICS_LISTEN",
-        default_value = "127.0.0.1:9072"
-    )]
-    pub metrics_listen: std::net::SocketAddr,
-    /// Address other components dial (default: derived from --listen and the host name).
-    #[arg(long, env = "DISTCRON_LOGSVC_ADVERTISE")]
-    pub advertise: Option<String>,
-    /// Instance id in the registry (default: <host>-<pid>).
-    #[arg(long, env = "DISTCRON_INSTANCE_ID")]
-    pub instance_id: Option<String>,
-    /// How long a crashed instance stays registered.
-    #[arg(long, env = "DISTCRON_REGISTRATION_TTL", default_value = "10s", value_parser = parse_duration)]
-    pub registration_ttl: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub service: ServiceArgs<LogsvcDefaults>,
     /// MongoDB connection string.
     #[arg(
         long,

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
-pub use config::LogsvcConfig;
+pub use config::{LogsvcConfig, LogsvcDefaults};
 pub use convert::MAX_CHUNK_BYTES;
 pub use service::{LogService, MAX_EVENTS_PER_BATCH};
 

@@ -3,7 +3,17 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use distcron_config::{parse_duration, EtcdArgs, TelemetryArgs, TlsArgs};
+use distcron_config::{
+    parse_duration, EtcdArgs, MetricsArgs, MetricsDefaults, TelemetryArgs, TlsArgs,
+};
+
+/// The worker's default `/metrics` address.
+#[derive(Debug, Clone)]
+pub struct WorkerDefaults;
+
+impl MetricsDefaults for WorkerDefaults {
+    const METRICS_LISTEN: &'static str = "127.0.0.1:9073";
+}
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
@@ -33,13 +43,9 @@ pub struct WorkerConfig {
     /// services require tokens.
     #[arg(long, env = "DISTCRON_TOKEN")]
     pub token: Option<String>,
-    /// Address of the Prometheus `/metrics` endpoint (plain HTTP).
-    #[arg(
-        long,
-        env = "DISTCRON_METRICS_LISTEN",
-        default_value = "127.0.0.1:9073"
-    )]
-    pub metrics_listen: std::net::SocketAddr,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub metrics: MetricsArgs<WorkerDefaults>,
     /// Most runs at once on this worker.
     #[arg(long, env = "DISTCRON_WORKER_CAPACITY", default_value_t = 64)]
     pub capacity: u32,

@@ -31,9 +31,14 @@ async fn serve() -> anyhow::Result<()> {
         Endpoints::Static(config.logsvc_endpoints.clone())
     };
     let shutdown = distcron_server::cancel_on_signal();
-    let metrics = distcron_metrics::spawn_server(config.metrics_listen, shutdown.clone())
+    let metrics = distcron_metrics::spawn_server(config.metrics.metrics_listen, shutdown.clone())
         .await
-        .with_context(|| format!("binding the metrics address {}", config.metrics_listen))?;
+        .with_context(|| {
+            format!(
+                "binding the metrics address {}",
+                config.metrics.metrics_listen
+            )
+        })?;
     let tls = distcron_server::client_tls(&config.tls).context("TLS settings")?;
     distcron_worker::run(config, store, keys, logsvc, tls, shutdown).await?;
     let _ = metrics.await;
