@@ -26,8 +26,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let config: GatewayConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
-    let _telemetry = distcron_telemetry::init("gateway", &config.telemetry)?;
-    distcron_server::raise_open_files_limit_logged();
+    let _telemetry = distcron_server::init_process("gateway", &config.telemetry)?;
     let tokens = distcron_server::load_tokens(&config.auth, &[config.listen])?;
     if tokens.is_empty() {
         tracing::warn!("no tokens configured: authentication is off");

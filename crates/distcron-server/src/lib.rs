@@ -6,20 +6,26 @@
 //! health reporter. [`serve_registered`]
 //! serves it: marks the service healthy, registers the instance in the store on a lease, and on
 //! shutdown deregisters first (so clients stop picking it) and then drains in-flight calls.
-//! [`cancel_on_signal`] turns SIGTERM/SIGINT into a cancellation. [`invalid_argument`] makes the
+//! [`init_process`], [`bind_service`] and [`MetricsServer`] are the start-up every binary's
+//! `main` shares (telemetry, the listener and instance from the shared service flags, the
+//! shutdown signal, `/metrics`); [`cancel_on_signal`] turns SIGTERM/SIGINT into a cancellation.
+//! [`invalid_argument`] makes the
 //! `InvalidArgument` status that names the rejected field, [`rejected_field`] reads it back.
 
 mod auth;
 mod fd_limit;
 mod field_status;
 mod registered;
+mod startup;
 mod tls;
 
 pub use auth::{check, TokenAuth, TokenAuthLayer};
 pub use fd_limit::{raise_open_files_limit, raise_open_files_limit_logged};
 pub use field_status::{invalid_argument, rejected_field};
-pub use registered::{
-    bind_instance, cancel_on_signal, connect_etcd, load_tokens, serve_registered, Instance, Served,
+pub use registered::{serve_registered, Instance, Served};
+pub use startup::{
+    bind_service, cancel_on_signal, connect_etcd, init_process, load_tokens, BoundService,
+    MetricsServer,
 };
 pub use tls::{client_tls, https_tls, server_tls, warn_if_tokens_in_clear};
 
@@ -56,6 +62,14 @@ pub enum ServerError {
     /// The listen address could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The `/metrics` address could not be bound.
+    #[error("binding the metrics address {addr}")]
+    MetricsBind {
         /// The address.
         addr: std::net::SocketAddr,
         /// Why.

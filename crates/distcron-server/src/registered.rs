@@ -1,14 +1,13 @@
-//! Serving a registered instance, and the start-up pieces every service binary shares.
+//! Serving a registered instance: health, registration on a lease, and the shutdown order.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use distcron_config::EtcdArgs;
 use distcron_core::records::ServiceRegistration;
 use distcron_core::Keys;
 use distcron_discovery::Registration;
-use distcron_kv::{EtcdConfig, EtcdKv, KvError, KvStore};
+use distcron_kv::KvStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::server::HealthReporter;
@@ -52,47 +51,6 @@ impl Instance {
             tls,
         }
     }
-}
-
-/// The tokens `auth` configures, for a process listening on `listens` (see
-/// [`distcron_auth::load_tokens`]).
-pub fn load_tokens(
-    auth: &distcron_config::AuthArgs,
-    listens: &[SocketAddr],
-) -> Result<distcron_auth::TokenStore, distcron_auth::AuthError> {
-    distcron_auth::load_tokens(
-        auth.tokens.as_deref(),
-        auth.tokens_file.as_deref(),
-        listens,
-        auth.insecure_no_auth,
-    )
-}
-
-/// Binds a gRPC service's listener and describes the instance: its id and advertised address
-/// (configured, or defaults from the bound address), the tokens it accepts and its TLS.
-pub async fn bind_instance(
-    listen: SocketAddr,
-    id: Option<String>,
-    advertise: Option<String>,
-    registration_ttl: Duration,
-    auth: &distcron_config::AuthArgs,
-    tls: &distcron_config::TlsArgs,
-) -> Result<(TcpListener, Instance), ServerError> {
-    let tokens = load_tokens(auth, &[listen])?;
-    let tls = crate::server_tls(tls)?;
-    crate::warn_if_tokens_in_clear("gRPC", listen, !tokens.is_empty(), tls.is_some());
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: listen,
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: listen,
-        source,
-    })?;
-    let instance = Instance::new(id, advertise, local, registration_ttl, tokens, tls);
-    Ok((listener, instance))
 }
 
 /// What [`serve_registered`] serves and where it registers.
@@ -213,29 +171,4 @@ async fn follow_write_health(
             health.set_service_status(grpc_service, status).await;
         }
     }
-}
-
-/// A token cancelled when the process receives SIGTERM or SIGINT.
-pub fn cancel_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        if let Err(e) = crate::shutdown_signal().await {
-            tracing::error!(error = %e, "cannot wait for signals; stopping");
-        }
-        cancel.cancel();
-    });
-    token
-}
-
-/// Connects to etcd as configured by the shared etcd flags.
-pub async fn connect_etcd(args: &EtcdArgs) -> Result<EtcdKv, KvError> {
-    let mut config = EtcdConfig::new(args.etcd_endpoints.clone());
-    config.request_timeout = args.etcd_timeout;
-    config.credentials = args.etcd_user.clone().zip(args.etcd_password.clone());
-    config.tls = args.etcd_ca.clone().map(|ca| distcron_kv::EtcdTls {
-        ca,
-        identity: args.etcd_cert.clone().zip(args.etcd_key.clone()),
-    });
-    EtcdKv::connect(config).await
 }

@@ -10,8 +10,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve() -> anyhow::Result<()> {
     let config: EmbeddedConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
-    let _telemetry = distcron_telemetry::init("distcron", &config.telemetry)?;
-    distcron_server::raise_open_files_limit_logged();
+    let _telemetry = distcron_server::init_process("distcron", &config.telemetry)?;
     let shutdown = distcron_server::cancel_on_signal();
     distcron::run(config, shutdown).await?;
     Ok(())

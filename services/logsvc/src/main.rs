@@ -11,8 +11,7 @@ use distcron_runstore::{MongoConfig, MongoRunStore, OutputCap};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config: LogsvcConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
-    let _telemetry = distcron_telemetry::init("logsvc", &config.telemetry)?;
-    distcron_server::raise_open_files_limit_logged();
+    let _telemetry = distcron_server::init_process("logsvc", &config.telemetry)?;
     let mongo = MongoConfig {
         uri: config.mongo_uri.clone(),
         database: config.mongo_database.clone(),
@@ -29,15 +28,6 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("connecting to etcd")?,
     );
-    let (listener, instance) = distcron_server::bind_instance(
-        config.service.listen,
-        config.service.instance_id.clone(),
-        config.service.advertise.clone(),
-        config.service.registration_ttl,
-        &config.auth,
-        &config.tls,
-    )
-    .await?;
     let storage = Storage {
         runs,
         retention_days: config.retention_days,
@@ -45,25 +35,16 @@ async fn main() -> anyhow::Result<()> {
             bytes: config.output_cap_bytes,
         },
     };
-    let shutdown = distcron_server::cancel_on_signal();
-    let metrics =
-        distcron_metrics::spawn_server(config.service.metrics.metrics_listen, shutdown.clone())
-            .await
-            .with_context(|| {
-                format!(
-                    "binding the metrics address {}",
-                    config.service.metrics.metrics_listen
-                )
-            })?;
+    let bound = distcron_server::bind_service(&config.service, &config.auth, &config.tls).await?;
     serve(
         storage,
         registry,
         Keys::new(&config.etcd.key_prefix),
-        instance,
-        listener,
-        shutdown,
+        bound.instance,
+        bound.listener,
+        bound.shutdown,
     )
     .await?;
-    let _ = metrics.await;
+    bound.metrics.stopped().await;
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use distcron_core::Keys;
 use distcron_discovery::Endpoints;
+use distcron_server::MetricsServer;
 use distcron_worker::WorkerConfig;
 
 fn main() -> anyhow::Result<()> {
@@ -14,8 +15,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve() -> anyhow::Result<()> {
     let config: WorkerConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
-    let _telemetry = distcron_telemetry::init("worker", &config.telemetry)?;
-    distcron_server::raise_open_files_limit_logged();
+    let _telemetry = distcron_server::init_process("worker", &config.telemetry)?;
     let store = Arc::new(
         distcron_server::connect_etcd(&config.etcd)
             .await
@@ -31,16 +31,9 @@ async fn serve() -> anyhow::Result<()> {
         Endpoints::Static(config.logsvc_endpoints.clone())
     };
     let shutdown = distcron_server::cancel_on_signal();
-    let metrics = distcron_metrics::spawn_server(config.metrics.metrics_listen, shutdown.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "binding the metrics address {}",
-                config.metrics.metrics_listen
-            )
-        })?;
+    let metrics = MetricsServer::start(&config.metrics, &shutdown).await?;
     let tls = distcron_server::client_tls(&config.tls).context("TLS settings")?;
     distcron_worker::run(config, store, keys, logsvc, tls, shutdown).await?;
-    let _ = metrics.await;
+    metrics.stopped().await;
     Ok(())
 }
