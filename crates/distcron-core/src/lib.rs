@@ -3,6 +3,8 @@
 //! - [`job`]: job definitions as stored (JSON with the seed's field names), their validation, and
 //!   conversion to and from the gRPC messages.
 //! - [`keys`]: where everything lives in the key-value store.
+//! - [`output`]: a run's output: the cap on how much is kept, the worker's chunks, and the stored
+//!   shape (head, truncation mark, tail).
 //! - [`records`]: the small JSON records workers and services keep in the store (running runs,
 //!   kill requests, manual triggers, registrations), the slot ledger's encoding, and a run's
 //!   status and trigger.
@@ -10,6 +12,7 @@
 
 pub mod job;
 pub mod keys;
+pub mod output;
 pub mod records;
 pub mod wire;
 

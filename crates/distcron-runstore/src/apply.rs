@@ -2,80 +2,20 @@
 
 use std::collections::HashMap;
 
+use distcron_core::output::OutputCap;
+
 use crate::{RunEvent, RunEventKind, RunStatus, RunStore, RunStoreError, StoredRun};
-
-/// Stands between the head and the tail of truncated output.
-pub const TRUNCATION_MARKER: &str = "\n[... output truncated ...]\n";
-
-/// How much output a run keeps: the first half of the cap (head) and the last half (tail).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutputCap {
-    /// Bytes kept at most (plus the marker).
-    pub bytes: usize,
-}
-
-impl Default for OutputCap {
-    /// 1 MiB per run.
-    fn default() -> Self {
-        Self { bytes: 1024 * 1024 }
-    }
-}
 
 /// Attempts at compare-and-replace before a batch gives up on a run that keeps changing.
 const MAX_ATTEMPTS: usize = 8;
 
-fn floor_boundary(s: &str, mut i: usize) -> usize {
-    i = i.min(s.len());
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
-}
-
-fn ceil_boundary(s: &str, mut i: usize) -> usize {
-    i = i.min(s.len());
-    while !s.is_char_boundary(i) {
-        i += 1;
-    }
-    i
-}
-
+/// `run` with `data` appended to its output, kept within `cap`.
 fn append_output(run: &mut StoredRun, data: &[u8], cap: OutputCap) {
-    let text = String::from_utf8_lossy(data);
-    let head_cap = cap.bytes / 2;
-    let tail_cap = cap.bytes - head_cap;
-    let split = floor_boundary(
-        &run.output,
-        usize::try_from(run.output_head_bytes).unwrap_or(0),
-    );
-    let mut head = run.output[..split].to_owned();
-    let rest = &run.output[split..];
-    let mut tail = if run.output_truncated {
-        rest.strip_prefix(TRUNCATION_MARKER)
-            .unwrap_or(rest)
-            .to_owned()
-    } else {
-        rest.to_owned()
-    };
-    let mut text: &str = &text;
-    if tail.is_empty() && !run.output_truncated && head.len() < head_cap {
-        let take = floor_boundary(text, head_cap - head.len());
-        head.push_str(&text[..take]);
-        text = &text[take..];
-    }
-    tail.push_str(text);
-    if tail.len() > tail_cap {
-        let cut = ceil_boundary(&tail, tail.len() - tail_cap);
-        tail.drain(..cut);
-        run.output_truncated = true;
-    }
+    let appended = run.stored_output().append(data, cap);
     run.output_bytes += i64::try_from(data.len()).unwrap_or(i64::MAX);
-    run.output_head_bytes = i64::try_from(head.len()).unwrap_or(0);
-    run.output = if run.output_truncated {
-        format!("{head}{TRUNCATION_MARKER}{tail}")
-    } else {
-        head + &tail
-    };
+    run.output_head_bytes = i64::try_from(appended.head_bytes).unwrap_or(0);
+    run.output_truncated = appended.truncated;
+    run.output = appended.text;
 }
 
 /// Applies one event to a run (new runs start as `StoredRun::default()` with `run_id` set).
@@ -258,7 +198,7 @@ fn merged(base: &StoredRun, events: &[&RunEvent], cap: OutputCap) -> Option<Stor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{RunFinish, RunStart};
+    use crate::{RunFinish, RunStart, TRUNCATION_MARKER};
 
     fn ev(kind: RunEventKind) -> RunEvent {
         RunEvent {

@@ -7,7 +7,8 @@
 //!
 //! Above the trait, [`append_events`] turns run events (started, output chunk, finished) into
 //! stored runs idempotently: a re-delivered batch changes nothing, output chunks carry sequence
-//! numbers, output is capped keeping head and tail.
+//! numbers, output is capped keeping head and tail (the shape is
+//! [`distcron_core::output`]'s).
 
 mod apply;
 mod mongo;
@@ -17,7 +18,8 @@ mod types;
 #[cfg(feature = "testsuite")]
 pub mod conformance;
 
-pub use apply::{append_events, apply_event, OutputCap, TRUNCATION_MARKER};
+pub use apply::{append_events, apply_event};
+pub use distcron_core::output::{OutputCap, TRUNCATION_MARKER};
 pub use distcron_core::records::{RunStatus, RunTrigger};
 pub use mongo::{MongoConfig, MongoRunStore};
 pub use sqlite::SqliteRunStore;

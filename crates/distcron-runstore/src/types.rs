@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use distcron_core::output::StoredOutput;
 use distcron_core::records::{RunStatus, RunTrigger};
 
 /// A run as stored. Field names are the seed's where the seed had them (`jobName`, `command`,
@@ -42,7 +43,8 @@ pub struct StoredRun {
     pub output_truncated: bool,
     /// Output bytes the run produced in total.
     pub output_bytes: i64,
-    /// Bytes of `output` that are the head (the rest, after the marker, is the tail).
+    /// Bytes of `output` that are the head (the rest, after the marker, is the tail): see
+    /// [`StoredRun::stored_output`].
     pub output_head_bytes: i64,
     /// The next output chunk sequence number expected; lower ones are re-deliveries.
     pub next_seq: i64,
@@ -52,6 +54,17 @@ pub struct StoredRun {
     pub trace_id: String,
     /// Incremented by every write; used for compare-and-replace.
     pub version: i64,
+}
+
+impl StoredRun {
+    /// This run's output as stored: its text, head and whether output was dropped.
+    pub fn stored_output(&self) -> StoredOutput<'_> {
+        StoredOutput {
+            text: &self.output,
+            head_bytes: usize::try_from(self.output_head_bytes).unwrap_or(0),
+            truncated: self.output_truncated,
+        }
+    }
 }
 
 /// The facts known when a run starts (or is decided without starting).

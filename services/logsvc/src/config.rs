@@ -7,20 +7,7 @@ use distcron_config::{
     parse_duration, AuthArgs, EtcdArgs, MetricsDefaults, ServiceArgs, ServiceDefaults,
     TelemetryArgs, TlsArgs,
 };
-
-/// Largest per-run output cap: far below MongoDB's 16 MiB document limit.
-pub const MAX_OUTPUT_CAP: usize = 8 * 1024 * 1024;
-
-fn parse_cap(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of bytes"))?;
-    if (1024..=MAX_OUTPUT_CAP).contains(&n) {
-        Ok(n)
-    } else {
-        Err(format!("must be between 1024 and {MAX_OUTPUT_CAP} bytes"))
-    }
-}
+use distcron_core::output::OutputCap;
 
 /// logsvc's addresses: its environment variables and default ports.
 #[derive(Debug, Clone)]
@@ -66,8 +53,8 @@ pub struct LogsvcConfig {
     #[arg(long, env = "DISTCRON_RETENTION_DAYS", default_value_t = 30)]
     pub retention_days: u32,
     /// Output bytes kept per run (head and tail), 1024 to 8388608.
-    #[arg(long, env = "DISTCRON_OUTPUT_CAP_BYTES", default_value = "1048576", value_parser = parse_cap)]
-    pub output_cap_bytes: usize,
+    #[arg(long, env = "DISTCRON_OUTPUT_CAP_BYTES", default_value_t = OutputCap::default())]
+    pub output_cap_bytes: OutputCap,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub etcd: EtcdArgs,
@@ -80,4 +67,28 @@ pub struct LogsvcConfig {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub auth: AuthArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn the_output_cap_defaults_to_one_mebibyte() {
+        let config = LogsvcConfig::try_parse_from(["logsvc"]).map_err(|e| e.to_string());
+        assert_eq!(config.map(|c| c.output_cap_bytes), Ok(OutputCap::default()));
+    }
+
+    #[test]
+    fn an_output_cap_out_of_bounds_is_refused_naming_the_flag() {
+        for value in ["0", "1023", "8388609", "1k"] {
+            let Err(e) = LogsvcConfig::try_parse_from(["logsvc", "--output-cap-bytes", value])
+            else {
+                panic!("--output-cap-bytes {value} was accepted");
+            };
+            assert!(e.to_string().contains("--output-cap-bytes"), "{e}");
+        }
+    }
 }

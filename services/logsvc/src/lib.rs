@@ -11,10 +11,11 @@ mod service;
 use std::sync::Arc;
 use std::time::Duration;
 
+use distcron_core::output::OutputCap;
 use distcron_core::Keys;
 use distcron_kv::{backoff, KvStore};
 use distcron_proto::logs::v1::log_service_server::LogServiceServer;
-use distcron_runstore::{OutputCap, RunStore};
+use distcron_runstore::RunStore;
 use distcron_server::{serve_registered, Instance, Served, ServerError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

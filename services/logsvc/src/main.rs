@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use distcron_core::Keys;
 use distcron_logsvc::{serve, LogsvcConfig, Storage};
-use distcron_runstore::{MongoConfig, MongoRunStore, OutputCap};
+use distcron_runstore::{MongoConfig, MongoRunStore};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -31,9 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let storage = Storage {
         runs,
         retention_days: config.retention_days,
-        cap: OutputCap {
-            bytes: config.output_cap_bytes,
-        },
+        cap: config.output_cap_bytes,
     };
     let bound = distcron_server::bind_service(&config.service, &config.auth, &config.tls).await?;
     serve(

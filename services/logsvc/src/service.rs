@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distcron_core::job::validate_name;
+use distcron_core::output::OutputCap;
 use distcron_core::FieldError;
 use distcron_proto::logs::v1 as pb;
 use distcron_runstore::{
-    append_events, OutputCap, PageCursor, RunQuery, RunStatus, RunStore, RunStoreError, StoredRun,
-    TRUNCATION_MARKER,
+    append_events, PageCursor, RunQuery, RunStatus, RunStore, RunStoreError, StoredRun,
 };
 use distcron_server::invalid_argument;
 use futures::{FutureExt, Stream};
@@ -23,7 +23,8 @@ pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
 const DEFAULT_LIMIT: u32 = 20;
 /// Most output bytes one `ListRuns` reply carries: well under gRPC's default 4 MiB message limit,
 /// so any client can read any page. A page that would carry more ends early, with a
-/// `nextPageToken` (always at least one run, whose output is at most the 8 MiB cap).
+/// `nextPageToken` (always at least one run, whose output is at most the 8 MiB cap,
+/// [`OutputCap::MAX_BYTES`]).
 pub const MAX_REPLY_OUTPUT_BYTES: usize = 3 * 1024 * 1024;
 const MAX_LIMIT: u32 = 1000;
 const DEFAULT_STATS_WINDOW: u32 = 24 * 3600;
@@ -79,29 +80,7 @@ impl LogService {
 fn unseen_output(run: &StoredRun, seen: u64) -> Vec<u8> {
     let total = u64::try_from(run.output_bytes).unwrap_or(0);
     let new = usize::try_from(total.saturating_sub(seen)).unwrap_or(usize::MAX);
-    if new == 0 {
-        return Vec::new();
-    }
-    let (region, jumped) = if run.output_truncated {
-        let split = usize::try_from(run.output_head_bytes)
-            .unwrap_or(0)
-            .min(run.output.len());
-        let rest = run.output.get(split..).unwrap_or("");
-        let tail = rest.strip_prefix(TRUNCATION_MARKER).unwrap_or(rest);
-        (tail, new > tail.len())
-    } else {
-        (run.output.as_str(), false)
-    };
-    let mut start = region.len().saturating_sub(new);
-    while !region.is_char_boundary(start) {
-        start += 1;
-    }
-    let mut out = Vec::with_capacity(region.len() - start + TRUNCATION_MARKER.len());
-    if jumped {
-        out.extend_from_slice(TRUNCATION_MARKER.as_bytes());
-    }
-    out.extend_from_slice(&region.as_bytes()[start..]);
-    out
+    run.stored_output().last(new)
 }
 
 /// The metric label of an event's kind.

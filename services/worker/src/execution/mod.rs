@@ -1,8 +1,8 @@
 //! Execution: one claimed run, from its group leader started ahead of the slot to its end
 //! shipped and its running record released. Its start and output are shipped as they come
-//! (secrets masked, capped, [`output`]; held back with the start for up to the start hold),
-//! its end durably, then the record goes to the releaser. The process itself is [`exec`]'s,
-//! the group leader [`leader`]'s.
+//! (secrets masked, capped and cut by an [`OutputChunker`], stamped as the run's [`output`];
+//! held back with the start for up to the start hold), its end durably, then the record goes to
+//! the releaser. The process itself is [`exec`]'s, the group leader [`leader`]'s.
 
 pub mod exec;
 pub mod leader;
@@ -12,6 +12,7 @@ pub mod output;
 use std::sync::Arc;
 use std::time::Duration;
 
+use distcron_core::output::OutputChunker;
 use distcron_core::records::{RunStatus, RunTrigger, RunningRecord};
 use distcron_core::JobDefinition;
 use distcron_proto::logs::v1 as pb;
@@ -20,7 +21,7 @@ use tracing::Instrument;
 
 use self::exec::{arm, execute, Armed, Ending, ExecSpec};
 use self::mask::SecretMask;
-use self::output::{OutputChunker, RunEvents};
+use self::output::RunEvents;
 use crate::ctx::Ctx;
 use crate::local::LocalRun;
 

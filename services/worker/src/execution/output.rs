@@ -1,98 +1,7 @@
-//! A run's output as it is shipped: numbered chunks of the head as it comes, then a rolling
-//! tail shipped at the end, with what fell out in between counted as dropped.
-
-use std::collections::VecDeque;
+//! A run's events as they are shipped, each stamped with the run's trace and span ids; its output
+//! chunks are cut by [`distcron_core::output::OutputChunker`].
 
 use distcron_proto::logs::v1 as pb;
-
-/// Largest output chunk shipped.
-const CHUNK_BYTES: usize = 32 * 1024;
-
-/// Output of one run, as numbered chunks: the first `cap` bytes as they come, then only a rolling
-/// tail of `cap / 2` bytes, shipped at the end; what fell out in between is counted as dropped.
-#[derive(Debug)]
-pub struct OutputChunker {
-    cap: usize,
-    seq: u64,
-    head_left: usize,
-    pending: Vec<u8>,
-    tail: VecDeque<u8>,
-    dropped: u64,
-}
-
-impl OutputChunker {
-    /// A chunker shipping at most `cap` bytes live.
-    pub fn new(cap: usize) -> Self {
-        Self {
-            cap,
-            seq: 0,
-            head_left: cap,
-            pending: Vec::new(),
-            tail: VecDeque::new(),
-            dropped: 0,
-        }
-    }
-
-    /// Takes output; returns a chunk when one is full.
-    pub fn push(&mut self, mut data: &[u8]) -> Option<(u64, Vec<u8>)> {
-        let take = data.len().min(self.head_left);
-        self.pending.extend_from_slice(&data[..take]);
-        self.head_left -= take;
-        data = &data[take..];
-        if !data.is_empty() {
-            self.tail.extend(data);
-            let limit = self.cap / 2;
-            if self.tail.len() > limit {
-                let excess = self.tail.len() - limit;
-                self.tail.drain(..excess);
-                self.dropped += excess as u64;
-            }
-        }
-        (self.pending.len() >= CHUNK_BYTES)
-            .then(|| self.flush(false))
-            .flatten()
-    }
-
-    /// The pending output as a chunk, if any. Unless `all`, an incomplete UTF-8 character at
-    /// the end waits for the next piece.
-    pub fn flush(&mut self, all: bool) -> Option<(u64, Vec<u8>)> {
-        let mut cut = self.pending.len();
-        if !all {
-            if let Err(e) = std::str::from_utf8(&self.pending) {
-                if e.error_len().is_none() {
-                    cut = e.valid_up_to();
-                }
-            }
-        }
-        if cut == 0 {
-            return None;
-        }
-        let rest = self.pending.split_off(cut);
-        let chunk = std::mem::replace(&mut self.pending, rest);
-        let seq = self.seq;
-        self.seq += 1;
-        Some((seq, chunk))
-    }
-
-    /// The remaining chunks at the end of the run (pending head output, then the tail), and the
-    /// number of bytes dropped.
-    pub fn finish(mut self) -> (Vec<(u64, Vec<u8>)>, u64) {
-        let mut out: Vec<(u64, Vec<u8>)> = self.flush(true).into_iter().collect();
-        if !self.tail.is_empty() {
-            let mut tail: Vec<u8> = self.tail.drain(..).collect();
-            // Start the tail on a character boundary.
-            let skip = tail
-                .iter()
-                .take(3)
-                .take_while(|b| (**b & 0xC0) == 0x80)
-                .count();
-            self.dropped += skip as u64;
-            tail.drain(..skip);
-            out.push((self.seq, tail));
-        }
-        (out, self.dropped)
-    }
-}
 
 /// The events of one run, stamped with the run's trace and span ids.
 pub struct RunEvents {
@@ -118,30 +27,5 @@ impl RunEvents {
     /// An output chunk of this run.
     pub fn chunk(&self, seq: u64, data: Vec<u8>) -> pb::RunEvent {
         self.event(pb::run_event::Kind::Output(pb::OutputChunk { seq, data }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::OutputChunker;
-
-    #[test]
-    fn head_then_tail_with_drops_counted() {
-        let mut c = OutputChunker::new(8);
-        assert_eq!(c.push(b"0123"), None);
-        assert_eq!(c.push(b"4567ABCDEFGH"), None);
-        let (rest, dropped) = c.finish();
-        assert_eq!(rest, vec![(0, b"01234567".to_vec()), (1, b"EFGH".to_vec())]);
-        assert_eq!(dropped, 4);
-    }
-
-    #[test]
-    fn utf8_characters_are_not_split_between_chunks() {
-        let mut c = OutputChunker::new(1 << 20);
-        let e = "é".as_bytes();
-        assert_eq!(c.push(&[b'a', e[0]]), None);
-        assert_eq!(c.flush(false), Some((0, b"a".to_vec())));
-        assert_eq!(c.push(&[e[1]]), None);
-        assert_eq!(c.flush(false), Some((1, "é".as_bytes().to_vec())));
     }
 }
