@@ -6,6 +6,7 @@ use std::time::Duration;
 use distcron_config::{
     parse_duration, EtcdArgs, MetricsArgs, MetricsDefaults, TelemetryArgs, TlsArgs,
 };
+use distcron_core::output::OutputCap;
 
 /// The worker's default `/metrics` address.
 #[derive(Debug, Clone)]
@@ -94,9 +95,9 @@ pub struct WorkerConfig {
     /// logsvc addresses (http://host:port, comma-separated); default: discovered in etcd.
     #[arg(long, env = "DISTCRON_LOGSVC_ENDPOINTS", value_delimiter = ',')]
     pub logsvc_endpoints: Vec<String>,
-    /// Output bytes a run ships at most (head while it runs, tail at the end).
-    #[arg(long, env = "DISTCRON_OUTPUT_CAP_BYTES", default_value_t = 1024 * 1024)]
-    pub output_cap_bytes: usize,
+    /// Output bytes a run ships at most (head while it runs, tail at the end), 1024 to 8388608.
+    #[arg(long, env = "DISTCRON_OUTPUT_CAP_BYTES", default_value_t = OutputCap::default())]
+    pub output_cap_bytes: OutputCap,
     /// Largest size of the on-disk log spool; beyond it events are dropped, loudly.
     #[arg(long, env = "DISTCRON_SPOOL_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub spool_max_bytes: u64,
@@ -133,4 +134,28 @@ pub struct WorkerConfig {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tls: TlsArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn the_output_cap_defaults_to_one_mebibyte() {
+        let config = WorkerConfig::try_parse_from(["worker"]).map_err(|e| e.to_string());
+        assert_eq!(config.map(|c| c.output_cap_bytes), Ok(OutputCap::default()));
+    }
+
+    #[test]
+    fn an_output_cap_out_of_bounds_is_refused_naming_the_flag() {
+        for value in ["0", "1023", "8388609", "1k"] {
+            let Err(e) = WorkerConfig::try_parse_from(["worker", "--output-cap-bytes", value])
+            else {
+                panic!("--output-cap-bytes {value} was accepted");
+            };
+            assert!(e.to_string().contains("--output-cap-bytes"), "{e}");
+        }
+    }
 }

@@ -195,7 +195,7 @@ fn settings(config: &WorkerConfig) -> Result<Settings, WorkerError> {
             }
         },
         shell: config.shell.clone(),
-        output_cap_bytes: config.output_cap_bytes,
+        output_cap_bytes: config.output_cap_bytes.bytes,
         start_hold: config.log_start_hold,
         session_ttl: config.session_ttl,
         labels: config.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
