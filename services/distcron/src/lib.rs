@@ -141,7 +141,7 @@ pub async fn run(config: EmbeddedConfig, shutdown: CancellationToken) -> Result<
     let runs = Arc::new(
         SqliteRunStore::open(&runs_file).map_err(|e| setup("run history")(e.to_string()))?,
     );
-    let keys = Keys::new("/cron/");
+    let keys = Keys::default();
     let services = CancellationToken::new();
     let ttl = Duration::from_secs(10);
 
