@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::auth::{session_cookie, session_id, Caller, Https};
-use crate::call::{call, request, Attempts};
+use crate::call::request;
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, ApiQuery};
 use crate::views::{JobInput, JobView, RunView, WorkerView};
@@ -104,14 +104,7 @@ pub async fn list_jobs(
         page_token: p.page_token,
         name_prefix: p.prefix,
     };
-    let page = call(
-        &state.backends.jobs,
-        &caller,
-        Attempts::Retried,
-        req,
-        |mut c, r| async move { c.list_jobs(r).await },
-    )
-    .await?;
+    let page = state.backends.list_jobs(&caller, req).await?;
     Ok(Json(JobPage {
         jobs: page.jobs.into_iter().map(JobView::from).collect(),
         next_page_token: page.next_page_token,
@@ -129,14 +122,7 @@ async fn save(
         job: Some(job),
         expected_revision,
     };
-    let r = call(
-        &state.backends.jobs,
-        caller,
-        Attempts::Once,
-        req,
-        |mut c, r| async move { c.save_job(r).await },
-    )
-    .await?;
+    let r = state.backends.save_job(caller, req).await?;
     let job = r.job.ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -170,14 +156,7 @@ pub async fn get_job(
     Path(name): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let req = jobs::GetJobRequest { name };
-    let job = call(
-        &state.backends.jobs,
-        &caller,
-        Attempts::Retried,
-        req,
-        |mut c, r| async move { c.get_job(r).await },
-    )
-    .await?;
+    let job = state.backends.get_job(&caller, req).await?;
     Ok(Json(JobView::from(job)))
 }
 
@@ -234,14 +213,7 @@ pub async fn delete_job(
         kill_running: p.kill_running,
         expected_revision: None,
     };
-    let r = call(
-        &state.backends.jobs,
-        &caller,
-        Attempts::Once,
-        req,
-        |mut c, r| async move { c.delete_job(r).await },
-    )
-    .await?;
+    let r = state.backends.delete_job(&caller, req).await?;
     r.job
         .map(|j| Json(JobView::from(j)))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such job"))
@@ -267,14 +239,7 @@ pub async fn trigger_job(
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<TriggerAnswer>), ApiError> {
     let req = jobs::TriggerJobRequest { name };
-    let r = call(
-        &state.backends.jobs,
-        &caller,
-        Attempts::Once,
-        req,
-        |mut c, r| async move { c.trigger_job(r).await },
-    )
-    .await?;
+    let r = state.backends.trigger_job(&caller, req).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(TriggerAnswer {
@@ -315,14 +280,7 @@ pub async fn kill_job(
 ) -> Result<Json<KillAnswer>, ApiError> {
     let run_id = body.map(|ApiJson(b)| b.run_id).unwrap_or_default();
     let req = jobs::KillJobRequest { name, run_id };
-    let r = call(
-        &state.backends.jobs,
-        &caller,
-        Attempts::Once,
-        req,
-        |mut c, r| async move { c.kill_job(r).await },
-    )
-    .await?;
+    let r = state.backends.kill_job(&caller, req).await?;
     Ok(Json(KillAnswer {
         was_running: r.was_running,
         run_ids: r.run_ids,
@@ -336,14 +294,7 @@ async fn set_enabled(
     enabled: bool,
 ) -> Result<Json<JobView>, ApiError> {
     let req = jobs::SetJobEnabledRequest { name, enabled };
-    let job = call(
-        &state.backends.jobs,
-        caller,
-        Attempts::Once,
-        req,
-        |mut c, r| async move { c.set_job_enabled(r).await },
-    )
-    .await?;
+    let job = state.backends.set_job_enabled(caller, req).await?;
     Ok(Json(JobView::from(job)))
 }
 
@@ -421,14 +372,7 @@ pub async fn job_stats(
         job_name: name,
         window_seconds: p.window_seconds.unwrap_or(0),
     };
-    let r = call(
-        &state.backends.logs,
-        &caller,
-        Attempts::Retried,
-        req,
-        |mut c, r| async move { c.job_stats(r).await },
-    )
-    .await?;
+    let r = state.backends.job_stats(&caller, req).await?;
     Ok(Json(StatsView {
         job_name: r.job_name,
         last_run: r.last_run.map(RunView::from),
@@ -516,14 +460,7 @@ pub async fn list_runs(
         page_token: p.page_token,
         without_output: p.without_output.unwrap_or(true),
     };
-    let page = call(
-        &state.backends.logs,
-        &caller,
-        Attempts::Retried,
-        req,
-        |mut c, r| async move { c.list_runs(r).await },
-    )
-    .await?;
+    let page = state.backends.list_runs(&caller, req).await?;
     Ok(Json(RunPage {
         runs: page.runs.into_iter().map(RunView::from).collect(),
         total: page.total,
@@ -541,14 +478,7 @@ pub async fn get_run(
     Path(run_id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
     let req = logs::GetRunRequest { run_id };
-    let run = call(
-        &state.backends.logs,
-        &caller,
-        Attempts::Retried,
-        req,
-        |mut c, r| async move { c.get_run(r).await },
-    )
-    .await?;
+    let run = state.backends.get_run(&caller, req).await?;
     Ok(Json(RunView::from(run)))
 }
 
@@ -572,14 +502,7 @@ pub async fn tail_run(
     let req = logs::GetRunRequest {
         run_id: run_id.clone(),
     };
-    call(
-        &state.backends.logs,
-        &caller,
-        Attempts::Retried,
-        req,
-        |mut c, r| async move { c.get_run(r).await },
-    )
-    .await?;
+    state.backends.get_run(&caller, req).await?;
     let mut req = request(
         logs::TailRunRequest {
             run_id,
@@ -629,14 +552,7 @@ pub async fn list_workers(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<WorkerList>, ApiError> {
     let req = jobs::ListWorkersRequest {};
-    let r = call(
-        &state.backends.jobs,
-        &caller,
-        Attempts::Retried,
-        req,
-        |mut c, r| async move { c.list_workers(r).await },
-    )
-    .await?;
+    let r = state.backends.list_workers(&caller, req).await?;
     Ok(Json(WorkerList {
         workers: r.workers.into_iter().map(WorkerView::from).collect(),
     }))
@@ -685,14 +601,7 @@ pub async fn preview_schedule(
         count,
         after_ms: 0,
     };
-    let r = call(
-        &state.backends.jobs,
-        &caller,
-        Attempts::Retried,
-        req,
-        |mut c, r| async move { c.preview_schedule(r).await },
-    )
-    .await?;
+    let r = state.backends.preview_schedule(&caller, req).await?;
     Ok(Json(PreviewAnswer {
         fire_times_ms: r.fire_times_ms,
         fire_times: r.fire_times,

@@ -10,7 +10,6 @@ use distcron_proto::logs::v1 as logs;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
-use crate::call::{call, Attempts};
 use crate::views::{JobInput, JobView, RunView};
 use crate::AppState;
 
@@ -67,13 +66,7 @@ pub async fn save(
         job: Some(job),
         expected_revision: None,
     };
-    let saved = call(
-        &state.backends.jobs,
-        &caller,
-        Attempts::Once,
-        req,
-        |mut c, r| async move { c.save_job(r).await },
-    );
+    let saved = state.backends.save_job(&caller, req);
     match saved.await {
         Ok(r) => ok(r.previous.map(JobView::from)),
         Err(e) => fail(status_text(&e)),
@@ -98,13 +91,7 @@ pub async fn delete(
         kill_running: false,
         expected_revision: None,
     };
-    let deleted = call(
-        &state.backends.jobs,
-        &caller,
-        Attempts::Once,
-        req,
-        |mut c, r| async move { c.delete_job(r).await },
-    );
+    let deleted = state.backends.delete_job(&caller, req);
     match deleted.await {
         Ok(r) => ok(r.job.map(JobView::from)),
         Err(e) if e.code() == tonic::Code::NotFound => ok(serde_json::Value::Null),
@@ -125,13 +112,7 @@ pub async fn list(
             page_token: token.clone(),
             name_prefix: String::new(),
         };
-        let page = call(
-            &state.backends.jobs,
-            &caller,
-            Attempts::Retried,
-            req,
-            |mut c, r| async move { c.list_jobs(r).await },
-        );
+        let page = state.backends.list_jobs(&caller, req);
         match page.await {
             Ok(p) => {
                 all.extend(p.jobs.into_iter().map(JobView::from));
@@ -155,13 +136,7 @@ pub async fn kill(
         name: form.name,
         run_id: String::new(),
     };
-    let killed = call(
-        &state.backends.jobs,
-        &caller,
-        Attempts::Once,
-        req,
-        |mut c, r| async move { c.kill_job(r).await },
-    );
+    let killed = state.backends.kill_job(&caller, req);
     match killed.await {
         Ok(_) => ok(serde_json::Value::Null),
         Err(e) => fail(status_text(&e)),
@@ -216,13 +191,7 @@ pub async fn log(
             page_token: page_token.clone(),
             ..Default::default()
         };
-        let page = call(
-            &state.backends.logs,
-            &caller,
-            Attempts::Retried,
-            req,
-            |mut c, r| async move { c.list_runs(r).await },
-        );
+        let page = state.backends.list_runs(&caller, req);
         match page.await {
             Ok(p) => {
                 runs.extend(p.runs.into_iter().map(RunView::from));
@@ -242,13 +211,7 @@ pub async fn workers(
     Extension(caller): Extension<Caller>,
 ) -> Json<Envelope> {
     let req = jobs::ListWorkersRequest {};
-    let listed = call(
-        &state.backends.jobs,
-        &caller,
-        Attempts::Retried,
-        req,
-        |mut c, r| async move { c.list_workers(r).await },
-    );
+    let listed = state.backends.list_workers(&caller, req);
     match listed.await {
         Ok(r) => ok(r
             .workers
