@@ -6,8 +6,9 @@ use std::collections::VecDeque;
 /// Largest output chunk shipped.
 const CHUNK_BYTES: usize = 32 * 1024;
 
-/// Output of one run, as numbered chunks: the first `cap` bytes as they come, then only a rolling
-/// tail of `cap / 2` bytes, shipped at the end; what fell out in between is counted as dropped.
+/// Output of one run, as numbered chunks of at most 32 KiB: the first `cap` bytes as they come,
+/// then only a rolling tail of `cap / 2` bytes, shipped at the end; what fell out in between is
+/// counted as dropped.
 /// `cap` is the worker's [`OutputCap`](super::OutputCap) in bytes.
 #[derive(Debug)]
 pub struct OutputChunker {
@@ -87,9 +88,32 @@ impl OutputChunker {
                 .count();
             self.dropped += skip as u64;
             tail.drain(..skip);
-            out.push((self.seq, tail));
+            let mut rest = tail.as_slice();
+            while !rest.is_empty() {
+                let cut = piece_len(rest);
+                out.push((self.seq, rest[..cut].to_vec()));
+                self.seq += 1;
+                rest = &rest[cut..];
+            }
         }
         (out, self.dropped)
+    }
+}
+
+/// The length of the next tail chunk of `rest`: at most [`CHUNK_BYTES`], ending on a character
+/// boundary unless that would leave the chunk empty.
+fn piece_len(rest: &[u8]) -> usize {
+    if rest.len() <= CHUNK_BYTES {
+        return rest.len();
+    }
+    let continuation = rest[CHUNK_BYTES - 3..=CHUNK_BYTES]
+        .iter()
+        .rev()
+        .take_while(|b| (**b & 0xC0) == 0x80)
+        .count();
+    match CHUNK_BYTES - continuation {
+        0 => CHUNK_BYTES,
+        cut => cut,
     }
 }
 
@@ -105,6 +129,30 @@ mod tests {
         let (rest, dropped) = c.finish();
         assert_eq!(rest, vec![(0, b"01234567".to_vec()), (1, b"EFGH".to_vec())]);
         assert_eq!(dropped, 4);
+    }
+
+    #[test]
+    fn a_large_tail_is_shipped_in_chunks_of_at_most_32_kib_on_character_boundaries() {
+        let cap = 4 * super::CHUNK_BYTES;
+        let mut c = OutputChunker::new(cap);
+        let mut shipped = 0;
+        let text = "é".repeat(4 * cap);
+        for piece in text.as_bytes().chunks(1000) {
+            shipped += c.push(piece).map_or(0, |(_, chunk)| chunk.len());
+        }
+        let (rest, dropped) = c.finish();
+        assert!(rest.len() > 2, "the tail is several chunks: {}", rest.len());
+        let mut seqs = Vec::new();
+        let mut total = shipped;
+        for (seq, chunk) in &rest {
+            assert!(chunk.len() <= super::CHUNK_BYTES, "chunk of {}", chunk.len());
+            assert!(std::str::from_utf8(chunk).is_ok(), "chunk {seq} splits a character");
+            seqs.push(*seq);
+            total += chunk.len();
+        }
+        let first = seqs[0];
+        assert_eq!(seqs, (first..first + seqs.len() as u64).collect::<Vec<_>>());
+        assert_eq!(total as u64 + dropped, text.len() as u64);
     }
 
     #[test]
