@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use distcron_config::{parse_duration, AuthArgs, EtcdArgs, HttpsArgs, TelemetryArgs, TlsArgs};
+use distcron_config::{parse_duration, AuthArgs, ClusterArgs, HttpsArgs};
 
 /// gateway: the seed's REST routes and /api/v1 over jobsvc and logsvc.
 #[derive(Debug, Clone, clap::Parser)]
@@ -54,13 +54,7 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub etcd: EtcdArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub telemetry: TelemetryArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub tls: TlsArgs,
+    pub cluster: ClusterArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub https: HttpsArgs,

@@ -26,17 +26,17 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let config: GatewayConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
-    let _telemetry = distcron_server::init_process("gateway", &config.telemetry)?;
+    let _telemetry = distcron_server::init_process("gateway", &config.cluster.telemetry)?;
     let tokens = distcron_server::load_tokens(&config.auth, &[config.listen])?;
     if tokens.is_empty() {
         tracing::warn!("no tokens configured: authentication is off");
     }
     let background = CancellationToken::new();
-    let keys = Keys::new(&config.etcd.key_prefix);
+    let keys = Keys::new(&config.cluster.etcd.key_prefix);
     let needs_etcd = config.jobsvc_endpoints.is_empty() || config.logsvc_endpoints.is_empty();
     let store = if needs_etcd {
         Some(Arc::new(
-            distcron_server::connect_etcd(&config.etcd)
+            distcron_server::connect_etcd(&config.cluster.etcd)
                 .await
                 .context("connecting to etcd")?,
         ))
@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         },
         _ => Endpoints::Static(fixed.clone()),
     };
-    let grpc_tls = distcron_server::client_tls(&config.tls).context("TLS settings")?;
+    let grpc_tls = distcron_server::client_tls(&config.cluster.tls).context("TLS settings")?;
     let https = distcron_server::https_tls(&config.https).context("HTTPS settings")?;
     distcron_server::warn_if_tokens_in_clear(
         "HTTP",

@@ -16,7 +16,7 @@
 pub mod private;
 pub mod service;
 
-pub use service::{MetricsArgs, MetricsDefaults, ServiceArgs, ServiceDefaults};
+pub use service::{MetricsArgs, MetricsDefaults, ServerArgs, ServiceArgs, ServiceDefaults};
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -254,6 +254,21 @@ pub struct AuthArgs {
     /// Serve without authentication even on a non-loopback address.
     #[arg(long, env = "DISTCRON_INSECURE_NO_AUTH", default_value_t = false)]
     pub insecure_no_auth: bool,
+}
+
+/// The flags every cluster process (jobsvc, logsvc, gateway, worker) shares: how to reach etcd,
+/// logging and tracing, and the TLS of its gRPC servers and clients.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub etcd: EtcdArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TlsArgs,
 }
 
 /// Parses a human duration such as "500ms", "5s" or "1h30m".

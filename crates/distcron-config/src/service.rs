@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::parse_duration;
+use crate::{parse_duration, AuthArgs, ClusterArgs};
 
 /// The default of one binary's `--metrics-listen`.
 pub trait MetricsDefaults {
@@ -57,23 +57,61 @@ pub struct ServiceArgs<D: ServiceDefaults> {
     pub registration_ttl: Duration,
 }
 
+/// Every flag of a registered gRPC service of the cluster (jobsvc, logsvc): its addresses and
+/// registration, the flags every cluster process shares, and who may call it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs<D: ServiceDefaults> {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub service: ServiceArgs<D>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub auth: AuthArgs,
+}
+
+/// Defines a registered service's [`ServiceDefaults`]: a unit type named `$name`, its default
+/// gRPC and `/metrics` addresses, and its environment variables `DISTCRON_<$env>_LISTEN` and
+/// `DISTCRON_<$env>_ADVERTISE`.
+///
+/// ```
+/// distcron_config::service_defaults! {
+///     /// jobsvc's addresses.
+///     JobsvcDefaults: env "JOBSVC", listen "127.0.0.1:8071", metrics "127.0.0.1:9071"
+/// }
+/// use distcron_config::ServiceDefaults;
+/// assert_eq!(JobsvcDefaults::LISTEN_ENV, "DISTCRON_JOBSVC_LISTEN");
+/// ```
+#[macro_export]
+macro_rules! service_defaults {
+    ($(#[$doc:meta])* $name:ident: env $env:literal, listen $listen:literal, metrics $metrics:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name;
+
+        impl $crate::MetricsDefaults for $name {
+            const METRICS_LISTEN: &'static str = $metrics;
+        }
+
+        impl $crate::ServiceDefaults for $name {
+            const LISTEN: &'static str = $listen;
+            const LISTEN_ENV: &'static str = concat!("DISTCRON_", $env, "_LISTEN");
+            const ADVERTISE_ENV: &'static str = concat!("DISTCRON_", $env, "_ADVERTISE");
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
     use std::io::Write;
 
-    #[derive(Debug, Clone)]
-    struct Demo;
-
-    impl MetricsDefaults for Demo {
-        const METRICS_LISTEN: &'static str = "127.0.0.1:9999";
-    }
-
-    impl ServiceDefaults for Demo {
-        const LISTEN: &'static str = "127.0.0.1:8999";
-        const LISTEN_ENV: &'static str = "DISTCRON_DEMO_LISTEN";
-        const ADVERTISE_ENV: &'static str = "DISTCRON_DEMO_ADVERTISE";
+    crate::service_defaults! {
+        /// The defaults of a demo service.
+        Demo: env "DEMO", listen "127.0.0.1:8999", metrics "127.0.0.1:9999"
     }
 
     #[derive(Debug, Parser)]

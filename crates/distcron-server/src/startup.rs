@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 
 use distcron_config::{
-    AuthArgs, EtcdArgs, MetricsArgs, MetricsDefaults, ServiceArgs, ServiceDefaults, TelemetryArgs,
-    TlsArgs,
+    AuthArgs, EtcdArgs, MetricsArgs, MetricsDefaults, ServerArgs, ServiceArgs, ServiceDefaults,
+    TelemetryArgs, TlsArgs,
 };
 use distcron_kv::{EtcdConfig, EtcdKv, KvError};
 use distcron_telemetry::{Telemetry, TelemetryError};
@@ -105,16 +105,14 @@ pub struct BoundService {
 
 /// Sets up a registered gRPC service from the shared flags: binds `--listen`, describes the
 /// instance (`--instance-id`, `--advertise` and `--registration-ttl`, or defaults from the bound
-/// address; the tokens `auth` accepts; the server TLS of `tls`), turns SIGTERM and SIGINT into
+/// address; the tokens its auth flags accept; the server TLS of its TLS flags), turns SIGTERM and SIGINT into
 /// its shutdown from then on, and starts its `/metrics` server.
 pub async fn bind_service<D: ServiceDefaults>(
-    args: &ServiceArgs<D>,
-    auth: &AuthArgs,
-    tls: &TlsArgs,
+    args: &ServerArgs<D>,
 ) -> Result<BoundService, ServerError> {
-    let (listener, instance) = bind_instance(args, auth, tls).await?;
+    let (listener, instance) = bind_instance(&args.service, &args.auth, &args.cluster.tls).await?;
     let shutdown = cancel_on_signal();
-    let metrics = MetricsServer::start(&args.metrics, &shutdown).await?;
+    let metrics = MetricsServer::start(&args.service.metrics, &shutdown).await?;
     Ok(BoundService {
         listener,
         instance,

@@ -10,14 +10,14 @@ use distcron_jobsvc::{serve, JobsvcConfig};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config: JobsvcConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
-    let _telemetry = distcron_server::init_process("jobsvc", &config.telemetry)?;
+    let _telemetry = distcron_server::init_process("jobsvc", &config.server.cluster.telemetry)?;
     let store = Arc::new(
-        distcron_server::connect_etcd(&config.etcd)
+        distcron_server::connect_etcd(&config.server.cluster.etcd)
             .await
             .context("connecting to etcd")?,
     );
-    let bound = distcron_server::bind_service(&config.service, &config.auth, &config.tls).await?;
-    let keys = Keys::new(&config.etcd.key_prefix);
+    let bound = distcron_server::bind_service(&config.server).await?;
+    let keys = Keys::new(&config.server.cluster.etcd.key_prefix);
     let compactor = (!config.compact_interval.is_zero()).then(|| {
         tokio::spawn(distcron_kv::run_compactor(
             store.clone(),

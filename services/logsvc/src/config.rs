@@ -3,24 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use distcron_config::{
-    parse_duration, AuthArgs, EtcdArgs, MetricsDefaults, ServiceArgs, ServiceDefaults,
-    TelemetryArgs, TlsArgs,
-};
+use distcron_config::{parse_duration, ServerArgs};
 use distcron_core::output::OutputCap;
 
-/// logsvc's addresses: its environment variables and default ports.
-#[derive(Debug, Clone)]
-pub struct LogsvcDefaults;
-
-impl MetricsDefaults for LogsvcDefaults {
-    const METRICS_LISTEN: &'static str = "127.0.0.1:9072";
-}
-
-impl ServiceDefaults for LogsvcDefaults {
-    const LISTEN: &'static str = "127.0.0.1:8072";
-    const LISTEN_ENV: &'static str = "DISTCRON_LOGSVC_LISTEN";
-    const ADVERTISE_ENV: &'static str = "DISTCRON_LOGSVC_ADVERTISE";
+distcron_config::service_defaults! {
+    /// logsvc's addresses: its environment variables and default ports.
+    LogsvcDefaults: env "LOGSVC", listen "127.0.0.1:8072", metrics "127.0.0.1:9072"
 }
 
 /// logsvc: run history over MongoDB.
@@ -32,7 +20,7 @@ pub struct LogsvcConfig {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub service: ServiceArgs<LogsvcDefaults>,
+    pub server: ServerArgs<LogsvcDefaults>,
     /// MongoDB connection string.
     #[arg(
         long,
@@ -55,18 +43,6 @@ pub struct LogsvcConfig {
     /// Output bytes kept per run (head and tail), 1024 to 8388608.
     #[arg(long, env = "DISTCRON_OUTPUT_CAP_BYTES", default_value_t = OutputCap::default())]
     pub output_cap_bytes: OutputCap,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub etcd: EtcdArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub telemetry: TelemetryArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub tls: TlsArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub auth: AuthArgs,
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use distcron_runstore::{MongoConfig, MongoRunStore};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config: LogsvcConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
-    let _telemetry = distcron_server::init_process("logsvc", &config.telemetry)?;
+    let _telemetry = distcron_server::init_process("logsvc", &config.server.cluster.telemetry)?;
     let mongo = MongoConfig {
         uri: config.mongo_uri.clone(),
         database: config.mongo_database.clone(),
@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
             .context("MongoDB connection string")?,
     );
     let registry = Arc::new(
-        distcron_server::connect_etcd(&config.etcd)
+        distcron_server::connect_etcd(&config.server.cluster.etcd)
             .await
             .context("connecting to etcd")?,
     );
@@ -33,11 +33,11 @@ async fn main() -> anyhow::Result<()> {
         retention_days: config.retention_days,
         cap: config.output_cap_bytes,
     };
-    let bound = distcron_server::bind_service(&config.service, &config.auth, &config.tls).await?;
+    let bound = distcron_server::bind_service(&config.server).await?;
     serve(
         storage,
         registry,
-        Keys::new(&config.etcd.key_prefix),
+        Keys::new(&config.server.cluster.etcd.key_prefix),
         bound.instance,
         bound.listener,
         bound.shutdown,

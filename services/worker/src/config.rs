@@ -3,9 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use distcron_config::{
-    parse_duration, EtcdArgs, MetricsArgs, MetricsDefaults, TelemetryArgs, TlsArgs,
-};
+use distcron_config::{parse_duration, ClusterArgs, MetricsArgs, MetricsDefaults};
 use distcron_core::output::OutputCap;
 
 /// The worker's default `/metrics` address.
@@ -127,13 +125,7 @@ pub struct WorkerConfig {
     pub group_leader: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub etcd: EtcdArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub telemetry: TelemetryArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub tls: TlsArgs,
+    pub cluster: ClusterArgs,
 }
 
 #[cfg(test)]

@@ -15,13 +15,13 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve() -> anyhow::Result<()> {
     let config: WorkerConfig = distcron_config::load().unwrap_or_else(|e| e.exit());
-    let _telemetry = distcron_server::init_process("worker", &config.telemetry)?;
+    let _telemetry = distcron_server::init_process("worker", &config.cluster.telemetry)?;
     let store = Arc::new(
-        distcron_server::connect_etcd(&config.etcd)
+        distcron_server::connect_etcd(&config.cluster.etcd)
             .await
             .context("connecting to etcd")?,
     );
-    let keys = Keys::new(&config.etcd.key_prefix);
+    let keys = Keys::new(&config.cluster.etcd.key_prefix);
     let logsvc = if config.logsvc_endpoints.is_empty() {
         Endpoints::Discovered {
             store: store.clone(),
@@ -32,7 +32,7 @@ async fn serve() -> anyhow::Result<()> {
     };
     let shutdown = distcron_server::cancel_on_signal();
     let metrics = MetricsServer::start(&config.metrics, &shutdown).await?;
-    let tls = distcron_server::client_tls(&config.tls).context("TLS settings")?;
+    let tls = distcron_server::client_tls(&config.cluster.tls).context("TLS settings")?;
     distcron_worker::run(config, store, keys, logsvc, tls, shutdown).await?;
     metrics.stopped().await;
     Ok(())

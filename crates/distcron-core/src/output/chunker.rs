@@ -145,8 +145,15 @@ mod tests {
         let mut seqs = Vec::new();
         let mut total = shipped;
         for (seq, chunk) in &rest {
-            assert!(chunk.len() <= super::CHUNK_BYTES, "chunk of {}", chunk.len());
-            assert!(std::str::from_utf8(chunk).is_ok(), "chunk {seq} splits a character");
+            assert!(
+                chunk.len() <= super::CHUNK_BYTES,
+                "chunk of {}",
+                chunk.len()
+            );
+            assert!(
+                std::str::from_utf8(chunk).is_ok(),
+                "chunk {seq} splits a character"
+            );
             seqs.push(*seq);
             total += chunk.len();
         }
