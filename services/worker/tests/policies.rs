@@ -99,7 +99,20 @@ async fn replace_kills_the_running_run_then_starts_the_new_one() {
         true,
     )
     .await;
-    let mut runs = cluster.runs("replaced").await;
+    // A replaced run's successor may be shipped after the replaced run's end: wait for each
+    // successor's final record before checking the pairs.
+    let mut runs = cluster
+        .wait_runs("replaced", Duration::from_secs(20), |runs| {
+            runs.iter()
+                .filter(|r| r.err.contains("replace"))
+                .all(|old| {
+                    runs.iter().any(|new| {
+                        new.plan_time_ms == old.plan_time_ms + 3000
+                            && status(new) != logs::RunStatus::Running
+                    })
+                })
+        })
+        .await;
     runs.sort_by_key(|r| r.plan_time_ms);
     // Each run but the last was replaced by the next slot's run, which started only after it
     // had ended.
@@ -117,8 +130,9 @@ async fn replace_kills_the_running_run_then_starts_the_new_one() {
             summary(&runs)
         );
         assert!(old.err.contains("replace"), "{}", old.err);
+        // A successor the disable superseded never started; one that ran started after.
         assert!(
-            new.start_time_ms >= old.end_time_ms,
+            status(new) == logs::RunStatus::Skipped || new.start_time_ms >= old.end_time_ms,
             "the new run started before the replaced one ended: {:#?}",
             summary(&runs)
         );
