@@ -7,6 +7,7 @@
 //! the claiming worker's session lease, so a claimed run is never invisible and disappears with
 //! its worker.
 
+mod claimed;
 mod jobs;
 mod triggers;
 
@@ -14,6 +15,7 @@ use distcron_core::records::{DeletedJob, RunTrigger, RunningRecord};
 use distcron_core::Keys;
 use distcron_kv::{CompareOp, CompareTarget, Condition, KvError, KvStore, LeaseId, Op, Txn};
 
+pub use claimed::{ClaimEvidence, ReportedRun};
 pub use jobs::{
     delete_job, load_job, save_job, set_job_enabled, EnabledChange, JobDeletion, JobError, JobSave,
     SavedJob, StoredJob,
