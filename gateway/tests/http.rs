@@ -1512,7 +1512,45 @@ async fn a_worker_token_reports_only_the_runs_of_its_own_worker() {
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
         client.append_run_events(r).await.unwrap().into_inner()
     };
+    // The job exists, and gw-worker claimed `live` and `gone`: their running records name it.
+    let saved = s
+        .request(reqwest::Method::PUT, "/api/v1/jobs/bound", Some(ADMIN))
+        .json(&json!({"command": "deploy", "cronExpr": "0 0 0 1 1 *"}))
+        .code()
+        .await;
+    assert_eq!(saved, StatusCode::CREATED);
     let (live, gone) = (unique_name("live"), unique_name("gone"));
+    let record = |run_id: &str| distcron_core::records::RunningRecord {
+        run_id: run_id.into(),
+        job_name: "bound".into(),
+        worker_id: "gw-worker".into(),
+        slot_ms: now,
+        claimed_at_ms: now,
+        trigger: distcron_core::records::RunTrigger::Manual,
+        passed_over: None,
+    };
+    for run in [&live, &gone] {
+        let value = serde_json::to_vec(&record(run)).unwrap();
+        s.store
+            .put(&s.keys.running("bound", run), value, None)
+            .await
+            .unwrap();
+    }
+    // A run nobody claimed is refused even from the worker its start names.
+    let unclaimed = unique_name("unclaimed");
+    let refused = send(
+        WORKER,
+        vec![
+            started(&unclaimed, logs::RunStatus::Running),
+            finished(&unclaimed, logs::RunStatus::Succeeded, Some(0)),
+        ],
+    )
+    .await;
+    assert_eq!(refused.accepted, 0, "{refused:?}");
+    assert!(
+        refused.rejected[0].reason.contains("not claimed"),
+        "{refused:?}"
+    );
     let own = send(
         WORKER,
         vec![
@@ -1559,13 +1597,48 @@ async fn a_worker_token_reports_only_the_runs_of_its_own_worker() {
     )
     .await;
     assert_eq!(claimed.accepted, 0, "{claimed:?}");
-    // ...but may record that one was lost (the orphan sweep runs on any worker).
+    // ...nor say it was lost while gw-worker's session still holds it...
+    let early = send(
+        OTHER_WORKER,
+        vec![finished(&gone, logs::RunStatus::Lost, None)],
+    )
+    .await;
+    assert_eq!(early.accepted, 0, "{early:?}");
+    assert!(
+        early.rejected[0].reason.contains("still claimed"),
+        "{early:?}"
+    );
+    // ...but may once the session is gone (the orphan sweep runs on any worker).
+    s.store
+        .delete(&s.keys.running("bound", &gone))
+        .await
+        .unwrap();
     let sweep = send(
         OTHER_WORKER,
         vec![finished(&gone, logs::RunStatus::Lost, None)],
     )
     .await;
     assert_eq!((sweep.accepted, sweep.rejected.len()), (1, 0), "{sweep:?}");
+    // A run released before its start was delivered is proven by gw-worker's marker.
+    let released = unique_name("released");
+    let marker = serde_json::to_vec(&[record(&released)]).unwrap();
+    s.store
+        .put(
+            &s.keys.undelivered("gw-worker", "1-0000000001"),
+            marker,
+            None,
+        )
+        .await
+        .unwrap();
+    let late = send(
+        WORKER,
+        vec![
+            started(&released, logs::RunStatus::Running),
+            finished(&released, logs::RunStatus::Succeeded, Some(0)),
+        ],
+    )
+    .await;
+    assert_eq!((late.accepted, late.rejected.len()), (2, 0), "{late:?}");
     // A run lost before its start reached logsvc: the worker recording the loss sends the lost
     // worker's claim with it, and may send nothing more of that run.
     let unseen = unique_name("unseen");

@@ -78,7 +78,13 @@ pub async fn serve(
         shutdown.clone(),
     ));
     let (router, health) = distcron_server::grpc_router(Some(instance.tokens.clone()))?;
-    let service = LogService::new(storage.runs, storage.cap, Duration::from_millis(250));
+    let service = LogService::new(
+        storage.runs,
+        storage.cap,
+        Duration::from_millis(250),
+        registry.clone(),
+        keys.clone(),
+    );
     let router = router.add_service(LogServiceServer::new(service));
     let served = Served {
         store: registry,

@@ -1,12 +1,15 @@
 //! The `distcron.logs.v1.LogService` implementation.
 
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use distcron_core::job::validate_name;
 use distcron_core::output::OutputCap;
-use distcron_core::FieldError;
+use distcron_core::{FieldError, Keys};
+use distcron_kv::KvStore;
+use distcron_ledger::ClaimEvidence;
 use distcron_proto::logs::v1 as pb;
 use distcron_runstore::{
     append_events, PageCursor, RunQuery, RunStatus, RunStore, RunStoreError, StoredRun,
@@ -17,6 +20,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{event_from_proto, run_to_proto, validate_run_id};
+use crate::reporter::RunOwner;
 
 /// Most events accepted in one AppendRunEvents call.
 pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
@@ -63,15 +67,27 @@ pub struct LogService {
     store: Arc<dyn RunStore>,
     cap: OutputCap,
     tail_poll: Duration,
+    cluster: Arc<dyn KvStore>,
+    keys: Keys,
 }
 
 impl LogService {
-    /// A log service keeping `cap` output bytes per run; TailRun polls every `tail_poll`.
-    pub fn new(store: Arc<dyn RunStore>, cap: OutputCap, tail_poll: Duration) -> Self {
+    /// A log service keeping `cap` output bytes per run; TailRun polls every `tail_poll`. The
+    /// runs that worker tokens report are checked against the cluster state in `cluster`, under
+    /// `keys` (see [`crate::reporter`]).
+    pub fn new(
+        store: Arc<dyn RunStore>,
+        cap: OutputCap,
+        tail_poll: Duration,
+        cluster: Arc<dyn KvStore>,
+        keys: Keys,
+    ) -> Self {
         Self {
             store,
             cap,
             tail_poll,
+            cluster,
+            keys,
         }
     }
 }
@@ -157,29 +173,53 @@ async fn tail(
 type TailStream = Pin<Box<dyn Stream<Item = Result<pb::TailRunResponse, Status>> + Send>>;
 
 impl LogService {
-    /// The worker each run of `events` is reported by: the stored run's, else (a run not
-    /// stored yet) the one its start in the batch names. The stored worker wins, so a start in
-    /// the batch cannot claim someone else's run.
-    async fn reporting_workers(
-        &self,
-        events: &[pb::RunEvent],
-    ) -> Result<std::collections::HashMap<String, String>, Status> {
+    /// The owner of each run of `events`: the stored run's worker and job, else (a run not
+    /// stored yet) those its start in the batch names. The stored worker wins, so a start in the
+    /// batch cannot claim someone else's run.
+    async fn owners(&self, events: &[pb::RunEvent]) -> Result<HashMap<String, RunOwner>, Status> {
         let mut ids: Vec<String> = events.iter().map(|e| e.run_id.clone()).collect();
         ids.sort();
         ids.dedup();
-        let mut workers: std::collections::HashMap<String, String> = self
+        let mut owners: HashMap<String, RunOwner> = self
             .store
             .get_many(&ids)
             .await
             .map_err(store_error)?
             .into_iter()
             .filter(|run| !run.worker_id.is_empty())
-            .map(|run| (run.run_id, run.worker_id))
+            .map(|run| {
+                let owner = RunOwner {
+                    worker: run.worker_id,
+                    job: run.job_name,
+                    stored: true,
+                };
+                (run.run_id, owner)
+            })
             .collect();
-        for (run_id, worker) in crate::reporter::workers_in_batch(events) {
-            workers.entry(run_id).or_insert(worker);
+        for (run_id, owner) in crate::reporter::owners_in_batch(events) {
+            owners.entry(run_id).or_insert(owner);
         }
-        Ok(workers)
+        Ok(owners)
+    }
+
+    /// The cluster state's evidence for the runs of a batch that need it: those not stored yet,
+    /// and those the batch reports lost.
+    async fn evidence(
+        &self,
+        owners: &HashMap<String, RunOwner>,
+        lost: &HashSet<String>,
+    ) -> Result<ClaimEvidence, Status> {
+        let asked: Vec<_> = owners
+            .iter()
+            .filter(|(run_id, owner)| !owner.stored || lost.contains(*run_id))
+            .map(|(run_id, owner)| owner.reported(run_id))
+            .collect();
+        if asked.is_empty() {
+            return Ok(ClaimEvidence::default());
+        }
+        ClaimEvidence::read(self.cluster.as_ref(), &self.keys, &asked)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot read the cluster state: {e}")))
     }
 }
 
@@ -200,11 +240,13 @@ impl pb::log_service_server::LogService for LogService {
                 ),
             ));
         }
-        let (workers, lost) = match &reporter {
-            Some(_) => (
-                self.reporting_workers(&events).await?,
-                crate::reporter::lost_in_batch(&events),
-            ),
+        let (owners, lost, evidence) = match &reporter {
+            Some(_) => {
+                let owners = self.owners(&events).await?;
+                let lost = crate::reporter::lost_in_batch(&events);
+                let evidence = self.evidence(&owners, &lost).await?;
+                (owners, lost, evidence)
+            }
             None => Default::default(),
         };
         let metrics = distcron_metrics::logsvc();
@@ -216,8 +258,8 @@ impl pb::log_service_server::LogService for LogService {
         for (index, e) in events.iter().enumerate() {
             let kind = event_kind(e);
             let refused = reporter.as_ref().and_then(|r| {
-                let worker = workers.get(&e.run_id).map(String::as_str);
-                r.refusal(e, worker, lost.contains(&e.run_id))
+                let owner = owners.get(&e.run_id);
+                r.refusal(e, owner, lost.contains(&e.run_id), &evidence)
             });
             match refused.map_or_else(|| event_from_proto(e), Err) {
                 Ok(ev) => {
