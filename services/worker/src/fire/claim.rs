@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use distcron_core::records::RunningRecord;
 use distcron_kv::{bounded, KvError};
-use distcron_ledger::{SlotClaim, SlotOutcome};
+use distcron_ledger::{SlotClaim, SlotOutcome, UndeliveredMarker};
 use distcron_metrics::FireOutcome;
 use tracing::Instrument;
 
@@ -15,6 +15,7 @@ use super::span::settled;
 use crate::ctx::Ctx;
 use crate::local::gates::ClaimGate;
 use crate::outbox::claims::{attempt_timeout, CLAIM_RETRY_WINDOW};
+use crate::outbox::Release;
 use crate::unrun::passed_over;
 
 /// How often a claim waiting for its unclaimed earlier slots asks again.
@@ -225,27 +226,37 @@ impl Attempts {
 }
 
 /// Only runs of this worker that have finished block the slot: their release is still queued
-/// (etcd was failing over). Releases them now, so the claim can be sent again (the releaser,
-/// which still has them queued, writes their marker).
+/// (etcd was failing over). Releases them now, so the claim can be sent again, with a marker of
+/// them in the same transaction (their records may still wait in the spool, and logsvc stores a
+/// run only while its running record or a marker names its worker), which the releaser adopts.
 async fn release_finished(ctx: &Ctx, running: Vec<RunningRecord>) {
     let done: Vec<(String, String)> = running
-        .into_iter()
-        .map(|r| (r.job_name, r.run_id))
+        .iter()
+        .map(|r| (r.job_name.clone(), r.run_id.clone()))
         .collect();
+    let first = running.first().map_or("", |r| r.run_id.as_str());
+    let marker = UndeliveredMarker {
+        key: ctx
+            .keys
+            .undelivered(&ctx.id, &format!("{}-released-{first}", ctx.started_at_ms)),
+        runs: running.clone(),
+    };
+    let changes = distcron_ledger::MarkerChanges {
+        put: Some(&marker),
+        delete: &[],
+    };
     let released = bounded(
         attempt_timeout(&ctx.cluster.claim_latency),
         "release",
-        distcron_ledger::release(
-            ctx.store.as_ref(),
-            &ctx.keys,
-            &done,
-            distcron_ledger::MarkerChanges::default(),
-        ),
+        distcron_ledger::release(ctx.store.as_ref(), &ctx.keys, &done, changes),
     )
     .await;
     if released.is_err() {
         tracing::warn!("cannot release finished runs before claiming");
     }
+    // Adopted even if the answer was lost: the marker may exist, and is deleted once the runs'
+    // ends are stored (deleting a marker that is not there does no harm).
+    ctx.out.release(Release::Adopted(marker)).await;
 }
 
 /// Whether every run in `running` is a run of this worker that has already ended here (its

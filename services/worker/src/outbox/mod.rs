@@ -21,8 +21,10 @@ use self::shipper::Shipment;
 pub enum Release {
     /// The running record of a run of this worker that ended, whose end was shipped.
     Ended(RunningRecord),
-    /// A marker of another worker (or an earlier incarnation of this one) whose runs this worker
-    /// has just shipped as `lost`: deleted once logsvc has stored those.
+    /// A marker written outside the releaser: of another worker (or an earlier incarnation of
+    /// this one) whose runs this worker has just shipped as `lost`, of the runs this worker's
+    /// spool held at start, or of its finished runs released early for a claim. Deleted once
+    /// logsvc has stored those runs' ends.
     Adopted(UndeliveredMarker),
 }
 

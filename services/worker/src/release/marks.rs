@@ -18,8 +18,9 @@ const EARLY_ACK_MS: i64 = 60_000;
 pub struct Marks {
     /// Marker key → its runs that logsvc has not acknowledged yet.
     open: HashMap<String, HashSet<String>>,
-    /// Run id → the key of the marker listing it.
-    marker_of: HashMap<String, String>,
+    /// Run id → the keys of the markers listing it (more than one when a run was marked
+    /// outside the releaser too: released early before a claim, or found in the spool at start).
+    marker_of: HashMap<String, Vec<String>>,
     /// Runs acknowledged before they were released, with when (ms).
     acked_early: HashMap<String, i64>,
     /// Markers whose runs are all acknowledged, to delete.
@@ -30,15 +31,17 @@ impl Marks {
     /// logsvc has stored the ends of `runs`.
     pub fn acknowledged(&mut self, runs: impl IntoIterator<Item = String>, now_ms: i64) {
         for run in runs {
-            let Some(key) = self.marker_of.remove(&run) else {
+            let Some(keys) = self.marker_of.remove(&run) else {
                 self.acked_early.insert(run, now_ms);
                 continue;
             };
-            if let Some(left) = self.open.get_mut(&key) {
-                left.remove(&run);
-                if left.is_empty() {
-                    self.open.remove(&key);
-                    self.done.push(key);
+            for key in keys {
+                if let Some(left) = self.open.get_mut(&key) {
+                    left.remove(&run);
+                    if left.is_empty() {
+                        self.open.remove(&key);
+                        self.done.push(key);
+                    }
                 }
             }
         }
@@ -58,18 +61,28 @@ impl Marks {
             return;
         }
         for id in &ids {
-            self.marker_of.insert(id.clone(), marker.key.clone());
+            self.list(id, &marker.key);
         }
         self.open.insert(marker.key, ids);
     }
 
-    /// Of `ended`, the runs a release should mark: those not acknowledged yet, as many as fit
-    /// under the limit. Also returns how many did not fit.
+    /// Notes that the marker `key` lists `run`.
+    fn list(&mut self, run: &str, key: &str) {
+        let keys = self.marker_of.entry(run.to_owned()).or_default();
+        if !keys.iter().any(|k| k == key) {
+            keys.push(key.to_owned());
+        }
+    }
+
+    /// Of `ended`, the runs a release should mark: those neither acknowledged nor marked yet, as
+    /// many as fit under the limit. Also returns how many did not fit.
     pub fn to_mark(&self, ended: &[RunningRecord]) -> (Vec<RunningRecord>, usize) {
         let room = MAX_MARKED_RUNS.saturating_sub(self.marker_of.len());
         let unacked: Vec<RunningRecord> = ended
             .iter()
-            .filter(|r| !self.acked_early.contains_key(&r.run_id))
+            .filter(|r| {
+                !self.acked_early.contains_key(&r.run_id) && !self.marker_of.contains_key(&r.run_id)
+            })
             .cloned()
             .collect();
         let over = unacked.len().saturating_sub(room);
@@ -88,7 +101,7 @@ impl Marks {
         if let Some(marker) = marker {
             let ids: HashSet<String> = marker.runs.iter().map(|r| r.run_id.clone()).collect();
             for id in &ids {
-                self.marker_of.insert(id.clone(), marker.key.clone());
+                self.list(id, &marker.key);
             }
             self.open.insert(marker.key.clone(), ids);
         }
@@ -161,6 +174,32 @@ mod tests {
         assert!(marks.take_done(16).is_empty());
         marks.acknowledged(["b".to_owned()], 0);
         assert_eq!(marks.take_done(16), vec!["m1".to_owned()]);
+        assert_eq!(marks.marked_runs(), 0);
+    }
+
+    #[test]
+    fn a_run_listed_by_two_markers_clears_both_in_either_order() {
+        let mut marks = Marks::default();
+        // Released early (a claim needed its slot) and marked there; the releaser's own
+        // release of it then marks nothing more.
+        marks.adopt(UndeliveredMarker {
+            key: "early".into(),
+            runs: vec![record("a")],
+        });
+        assert_eq!(
+            release(&mut marks, "m1", &["a", "b"]).unwrap().runs.len(),
+            1
+        );
+        // The other order: the releaser marked it first, the early marker comes after.
+        release(&mut marks, "m2", &["c"]);
+        marks.adopt(UndeliveredMarker {
+            key: "early-2".into(),
+            runs: vec![record("c")],
+        });
+        marks.acknowledged(["a".to_owned(), "b".to_owned(), "c".to_owned()], 0);
+        let mut done = marks.take_done(16);
+        done.sort();
+        assert_eq!(done, ["early", "early-2", "m1", "m2"]);
         assert_eq!(marks.marked_runs(), 0);
     }
 
