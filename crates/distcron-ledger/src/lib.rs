@@ -498,6 +498,21 @@ pub async fn release(
     Ok(())
 }
 
+/// Writes `marker` on its own: the runs a restarted worker's spool still holds, marked before
+/// the spool is delivered (their running records may be gone with the crashed incarnation's
+/// session).
+pub async fn mark_undelivered(
+    store: &dyn KvStore,
+    keys: &Keys,
+    marker: &UndeliveredMarker,
+) -> Result<(), KvError> {
+    let changes = MarkerChanges {
+        put: Some(marker),
+        delete: &[],
+    };
+    release(store, keys, &[], changes).await
+}
+
 /// The markers of `worker_id` (see [`UndeliveredMarker`]); a marker whose value cannot be read
 /// is returned with no runs, so it can still be deleted.
 pub async fn undelivered_of(

@@ -208,8 +208,21 @@ async fn a_crash_leaves_no_run_running_and_every_slot_with_one_record() {
     let data = dir.path().join("data");
     let ports = three_ports();
     let url = format!("http://127.0.0.1:{}", ports[0]);
-    let http = reqwest::Client::new();
-    let mut first = Distcron::start(&data, ports);
+    // With tokens, so the in-process worker reports with a worker token and the in-process
+    // logsvc checks each run's claim against the embedded store.
+    let token = "embedded-admin-token";
+    let tokens = format!("ops:admin:{}", distcron_auth::hash_token(token));
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    let with_tokens: [&std::ffi::OsStr; 2] = ["--tokens".as_ref(), tokens.as_ref()];
+    let mut first = Distcron::start_with(&data, ports, &with_tokens);
     wait_ready(&http, &url).await;
     let names: Vec<String> = (0..5).map(|i| format!("crash-{i}")).collect();
     for name in &names {
@@ -221,7 +234,7 @@ async fn a_crash_leaves_no_run_running_and_every_slot_with_one_record() {
     // A crash with runs in flight (each runs 2 s), some of them just started.
     first.child.kill().unwrap();
     first.child.wait().unwrap();
-    let second = Distcron::start(&data, ports);
+    let second = Distcron::start_with(&data, ports, &with_tokens);
     wait_ready(&http, &url).await;
     // The earlier incarnation's session lives one TTL (5 s) more, then its runs are recorded.
     tokio::time::sleep(Duration::from_secs(9)).await;

@@ -96,9 +96,14 @@ pub async fn run(
     let credentials = distcron_discovery::BearerToken::new(config.token.as_deref())?;
     let client = LogServiceClient::with_interceptor(channel, CallMetadata(credentials));
     let (acks_tx, acks_rx) = mpsc::channel(256);
+    let id = config
+        .worker_id
+        .clone()
+        .unwrap_or_else(distcron_discovery::default_instance_id);
+    let spooled = spooled_at_start(&config, &id).await?;
     let shipper = Shipper::start(shipper_config(&config), client, acks_tx)
         .map_err(|e| data_dir::error(&config.data_dir.join("spool"), &e))?;
-    let (ctx, queues) = context(&config, store, keys, processes, &shipper, acks_rx)?;
+    let (ctx, queues) = context(&config, id, store, keys, processes, &shipper, acks_rx)?;
     // Load the cluster state first, so the first registration knows its peers.
     let (installed_tx, installed_rx) = tokio::sync::oneshot::channel();
     let follower = tokio::spawn(follow::follow(
@@ -111,12 +116,15 @@ pub async fn run(
         _ = installed_rx => {}
         () = shutdown.cancelled() => {}
     }
-    if !open_session(&ctx, &shutdown).await {
+    if !open_session(&ctx, &shutdown).await
+        || !unrun::spooled::mark_spooled(&ctx, spooled, &shutdown).await
+    {
         ctx.cluster.stop_claiming.cancel();
         let _ = follower.await;
         shipper.finish().await;
         return Ok(());
     }
+    shipper.open_delivery();
     tracing::info!(worker = %ctx.id, capacity = config.capacity, "worker started");
     let tasks = Tasks::start(&ctx, queues, follower);
     shutdown.cancelled().await;
@@ -124,6 +132,24 @@ pub async fn run(
     background.cancel();
     tracing::info!(worker = %ctx.id, "worker stopped");
     Ok(())
+}
+
+/// The runs that earlier incarnations of worker `id` left in the spool, read before the shipper
+/// opens it ([`unrun::spooled`]).
+async fn spooled_at_start(
+    config: &WorkerConfig,
+    id: &str,
+) -> Result<unrun::spooled::Spooled, WorkerError> {
+    let dir = config.data_dir.join("spool");
+    let (max_bytes, worker) = (config.spool_max_bytes, id.to_owned());
+    let read = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || unrun::spooled::spooled_runs(&dir, max_bytes, &worker))
+    };
+    match read.await {
+        Ok(result) => result.map_err(|e| data_dir::error(&dir, &e)),
+        Err(e) => Err(data_dir::error(&dir, &std::io::Error::other(e.to_string()))),
+    }
 }
 
 /// How the shipper batches and spools, from the worker's configuration.
@@ -137,9 +163,10 @@ fn shipper_config(config: &WorkerConfig) -> ShipperConfig {
     }
 }
 
-/// The shared state of a worker configured by `config`, and the queues its tasks take.
+/// The shared state of worker `id` configured by `config`, and the queues its tasks take.
 fn context(
     config: &WorkerConfig,
+    id: String,
     store: Arc<dyn KvStore>,
     keys: Keys,
     processes: ProcessRecords,
@@ -149,10 +176,6 @@ fn context(
     let (jobs_tx, jobs) = mpsc::channel(1024);
     let (claims_tx, claims) = mpsc::channel(4096);
     let (releases_tx, releases) = mpsc::channel(4096);
-    let id = config
-        .worker_id
-        .clone()
-        .unwrap_or_else(distcron_discovery::default_instance_id);
     let clock = Clock::new(config.test_clock_offset_ms);
     let settings = settings(config)?;
     let ctx = Arc::new(Ctx {

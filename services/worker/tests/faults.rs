@@ -560,6 +560,90 @@ async fn runs_that_ended_just_before_a_crash_keep_their_real_status() {
     cluster.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_worker_restarted_after_its_session_expired_delivers_what_its_spool_held() {
+    let _guard = exclusive().await;
+    let mut cluster = Cluster::shared().await;
+    cluster.start_worker("respool-1", &[]);
+    cluster.wait_for_workers(1).await;
+    cluster
+        .save(job(
+            "cut-off",
+            "echo before-crash; sleep 3021 # respool",
+            YEARLY,
+        ))
+        .await;
+    cluster
+        .save(job("ended-here", "echo done # respool-ended", YEARLY))
+        .await;
+    // logsvc is down for the whole life of the first incarnation: its records wait in the spool.
+    cluster.stop_logsvc().await;
+    let mut trigger = async |name: &str| {
+        cluster
+            .jobs
+            .trigger_job(jobs::TriggerJobRequest { name: name.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .run_id
+    };
+    let ended = trigger("ended-here").await;
+    let cut_off = trigger("cut-off").await;
+    wait_running("sleep 3021").await;
+    // Its start and first output spooled (the batch delay is 50 ms).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.workers[0].crash();
+    // Past the session (2 s): its running records are gone, nothing in etcd names the run but
+    // the marker of the run that ended.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let running = cluster
+        .store
+        .get(&cluster.keys.running("cut-off", &cut_off))
+        .await
+        .unwrap();
+    assert!(running.is_none(), "the crashed session's record is gone");
+    cluster.start_logsvc(None).await;
+    cluster.workers[0].restart();
+    let runs = cluster
+        .wait_runs("cut-off", Duration::from_secs(20), |runs| {
+            runs.iter().any(|r| status(r) != logs::RunStatus::Running)
+        })
+        .await;
+    // The spooled start and output were accepted (logsvc found the restarted worker's marker),
+    // and the run cut off by the crash ended `lost`.
+    let run = runs.iter().find(|r| r.run_id == cut_off).unwrap();
+    assert_eq!(status(run), logs::RunStatus::Lost, "{:#?}", summary(&runs));
+    assert!(run.err.contains("restarted"), "{}", run.err);
+    assert_eq!(String::from_utf8_lossy(&run.output), "before-crash\n");
+    assert_eq!(run.worker_id, "respool-1");
+    let ended_runs = cluster
+        .wait_runs("ended-here", Duration::from_secs(20), |runs| {
+            runs.iter()
+                .any(|r| r.run_id == ended && status(r) == logs::RunStatus::Succeeded)
+        })
+        .await;
+    let done = ended_runs.iter().find(|r| r.run_id == ended).unwrap();
+    assert_eq!(String::from_utf8_lossy(&done.output), "done\n");
+    assert!(
+        !cluster.worker_log("respool-1").contains("logsvc rejected"),
+        "{}",
+        cluster.worker_log("respool-1")
+    );
+    // The markers go once logsvc has stored those runs' ends.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while workers_with_markers(&cluster).await.contains("respool-1") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "markers left: {:?}",
+            distcron_ledger::undelivered_of(cluster.store.as_ref(), &cluster.keys, "respool-1")
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.shutdown().await;
+}
+
 /// Debian's libfaketime (package `faketime`; scripts/test.sh installs it).
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 

@@ -11,6 +11,7 @@ use distcron_proto::logs::v1 as pb;
 use distcron_proto::logs::v1::log_service_client::LogServiceClient;
 use prost::Message;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tracing::Instrument;
@@ -105,12 +106,39 @@ fn ended_runs(batch: &pb::AppendRunEventsRequest) -> Vec<String> {
         .collect()
 }
 
+/// When deliveries may begin: once `opened` is cancelled; none begin if `closed` (the shipper
+/// finishing) comes first, and the spool stays as it is for the next start.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// Cancelled when deliveries may begin.
+    pub opened: CancellationToken,
+    /// Cancelled when the shipper finishes.
+    pub closed: CancellationToken,
+}
+
+impl Gate {
+    /// Waits until deliveries may begin: true, or false if the shipper finished first.
+    async fn opens(&self) -> bool {
+        tokio::select! {
+            biased;
+            () = self.opened.cancelled() => true,
+            () = self.closed.cancelled() => false,
+        }
+    }
+}
+
+/// Delivers the spool's batches once `gate` opens, until the shipper finishes and the spool is
+/// empty or the flush timeout is over.
 pub async fn deliver(
     shared: Arc<Shared>,
     mut client: LogsClient,
     acks: mpsc::Sender<Vec<String>>,
     flush_timeout: Duration,
+    gate: Gate,
 ) {
+    if !gate.opens().await {
+        return;
+    }
     let mut failures = 0u32;
     let mut flush_deadline: Option<tokio::time::Instant> = None;
     loop {
@@ -152,14 +180,7 @@ pub async fn deliver(
         match delivered {
             Ok(Ok(resp)) => {
                 failures = 0;
-                let resp = resp.into_inner();
-                for r in &resp.rejected {
-                    tracing::error!(run_id = %r.run_id, reason = %r.reason, "logsvc rejected a run event");
-                }
-                let rejected = resp.rejected.len() as u64;
-                metrics.dropped("rejected", rejected);
-                metrics.delivered_events.inc_by(n.saturating_sub(rejected));
-                metrics.log_batch_events.observe(n as f64);
+                count_answer(&resp.into_inner(), n);
                 pop(&shared, &seqs).await;
                 if !ended.is_empty() {
                     // Fails only once the releaser has ended (shutdown); nothing is left to do.
@@ -189,6 +210,18 @@ pub async fn deliver(
             }
         }
     }
+}
+
+/// Logs and counts logsvc's answer to a delivery of `n` events.
+fn count_answer(resp: &pb::AppendRunEventsResponse, n: u64) {
+    let metrics = distcron_metrics::worker();
+    for r in &resp.rejected {
+        tracing::error!(run_id = %r.run_id, reason = %r.reason, "logsvc rejected a run event");
+    }
+    let rejected = resp.rejected.len() as u64;
+    metrics.dropped("rejected", rejected);
+    metrics.delivered_events.inc_by(n.saturating_sub(rejected));
+    metrics.log_batch_events.observe(n as f64);
 }
 
 /// The span of one delivery: a child of the run's span when the batch holds the events of one

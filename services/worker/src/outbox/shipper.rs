@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::delivery::{deliver, LogsClient};
+use super::delivery::{deliver, Gate, LogsClient};
 use super::spool::{Shared, Spool, MAX_REQUEST_BYTES};
 use distcron_proto::logs::v1 as pb;
 
@@ -82,10 +82,12 @@ pub struct ShipperConfig {
     pub flush_timeout: Duration,
 }
 
-/// A running shipper: send events into [`Shipper::sender`]; [`Shipper::finish`] flushes.
+/// A running shipper: send events into [`Shipper::sender`]; deliveries begin with
+/// [`Shipper::open_delivery`]; [`Shipper::finish`] flushes.
 pub struct Shipper {
     tx: mpsc::Sender<Shipment>,
     close: tokio_util::sync::CancellationToken,
+    opened: tokio_util::sync::CancellationToken,
     collector: JoinHandle<()>,
     deliverer: JoinHandle<()>,
 }
@@ -97,8 +99,10 @@ impl std::fmt::Debug for Shipper {
 }
 
 impl Shipper {
-    /// Opens the spool (delivering what a previous run left there) and starts shipping to logsvc;
-    /// the ids of the runs whose ends logsvc stored go to `acks` after each delivery.
+    /// Opens the spool and starts spooling; deliveries to logsvc (first of what a previous run
+    /// left in the spool, whose runs must be marked undelivered first, see
+    /// [`crate::unrun::spooled`]) begin once [`Shipper::open_delivery`] is called. The ids of the
+    /// runs whose ends logsvc stored go to `acks` after each delivery.
     pub fn start(
         config: ShipperConfig,
         client: LogsClient,
@@ -122,14 +126,25 @@ impl Shipper {
         }
         let (tx, rx) = mpsc::channel(config.batch_events.max(1) * 8);
         let close = tokio_util::sync::CancellationToken::new();
+        let opened = tokio_util::sync::CancellationToken::new();
         let collector = tokio::spawn(collect(rx, shared.clone(), config.clone(), close.clone()));
-        let deliverer = tokio::spawn(deliver(shared, client, acks, config.flush_timeout));
+        let gate = Gate {
+            opened: opened.clone(),
+            closed: close.clone(),
+        };
+        let deliverer = tokio::spawn(deliver(shared, client, acks, config.flush_timeout, gate));
         Ok(Self {
             tx,
             close,
+            opened,
             collector,
             deliverer,
         })
+    }
+
+    /// Lets deliveries begin.
+    pub fn open_delivery(&self) {
+        self.opened.cancel();
     }
 
     /// Where producers send events.

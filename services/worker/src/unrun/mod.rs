@@ -2,8 +2,8 @@
 //! applied after this worker gave up on them ([`orphans`]), stored jobs that cannot be scheduled
 //! ([`invalid`]), slots that do not run (`skipped`, [`skipped`]; the slots a later claim passes
 //! over, [`passed_over`]; those of deleted jobs, [`deleted_jobs`]), and the runs that ended on a
-//! gone worker whose records never reached logsvc ([`undelivered`]). This module builds their
-//! events.
+//! gone worker whose records never reached logsvc ([`undelivered`]), or that a restarted worker's
+//! spool still holds ([`spooled`]). This module builds their events.
 
 pub mod deleted_jobs;
 pub mod invalid;
@@ -11,6 +11,7 @@ pub mod lost;
 pub mod orphans;
 pub mod passed_over;
 pub mod skipped;
+pub mod spooled;
 pub mod undelivered;
 
 use distcron_core::records::{RunStatus, RunTrigger};

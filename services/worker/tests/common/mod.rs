@@ -1,5 +1,7 @@
 //! A real cluster for worker tests: etcd and a MongoDB-protocol server from the testkit, jobsvc
-//! and logsvc in-process, and real `worker` processes.
+//! and logsvc in-process, and real `worker` processes. logsvc takes tokens: the workers report
+//! with a worker token, so every test runs with logsvc's claim check on; the tests read runs
+//! with a viewer token.
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -19,7 +21,34 @@ use distcron_server::Instance;
 use distcron_testkit::{shared_etcd, shared_mongo, unique_name};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// The token every test worker reports with (role `worker`, covering every worker id).
+pub const WORKER_TOKEN: &str = "test-worker-token";
+/// The token the tests read runs with (role `viewer`).
+const VIEWER_TOKEN: &str = "test-viewer-token";
+
+/// The tokens logsvc takes.
+fn logsvc_tokens() -> Arc<distcron_auth::TokenStore> {
+    let spec = format!(
+        "*:worker:{},tests:viewer:{}",
+        distcron_auth::hash_token(WORKER_TOKEN),
+        distcron_auth::hash_token(VIEWER_TOKEN)
+    );
+    Arc::new(distcron_auth::TokenStore::parse(&spec).unwrap())
+}
+
+/// A logsvc client presenting `token`.
+pub type LogsClient =
+    LogServiceClient<InterceptedService<Channel, distcron_discovery::BearerToken>>;
+
+fn logs_client(channel: Channel, token: &str) -> LogsClient {
+    LogServiceClient::with_interceptor(
+        channel,
+        distcron_discovery::BearerToken::new(Some(token)).unwrap(),
+    )
+}
 
 /// Heavy scenarios run one at a time: they start several processes on a 2-core machine.
 pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
@@ -126,7 +155,7 @@ pub struct Cluster {
     pub mongo_uri: String,
     pub database: String,
     pub jobs: JobServiceClient<Channel>,
-    pub logs: LogServiceClient<Channel>,
+    pub logs: LogsClient,
     pub jobsvc: Option<Service>,
     pub logsvc: Option<Service>,
     pub logsvc_port: u16,
@@ -204,7 +233,10 @@ impl Cluster {
             mongo_uri,
             database,
             jobs: JobServiceClient::connect(jobs_addr).await.unwrap(),
-            logs: LogServiceClient::new(Channel::from_static("http://127.0.0.1:1").connect_lazy()),
+            logs: logs_client(
+                Channel::from_static("http://127.0.0.1:1").connect_lazy(),
+                VIEWER_TOKEN,
+            ),
             jobsvc: Some(jobsvc),
             logsvc: None,
             logsvc_port,
@@ -242,7 +274,7 @@ impl Cluster {
             id: unique_name("logsvc"),
             advertise: addr.clone(),
             registration_ttl: Duration::from_secs(5),
-            tokens: Default::default(),
+            tokens: logsvc_tokens(),
             tls: None,
         };
         let s = stop.clone();
@@ -251,7 +283,12 @@ impl Cluster {
                 .await
                 .expect("logsvc");
         });
-        self.logs = LogServiceClient::connect(addr.clone()).await.unwrap();
+        let channel = Channel::from_shared(addr.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        self.logs = logs_client(channel, VIEWER_TOKEN);
         self.logsvc = Some(Service { addr, stop, task });
     }
 
@@ -300,6 +337,8 @@ impl Cluster {
             "50ms".into(),
             "--metrics-listen".into(),
             "127.0.0.1:0".into(),
+            "--token".into(),
+            WORKER_TOKEN.into(),
         ];
         // A flag given in `extra` replaces the default above.
         for flag in extra.iter().filter(|a| a.starts_with("--")) {
