@@ -10,7 +10,8 @@
 //! | macros | `@yearly` (`@annually`), `@monthly`, `@weekly`, `@daily` (`@midnight`), `@hourly` |
 //! | interval | `@every <duration>`, e.g. `@every 90s`, `@every 1h30m` |
 //!
-//! Fields accept `*`, `?`, lists `,`, ranges `-`, steps `/`, month and weekday names (any case),
+//! Fields accept `*`, `?`, lists `,`, ranges `-`, steps `/`, month and weekday names (any case,
+//! full or three letters: `FRI`, `friday`, in the month and day-of-week fields only),
 //! `L` (last day of month, or `5L` last Friday), `W` (`15W`, nearest weekday) and `#` (`FRI#3`).
 //! Weekdays are numbered as in crontab: `0` and `7` are Sunday, `1` is Monday. When both
 //! day-of-month and day-of-week are restricted a day matches if either matches (Vixie cron).
@@ -33,6 +34,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
+
+mod fields;
 
 /// Why an expression or time zone was rejected. `field` names what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,25 +62,6 @@ pub const MAX_EVERY: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// The most fire times [`Schedule::upcoming`] returns.
 pub const MAX_PREVIEW: usize = 100;
-
-const FIELD_NAMES_5: [&str; 5] = ["minute", "hour", "dayOfMonth", "month", "dayOfWeek"];
-const FIELD_NAMES_6: [&str; 6] = [
-    "second",
-    "minute",
-    "hour",
-    "dayOfMonth",
-    "month",
-    "dayOfWeek",
-];
-const FIELD_NAMES_7: [&str; 7] = [
-    "second",
-    "minute",
-    "hour",
-    "dayOfMonth",
-    "month",
-    "dayOfWeek",
-    "year",
-];
 
 #[derive(Clone)]
 enum Rule {
@@ -146,20 +130,14 @@ fn parse_every(rest: &str) -> Result<Duration, ScheduleError> {
 }
 
 /// Finds which field of a failing field-based expression is wrong, by parsing each field alone
-/// with every other field set to `*`.
-fn blame_field(fields: &[&str]) -> Option<&'static str> {
-    let names: &[&'static str] = match fields.len() {
-        5 => &FIELD_NAMES_5,
-        6 => &FIELD_NAMES_6,
-        7 => &FIELD_NAMES_7,
-        _ => return None,
-    };
+/// (rewritten) with every other field set to `*`.
+fn blame_field(rewritten: &[String]) -> Option<usize> {
     let p = parser();
-    (0..fields.len()).find_map(|i| {
-        let probe: Vec<&str> = (0..fields.len())
-            .map(|j| if i == j { fields[i] } else { "*" })
+    (0..rewritten.len()).find(|&i| {
+        let probe: Vec<&str> = (0..rewritten.len())
+            .map(|j| if i == j { rewritten[i].as_str() } else { "*" })
             .collect();
-        p.parse(&probe.join(" ")).is_err().then_some(names[i])
+        p.parse(&probe.join(" ")).is_err()
     })
 }
 
@@ -191,41 +169,26 @@ fn cron_text(expr: &str) -> Result<String, ScheduleError> {
         });
     }
     let fields: Vec<&str> = text.split_whitespace().collect();
-    if !(5..=7).contains(&fields.len()) {
+    let Some(layout) = fields::layout(fields.len()) else {
         return Err(ScheduleError::expr(format!(
             "expected 5 fields (min hour dom month dow), 6 (sec min hour dom month dow) or 7 \
              (sec min hour dom month dow year), got {}",
             fields.len()
         )));
-    }
-    let text = fields.join(" ");
-    parser().parse(&text).map(|_| text).map_err(|e| {
-        let detail = e.to_string();
-        match blame_field(&fields) {
-            Some(name) => ScheduleError {
-                field: format!("cronExpr.{name}"),
-                message: format!(
-                    "invalid {name} field {:?}: {detail}",
-                    field_of(&fields, name)
-                ),
-            },
-            None => ScheduleError::expr(detail),
-        }
-    })
-}
-
-fn field_of<'a>(fields: &[&'a str], name: &str) -> &'a str {
-    let names: &[&str] = match fields.len() {
-        5 => &FIELD_NAMES_5,
-        6 => &FIELD_NAMES_6,
-        _ => &FIELD_NAMES_7,
     };
-    names
+    let rewritten = layout
         .iter()
-        .position(|n| *n == name)
-        .and_then(|i| fields.get(i))
-        .copied()
-        .unwrap_or("")
+        .zip(&fields)
+        .map(|(field, text)| fields::rewrite(*field, text))
+        .collect::<Result<Vec<_>, _>>()?;
+    let text = rewritten.join(" ");
+    parser()
+        .parse(&text)
+        .map(|_| text)
+        .map_err(|e| match blame_field(&rewritten) {
+            Some(i) => layout[i].error(fields[i], e),
+            None => ScheduleError::expr(e.to_string()),
+        })
 }
 
 impl Schedule {

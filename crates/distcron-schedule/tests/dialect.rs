@@ -130,6 +130,33 @@ fn accepted_forms_fire_when_expected() {
     }
 }
 
+/// Expressions the seed's cronexpr accepted, with the fire times its documentation gives them.
+#[test]
+fn cronexpr_expressions_keep_their_meaning() {
+    let cases: &[(&str, &[&str])] = &[
+        // Full day and month names, any case, in their own field.
+        (
+            "0 0 * * friday",
+            &["2026-01-02T00:00:00+00:00", "2026-01-09T00:00:00+00:00"],
+        ),
+        ("0 0 1 january *", &["2027-01-01T00:00:00+00:00"]),
+        ("0 0 * * SUNDAY", &["2026-01-04T00:00:00+00:00"]),
+        ("0 9 * jun-August Saturday", &["2026-06-06T09:00:00+00:00"]),
+        (
+            "0 0 * * sat-sun",
+            &["2026-01-03T00:00:00+00:00", "2026-01-04T00:00:00+00:00"],
+        ),
+        ("0 0 * Mar Tue", &["2026-03-03T00:00:00+00:00"]),
+    ];
+    for (expr, want) in cases {
+        assert_eq!(
+            next_n(expr, "", "2026-01-01T00:00:00Z", want.len()),
+            *want,
+            "{expr:?}"
+        );
+    }
+}
+
 #[test]
 fn dst_gaps_fire_once_after_the_gap() {
     // Europe/Berlin springs forward 02:00 -> 03:00 on 2026-03-29: 02:30 does not exist.
@@ -186,6 +213,9 @@ fn rejections_name_the_field() {
         ("* * * 13 *", "", "cronExpr.month", "13"),
         ("* * * * 8", "", "cronExpr.dayOfWeek", "8"),
         ("* * * * FOO", "", "cronExpr.dayOfWeek", "FOO"),
+        ("MON * * * *", "", "cronExpr.minute", "MON"),
+        ("0 0 * * may", "", "cronExpr.dayOfWeek", "not a weekday"),
+        ("0 0 1 fri *", "", "cronExpr.month", "not a month"),
         ("60 * * * * *", "", "cronExpr.second", "60"),
         ("0 0 0 1 1 * abc", "", "cronExpr.year", "abc"),
         ("* * *", "", "cronExpr", "got 3"),

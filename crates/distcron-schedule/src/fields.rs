@@ -1,0 +1,195 @@
+//! The fields of a field-based expression, and each field rewritten into the numeric form croner
+//! parses: month and weekday names resolved to numbers, in their own field only.
+
+use crate::ScheduleError;
+
+/// One field of a field-based expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    Second,
+    Minute,
+    Hour,
+    DayOfMonth,
+    Month,
+    DayOfWeek,
+    Year,
+}
+
+const FIVE: [Field; 5] = [
+    Field::Minute,
+    Field::Hour,
+    Field::DayOfMonth,
+    Field::Month,
+    Field::DayOfWeek,
+];
+const SIX: [Field; 6] = [
+    Field::Second,
+    Field::Minute,
+    Field::Hour,
+    Field::DayOfMonth,
+    Field::Month,
+    Field::DayOfWeek,
+];
+const SEVEN: [Field; 7] = [
+    Field::Second,
+    Field::Minute,
+    Field::Hour,
+    Field::DayOfMonth,
+    Field::Month,
+    Field::DayOfWeek,
+    Field::Year,
+];
+
+/// The fields of an expression of `count` fields, in order, or `None` for a count the dialect
+/// does not have.
+pub(crate) fn layout(count: usize) -> Option<&'static [Field]> {
+    match count {
+        5 => Some(&FIVE),
+        6 => Some(&SIX),
+        7 => Some(&SEVEN),
+        _ => None,
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "JANUARY",
+    "FEBRUARY",
+    "MARCH",
+    "APRIL",
+    "MAY",
+    "JUNE",
+    "JULY",
+    "AUGUST",
+    "SEPTEMBER",
+    "OCTOBER",
+    "NOVEMBER",
+    "DECEMBER",
+];
+const WEEKDAYS: [&str; 7] = [
+    "SUNDAY",
+    "MONDAY",
+    "TUESDAY",
+    "WEDNESDAY",
+    "THURSDAY",
+    "FRIDAY",
+    "SATURDAY",
+];
+
+impl Field {
+    /// The field's name in errors (`cronExpr.<name>`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Second => "second",
+            Self::Minute => "minute",
+            Self::Hour => "hour",
+            Self::DayOfMonth => "dayOfMonth",
+            Self::Month => "month",
+            Self::DayOfWeek => "dayOfWeek",
+            Self::Year => "year",
+        }
+    }
+
+    /// The number a word stands for in this field (full or three-letter name, upper case), if
+    /// the field has names.
+    fn number_of(self, word: &str) -> Option<usize> {
+        let names: &[&str] = match self {
+            Self::Month => &MONTHS,
+            Self::DayOfWeek => &WEEKDAYS,
+            _ => return None,
+        };
+        let first = usize::from(self == Self::Month);
+        names
+            .iter()
+            .position(|full| word == *full || (word.len() == 3 && full.starts_with(word)))
+            .map(|i| i + first)
+    }
+
+    /// The letters the field takes besides names: `L` and `W` in day-of-month (`L`, `15W`,
+    /// `LW`), `L` in day-of-week (`5L`).
+    fn takes_letters(self, word: &str) -> bool {
+        match self {
+            Self::DayOfMonth => matches!(word, "L" | "W" | "LW"),
+            Self::DayOfWeek => word == "L",
+            _ => false,
+        }
+    }
+
+    /// The error for this field's text `text`.
+    pub(crate) fn error(self, text: &str, detail: impl std::fmt::Display) -> ScheduleError {
+        let name = self.name();
+        ScheduleError {
+            field: format!("cronExpr.{name}"),
+            message: format!("invalid {name} field {text:?}: {detail}"),
+        }
+    }
+}
+
+/// Rewrites one field for croner: month and weekday names (any case, full or three letters) become
+/// numbers; letters that are not a name of the field, nor `L`/`W` where those apply, are refused
+/// (croner would read `MON` in any field as 1).
+pub(crate) fn rewrite(field: Field, text: &str) -> Result<String, ScheduleError> {
+    let upper = text.to_ascii_uppercase();
+    let mut out = String::with_capacity(upper.len());
+    let mut rest = upper.as_str();
+    while let Some(start) = rest.find(|c: char| c.is_ascii_alphabetic()) {
+        out.push_str(&rest[..start]);
+        let word_len = rest[start..]
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len() - start);
+        let word = &rest[start..start + word_len];
+        match field.number_of(word) {
+            // After a `-`, Sunday ends a range as 7 (`MON-SUN`).
+            Some(0) if out.ends_with('-') => out.push('7'),
+            Some(n) => out.push_str(&n.to_string()),
+            None if field.takes_letters(word) => out.push_str(word),
+            None => return Err(field.error(text, unknown_word(field, word))),
+        }
+        rest = &rest[start + word_len..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn unknown_word(field: Field, word: &str) -> String {
+    match field {
+        Field::Month => format!("{word:?} is not a month (JAN or JANUARY, any case)"),
+        Field::DayOfWeek => format!("{word:?} is not a weekday (MON or MONDAY, any case, or L)"),
+        Field::DayOfMonth => format!("{word:?} is not allowed here (L, W or LW)"),
+        _ => format!("{word:?} is not allowed here (numbers only)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_numbers_in_their_own_field_only() {
+        let ok = |field, text| rewrite(field, text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(ok(Field::DayOfWeek, "friday"), "5");
+        assert_eq!(ok(Field::DayOfWeek, "Mon-Fri"), "1-5");
+        assert_eq!(ok(Field::DayOfWeek, "sat-SUNDAY"), "6-7");
+        assert_eq!(ok(Field::DayOfWeek, "sun,Wednesday"), "0,3");
+        assert_eq!(ok(Field::DayOfWeek, "FRI#3"), "5#3");
+        assert_eq!(ok(Field::DayOfWeek, "5L"), "5L");
+        assert_eq!(ok(Field::Month, "january"), "1");
+        assert_eq!(ok(Field::Month, "Sep-december"), "9-12");
+        assert_eq!(ok(Field::DayOfMonth, "15w"), "15W");
+        assert_eq!(ok(Field::DayOfMonth, "LW"), "LW");
+        for (field, text) in [
+            (Field::Minute, "MON"),
+            (Field::DayOfWeek, "MAY"),
+            (Field::Month, "FRI"),
+            (Field::Month, "JANU"),
+            (Field::DayOfWeek, "FRIDAYS"),
+            (Field::DayOfMonth, "MON"),
+        ] {
+            let e = rewrite(field, text).err();
+            assert_eq!(
+                e.map(|e| e.field),
+                Some(format!("cronExpr.{}", field.name())),
+                "{text}"
+            );
+        }
+    }
+}
