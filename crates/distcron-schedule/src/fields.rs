@@ -1,5 +1,7 @@
 //! The fields of a field-based expression, and each field rewritten into the numeric form croner
-//! parses: month and weekday names resolved to numbers, in their own field only.
+//! parses: month and weekday names resolved to numbers, in their own field only, and `N/S`
+//! widened to `N-last/S` (from `N`, every `S`, to the field's last value) as cronexpr and Quartz
+//! read it.
 
 use crate::ScheduleError;
 
@@ -104,6 +106,19 @@ impl Field {
             .map(|i| i + first)
     }
 
+    /// The field's first and last value as cronexpr numbers them (day-of-week 0-6, Sunday 0; `7`
+    /// is accepted as Sunday but is not in the range; years 1970-2099).
+    fn range(self) -> (u32, u32) {
+        match self {
+            Self::Second | Self::Minute => (0, 59),
+            Self::Hour => (0, 23),
+            Self::DayOfMonth => (1, 31),
+            Self::Month => (1, 12),
+            Self::DayOfWeek => (0, 6),
+            Self::Year => (1970, 2099),
+        }
+    }
+
     /// The letters the field takes besides names: `L` and `W` in day-of-month (`L`, `15W`,
     /// `LW`), `L` in day-of-week (`5L`).
     fn takes_letters(self, word: &str) -> bool {
@@ -124,10 +139,43 @@ impl Field {
     }
 }
 
-/// Rewrites one field for croner: month and weekday names (any case, full or three letters) become
-/// numbers; letters that are not a name of the field, nor `L`/`W` where those apply, are refused
-/// (croner would read `MON` in any field as 1).
+/// Rewrites one field for croner: names become numbers ([`resolve_names`]), then each item of the
+/// list is rewritten ([`rewrite_item`]).
 pub(crate) fn rewrite(field: Field, text: &str) -> Result<String, ScheduleError> {
+    let numeric = resolve_names(field, text)?;
+    let items = numeric
+        .split(',')
+        .map(|item| rewrite_item(field, text, item))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(items.join(","))
+}
+
+/// Rewrites one item of a field's list (`text` is the whole field, for errors): `N/S` becomes
+/// `N-last/S`; croner refuses a single number with a step.
+fn rewrite_item(field: Field, text: &str, item: &str) -> Result<String, ScheduleError> {
+    let Some((base, step)) = item.split_once('/') else {
+        return Ok(item.to_owned());
+    };
+    if base.is_empty() || !base.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(item.to_owned());
+    }
+    let (first, last) = field.range();
+    match base.parse::<u32>() {
+        Ok(n) if (first..=last).contains(&n) => Ok(format!("{n}-{last}/{step}")),
+        _ => Err(field.error(
+            text,
+            format!(
+                "{base} is outside {first}-{last}, the values of {}",
+                field.name()
+            ),
+        )),
+    }
+}
+
+/// Month and weekday names (any case, full or three letters) become numbers; letters that are not
+/// a name of the field, nor `L`/`W` where those apply, are refused (croner would read `MON` in any
+/// field as 1).
+fn resolve_names(field: Field, text: &str) -> Result<String, ScheduleError> {
     let upper = text.to_ascii_uppercase();
     let mut out = String::with_capacity(upper.len());
     let mut rest = upper.as_str();
@@ -162,6 +210,26 @@ fn unknown_word(field: Field, word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_number_with_a_step_runs_to_the_last_value() {
+        let ok = |field, text| rewrite(field, text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(ok(Field::Month, "3/3"), "3-12/3");
+        assert_eq!(ok(Field::Second, "5/15"), "5-59/15");
+        assert_eq!(ok(Field::DayOfWeek, "mon/2"), "1-6/2");
+        assert_eq!(ok(Field::Year, "2027/2"), "2027-2099/2");
+        assert_eq!(ok(Field::Minute, "0/20,45"), "0-59/20,45");
+        assert_eq!(ok(Field::Hour, "*/6"), "*/6");
+        assert_eq!(ok(Field::Hour, "1-10/3"), "1-10/3");
+        for (field, text) in [(Field::Minute, "60/5"), (Field::DayOfMonth, "0/2")] {
+            let e = rewrite(field, text).err();
+            assert_eq!(
+                e.map(|e| e.field),
+                Some(format!("cronExpr.{}", field.name())),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn names_become_numbers_in_their_own_field_only() {

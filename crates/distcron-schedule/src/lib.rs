@@ -13,6 +13,8 @@
 //! Fields accept `*`, `?`, lists `,`, ranges `-`, steps `/`, month and weekday names (any case,
 //! full or three letters: `FRI`, `friday`, in the month and day-of-week fields only),
 //! `L` (last day of month, or `5L` last Friday), `W` (`15W`, nearest weekday) and `#` (`FRI#3`).
+//! A number with a step, `N/S`, runs from `N` to the field's last value (`3/3` in the month field:
+//! March, June, September, December), as in cronexpr and Quartz; the last weekday is 6 (Saturday).
 //! Weekdays are numbered as in crontab: `0` and `7` are Sunday, `1` is Monday. When both
 //! day-of-month and day-of-week are restricted a day matches if either matches (Vixie cron).
 //!
