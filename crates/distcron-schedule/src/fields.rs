@@ -1,7 +1,9 @@
 //! The fields of a field-based expression, and each field rewritten into the numeric form croner
 //! parses: month and weekday names resolved to numbers, in their own field only, and `N/S`
 //! widened to `N-last/S` (from `N`, every `S`, to the field's last value) as cronexpr and Quartz
-//! read it.
+//! read it. A step must be less than the number of values in its field: `*/60` in seconds would
+//! fire once a minute at second 0, which is not what anyone writing it means, and cronexpr
+//! refused it.
 
 use crate::ScheduleError;
 
@@ -156,6 +158,7 @@ fn rewrite_item(field: Field, text: &str, item: &str) -> Result<String, Schedule
     let Some((base, step)) = item.split_once('/') else {
         return Ok(item.to_owned());
     };
+    check_step(field, text, step)?;
     if base.is_empty() || !base.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(item.to_owned());
     }
@@ -169,6 +172,47 @@ fn rewrite_item(field: Field, text: &str, item: &str) -> Result<String, Schedule
                 field.name()
             ),
         )),
+    }
+}
+
+/// Refuses a step that is not a number, is 0, or is at least the number of values in the field
+/// (it would fire once), with a hint at what to write instead.
+fn check_step(field: Field, text: &str, step: &str) -> Result<(), ScheduleError> {
+    let (first, last) = field.range();
+    let size = last - first + 1;
+    let n: u32 = step
+        .parse()
+        .map_err(|_| field.error(text, format!("step {step:?} is not a number")))?;
+    if n == 0 {
+        return Err(field.error(text, "a step must be at least 1"));
+    }
+    if n >= size {
+        let name = field.name();
+        return Err(field.error(
+            text,
+            format!(
+                "a step of {n} is not less than the {size} values of {name} ({first}-{last}), \
+                 so it would fire only once; {}",
+                instead(field, n)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What to write instead of a step of `n` that does not fit in `field`.
+fn instead(field: Field, n: u32) -> String {
+    let every = |unit: &str, whole: &str| {
+        format!("use \"@every {n}{unit}\" for an interval that does not divide {whole}")
+    };
+    match field {
+        Field::Second => every("s", "a minute"),
+        Field::Minute => every("m", "an hour"),
+        Field::Hour => every("h", "a day"),
+        Field::DayOfMonth => every("d", "a month"),
+        Field::Month => "list the months instead (\"1,7\")".to_owned(),
+        Field::DayOfWeek => "list the weekdays instead (\"MON,THU\")".to_owned(),
+        Field::Year => "list the years instead (\"2027,2031\")".to_owned(),
     }
 }
 
@@ -228,6 +272,39 @@ mod tests {
                 Some(format!("cronExpr.{}", field.name())),
                 "{text}"
             );
+        }
+    }
+
+    #[test]
+    fn steps_that_fire_once_are_refused_with_a_hint() {
+        let ok = |field, text| rewrite(field, text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(ok(Field::Second, "*/59"), "*/59");
+        assert_eq!(ok(Field::DayOfWeek, "*/6"), "*/6");
+        assert_eq!(ok(Field::Year, "*/129"), "*/129");
+        for (field, text, hint) in [
+            (
+                Field::Second,
+                "*/60",
+                "use \"@every 60s\" for an interval that does not divide a minute",
+            ),
+            (Field::Second, "2-20/61", "\"@every 61s\""),
+            (Field::Minute, "*/90", "\"@every 90m\""),
+            (Field::Hour, "0/24", "\"@every 24h\""),
+            (Field::DayOfMonth, "*/31", "\"@every 31d\""),
+            (Field::Month, "*/12", "list the months"),
+            (Field::DayOfWeek, "*/7", "list the weekdays"),
+            (Field::Year, "2027/130", "list the years"),
+            (Field::Minute, "*/0", "at least 1"),
+            (Field::Minute, "*/1.5", "not a number"),
+            (Field::Minute, "1/2/3", "not a number"),
+        ] {
+            match rewrite(field, text) {
+                Ok(r) => panic!("{text} should be refused, got {r}"),
+                Err(e) => {
+                    assert_eq!(e.field, format!("cronExpr.{}", field.name()), "{text}");
+                    assert!(e.message.contains(hint), "{text}: {}", e.message);
+                }
+            }
         }
     }
 

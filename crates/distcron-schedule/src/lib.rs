@@ -15,6 +15,8 @@
 //! `L` (last day of month, or `5L` last Friday), `W` (`15W`, nearest weekday) and `#` (`FRI#3`).
 //! A number with a step, `N/S`, runs from `N` to the field's last value (`3/3` in the month field:
 //! March, June, September, December), as in cronexpr and Quartz; the last weekday is 6 (Saturday).
+//! A step must be less than the number of values in its field (`*/60` in seconds is refused, with
+//! a hint at `@every 60s`).
 //! Weekdays are numbered as in crontab: `0` and `7` are Sunday, `1` is Monday. When both
 //! day-of-month and day-of-week are restricted a day matches if either matches (Vixie cron).
 //!
