@@ -28,7 +28,7 @@
 //! worker computes the same slots without sharing state; `d` is whole seconds, 1 s to 366 days.
 //!
 //! Parsing is done by [`croner`]; this crate adds `@every`, names the field that is wrong in
-//! errors, and rejects expressions with no future fire time.
+//! errors, and rejects expressions with no future fire time and fields beyond the seventh.
 
 use std::fmt;
 use std::str::FromStr;
@@ -173,6 +173,16 @@ fn cron_text(expr: &str) -> Result<String, ScheduleError> {
         });
     }
     let fields: Vec<&str> = text.split_whitespace().collect();
+    if let Some(extra) = fields.get(7..).filter(|extra| !extra.is_empty()) {
+        return Err(ScheduleError::expr(format!(
+            "{} fields; at most 7 (sec min hour dom month dow year): {:?} after the year {} \
+             extra (the seed's cronexpr ignored such fields without a word); remove {}",
+            fields.len(),
+            extra.join(" "),
+            if extra.len() == 1 { "is" } else { "are" },
+            if extra.len() == 1 { "it" } else { "them" },
+        )));
+    }
     let Some(layout) = fields::layout(fields.len()) else {
         return Err(ScheduleError::expr(format!(
             "expected 5 fields (min hour dom month dow), 6 (sec min hour dom month dow) or 7 \
