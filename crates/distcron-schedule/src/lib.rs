@@ -27,6 +27,10 @@
 //! `@every <d>` fires at the instants that are whole multiples of `d` since the Unix epoch, so every
 //! worker computes the same slots without sharing state; `d` is whole seconds, 1 s to 366 days.
 //!
+//! The seed (gorhill/cronexpr) read six fields as `min hour dom month dow year`; an expression
+//! that arrives through the seed's routes or in a seed-era stored job is converted with
+//! [`seed_to_stored`] (`*/5 * * * * *` → `0 */5 * * * * *`) and the seven-field form is stored.
+//!
 //! Parsing is done by [`croner`]; this crate adds `@every`, names the field that is wrong in
 //! errors, and rejects expressions with no future fire time and fields beyond the seventh.
 
@@ -40,6 +44,9 @@ use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 
 mod fields;
+mod seed;
+
+pub use seed::seed_to_stored;
 
 /// Why an expression or time zone was rejected. `field` names what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -196,6 +196,44 @@ fn cronexpr_expressions_keep_their_meaning() {
     }
 }
 
+/// Six-field expressions from the seed, converted to the stored form, fire as cronexpr fired them
+/// (`min hour dom month dow year`, seconds 0).
+#[test]
+fn seed_six_field_expressions_keep_their_meaning_once_converted() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "*/5 * * * * *",
+            "0 */5 * * * * *",
+            &["2026-01-01T00:05:00+00:00", "2026-01-01T00:10:00+00:00"],
+        ),
+        (
+            "0 12 * * * 2027",
+            "0 0 12 * * * 2027",
+            &["2027-01-01T12:00:00+00:00", "2027-01-02T12:00:00+00:00"],
+        ),
+        (
+            "30 3 15W 3/3 * *",
+            "0 30 3 15W 3/3 * *",
+            &["2026-03-16T03:30:00+00:00", "2026-06-15T03:30:00+00:00"],
+        ),
+        (
+            "0 0 1 january * 2028",
+            "0 0 0 1 january * 2028",
+            &["2028-01-01T00:00:00+00:00"],
+        ),
+        // Five fields mean the same to both and are stored as given.
+        ("0 9 * * mon", "0 9 * * mon", &["2026-01-05T09:00:00+00:00"]),
+    ];
+    for (seed, stored, want) in cases {
+        assert_eq!(distcron_schedule::seed_to_stored(seed), *stored, "{seed:?}");
+        assert_eq!(
+            next_n(stored, "", "2026-01-01T00:00:00Z", want.len()),
+            *want,
+            "{seed:?}"
+        );
+    }
+}
+
 #[test]
 fn dst_gaps_fire_once_after_the_gap() {
     // Europe/Berlin springs forward 02:00 -> 03:00 on 2026-03-29: 02:30 does not exist.
