@@ -306,7 +306,8 @@ async fn seed_routes_work_end_to_end() {
     let mut s = Stack::start(true).await;
     s.start_worker();
     // Save through the seed's form post: the seed answered the previous job (null when new).
-    let job = json!({"name": "hello", "command": "echo hi", "cronExpr": "* * * * * *"}).to_string();
+    let job =
+        json!({"name": "hello", "command": "echo hi", "cronExpr": "* * * * * * *"}).to_string();
     let r = s
         .post("/job/save", Some(ADMIN))
         .form(&[("job", job.as_str())])
@@ -319,12 +320,29 @@ async fn seed_routes_work_end_to_end() {
         .unwrap()
         .starts_with("application/json"));
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body, json!({"errno": 0, "msg": "success", "data": null}));
+    assert_eq!(
+        (&body["errno"], &body["msg"], &body["data"]),
+        (&json!(0), &json!("success"), &Value::Null),
+        "{body}"
+    );
+    assert_eq!(body["stored"]["cronExpr"], "* * * * * * *", "{body}");
     let list = s
         .wait_data("/job/list", |d| d.as_array().is_some_and(|a| !a.is_empty()))
         .await;
     assert_eq!(list[0]["name"], "hello");
-    assert_eq!(list[0]["cronExpr"], "* * * * * *");
+    assert_eq!(list[0]["cronExpr"], "* * * * * * *");
+    // Six fields are read as the seed read them (min hour dom month dow year) and stored as the
+    // seven-field equivalent, which the answer and every read show.
+    let every_5m =
+        json!({"name": "every-5m", "command": "true", "cronExpr": "*/5 * * * * *"}).to_string();
+    let r: Value = s
+        .post("/job/save", Some(ADMIN))
+        .form(&[("job", every_5m.as_str())])
+        .value()
+        .await;
+    assert_eq!(r["stored"]["cronExpr"], "0 */5 * * * * *", "{r}");
+    let shown: Value = s.get("/api/v1/jobs/every-5m", Some(VIEWER)).value().await;
+    assert_eq!(shown["cronExpr"], "0 */5 * * * * *", "{shown}");
     // Runs appear in the seed's log route within seconds, with the seed's fields.
     let logs = s
         .wait_data("/job/log?name=hello&skip=0&limit=5", |d| {
@@ -351,7 +369,7 @@ async fn seed_routes_work_end_to_end() {
     assert_eq!(r["errno"], 0);
     // Kill a sleeping run through /job/kill.
     let sleeper =
-        json!({"name": "sleeper", "command": "sleep 3051", "cronExpr": "0 0 0 1 1 *"}).to_string();
+        json!({"name": "sleeper", "command": "sleep 3051", "cronExpr": "0 0 1 1 * *"}).to_string();
     s.post("/job/save", Some(ADMIN))
         .form(&[("job", sleeper.as_str())])
         .send()
@@ -1425,7 +1443,7 @@ async fn secret_env_reaches_the_command_masked_and_is_never_returned() {
         .code()
         .await;
     assert_eq!(put, StatusCode::OK);
-    let seed = json!({"name": "secretive", "command": job["command"], "cronExpr": "0 0 0 1 1 *"})
+    let seed = json!({"name": "secretive", "command": job["command"], "cronExpr": "0 0 1 1 * *"})
         .to_string();
     let saved: Value = s
         .post("/job/save", Some(ADMIN))
