@@ -614,6 +614,30 @@ async fn api_v1_speaks_resources_and_status_codes() {
             .await,
         StatusCode::BAD_REQUEST
     );
+    // H is hashed from the job's name (minute 29, hour 5 for this one): the preview shows the
+    // concrete times; without a name it is refused, naming the field.
+    let p: Value = s
+        .post("/api/v1/schedule/preview", Some(VIEWER))
+        .json(&json!({"cronExpr": "H H(2-5) * * *", "name": "backup.daily", "count": 2}))
+        .value()
+        .await;
+    let times = p["fireTimes"].as_array().unwrap();
+    assert_eq!(times.len(), 2, "{p}");
+    assert!(
+        times
+            .iter()
+            .all(|t| t.as_str().unwrap().ends_with("T05:29:00+00:00")),
+        "{p}"
+    );
+    let unnamed = s
+        .post("/api/v1/schedule/preview", Some(VIEWER))
+        .json(&json!({"cronExpr": "H * * * *"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unnamed.status(), StatusCode::BAD_REQUEST);
+    let unnamed: Value = unnamed.json().await.unwrap();
+    assert_eq!(unnamed["error"]["field"], "name", "{unnamed}");
     let w: Value = s.get("/api/v1/workers", Some(VIEWER)).value().await;
     assert_eq!(w["workers"][0]["workerId"], "gw-worker");
     // Kill with nothing running says so; delete answers the job, then 404.

@@ -212,7 +212,7 @@ impl JobDefinition {
         if self.command.contains('\0') {
             return Err(FieldError::new("command", "must not contain NUL bytes"));
         }
-        let schedule = Schedule::parse(&self.cron_expr, &self.time_zone)
+        let schedule = Schedule::parse_for(&self.name, &self.cron_expr, &self.time_zone)
             .map_err(|e| FieldError::new(e.field, e.message))?;
         if self.timeout_seconds > MAX_SECONDS {
             return Err(FieldError::new(
@@ -471,6 +471,22 @@ mod tests {
         assert_eq!(j.missed_policy, MissedPolicy::Skip);
         assert_eq!(j.time_zone, "");
         assert!(j.validate().is_ok());
+    }
+
+    #[test]
+    fn validation_hashes_h_from_the_job_name() {
+        let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("2026-01-01");
+        let next = |name: &str| {
+            let schedule = JobDefinition::new(name, "true", "H * * * *")
+                .validate()
+                .expect("H is valid in a job");
+            schedule.next_after(at).map(|t| t.to_rfc3339())
+        };
+        assert_eq!(
+            next("backup.daily").as_deref(),
+            Some("2026-01-01T00:29:00+00:00")
+        );
+        assert_ne!(next("backup.daily"), next("backup.weekly"));
     }
 
     #[test]

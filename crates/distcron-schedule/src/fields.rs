@@ -1,7 +1,7 @@
 //! The fields of a field-based expression, and each field rewritten into the numeric form croner
 //! parses: month and weekday names resolved to numbers, in their own field only, and `N/S`
 //! widened to `N-last/S` (from `N`, every `S`, to the field's last value) as cronexpr and Quartz
-//! read it. A step must be less than the number of values in its field: `*/60` in seconds would
+//! read it; `H` forms are expanded to the job's values ([`crate::hashed`]). A step must be less than the number of values in its field: `*/60` in seconds would
 //! fire once a minute at second 0, which is not what anyone writing it means, and cronexpr
 //! refused it.
 
@@ -110,7 +110,7 @@ impl Field {
 
     /// The field's first and last value as cronexpr numbers them (day-of-week 0-6, Sunday 0; `7`
     /// is accepted as Sunday but is not in the range; years 1970-2099).
-    fn range(self) -> (u32, u32) {
+    pub(crate) fn range(self) -> (u32, u32) {
         match self {
             Self::Second | Self::Minute => (0, 59),
             Self::Hour => (0, 23),
@@ -121,9 +121,12 @@ impl Field {
         }
     }
 
-    /// The letters the field takes besides names: `L` and `W` in day-of-month (`L`, `15W`,
-    /// `LW`), `L` in day-of-week (`5L`).
+    /// The letters the field takes besides names: `H` in every field, `L` and `W` in
+    /// day-of-month (`L`, `15W`, `LW`), `L` in day-of-week (`5L`).
     fn takes_letters(self, word: &str) -> bool {
+        if word == "H" {
+            return true;
+        }
         match self {
             Self::DayOfMonth => matches!(word, "L" | "W" | "LW"),
             Self::DayOfWeek => word == "L",
@@ -142,23 +145,39 @@ impl Field {
 }
 
 /// Rewrites one field for croner: names become numbers ([`resolve_names`]), then each item of the
-/// list is rewritten ([`rewrite_item`]).
-pub(crate) fn rewrite(field: Field, text: &str) -> Result<String, ScheduleError> {
+/// list is rewritten ([`rewrite_item`]); `job` is the job's name, which `H` needs.
+pub(crate) fn rewrite(
+    field: Field,
+    text: &str,
+    job: Option<&str>,
+) -> Result<String, ScheduleError> {
     let numeric = resolve_names(field, text)?;
     let items = numeric
         .split(',')
-        .map(|item| rewrite_item(field, text, item))
+        .map(|item| rewrite_item(field, text, item, job))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(items.join(","))
 }
 
-/// Rewrites one item of a field's list (`text` is the whole field, for errors): `N/S` becomes
-/// `N-last/S`; croner refuses a single number with a step.
-fn rewrite_item(field: Field, text: &str, item: &str) -> Result<String, ScheduleError> {
-    let Some((base, step)) = item.split_once('/') else {
+/// Rewrites one item of a field's list (`text` is the whole field, for errors): `H` forms
+/// become the job's values, `N/S` becomes `N-last/S` (croner refuses a single number with a
+/// step).
+fn rewrite_item(
+    field: Field,
+    text: &str,
+    item: &str,
+    job: Option<&str>,
+) -> Result<String, ScheduleError> {
+    let (base, step) = match item.split_once('/') {
+        Some((base, step)) => (base, Some(check_step(field, text, step)?)),
+        None => (item, None),
+    };
+    if let Some(range) = base.strip_prefix('H') {
+        return crate::hashed::expand(field, text, range, step, job);
+    }
+    let Some(step) = step else {
         return Ok(item.to_owned());
     };
-    check_step(field, text, step)?;
     if base.is_empty() || !base.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(item.to_owned());
     }
@@ -177,7 +196,7 @@ fn rewrite_item(field: Field, text: &str, item: &str) -> Result<String, Schedule
 
 /// Refuses a step that is not a number, is 0, or is at least the number of values in the field
 /// (it would fire once), with a hint at what to write instead.
-fn check_step(field: Field, text: &str, step: &str) -> Result<(), ScheduleError> {
+fn check_step(field: Field, text: &str, step: &str) -> Result<u32, ScheduleError> {
     let (first, last) = field.range();
     let size = last - first + 1;
     let n: u32 = step
@@ -197,7 +216,7 @@ fn check_step(field: Field, text: &str, step: &str) -> Result<(), ScheduleError>
             ),
         ));
     }
-    Ok(())
+    Ok(n)
 }
 
 /// What to write instead of a step of `n` that does not fit in `field`.
@@ -247,7 +266,7 @@ fn unknown_word(field: Field, word: &str) -> String {
         Field::Month => format!("{word:?} is not a month (JAN or JANUARY, any case)"),
         Field::DayOfWeek => format!("{word:?} is not a weekday (MON or MONDAY, any case, or L)"),
         Field::DayOfMonth => format!("{word:?} is not allowed here (L, W or LW)"),
-        _ => format!("{word:?} is not allowed here (numbers only)"),
+        _ => format!("{word:?} is not allowed here (numbers or H)"),
     }
 }
 
@@ -257,7 +276,7 @@ mod tests {
 
     #[test]
     fn a_number_with_a_step_runs_to_the_last_value() {
-        let ok = |field, text| rewrite(field, text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let ok = |field, text| rewrite(field, text, None).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(ok(Field::Month, "3/3"), "3-12/3");
         assert_eq!(ok(Field::Second, "5/15"), "5-59/15");
         assert_eq!(ok(Field::DayOfWeek, "mon/2"), "1-6/2");
@@ -266,7 +285,7 @@ mod tests {
         assert_eq!(ok(Field::Hour, "*/6"), "*/6");
         assert_eq!(ok(Field::Hour, "1-10/3"), "1-10/3");
         for (field, text) in [(Field::Minute, "60/5"), (Field::DayOfMonth, "0/2")] {
-            let e = rewrite(field, text).err();
+            let e = rewrite(field, text, None).err();
             assert_eq!(
                 e.map(|e| e.field),
                 Some(format!("cronExpr.{}", field.name())),
@@ -277,7 +296,7 @@ mod tests {
 
     #[test]
     fn steps_that_fire_once_are_refused_with_a_hint() {
-        let ok = |field, text| rewrite(field, text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let ok = |field, text| rewrite(field, text, None).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(ok(Field::Second, "*/59"), "*/59");
         assert_eq!(ok(Field::DayOfWeek, "*/6"), "*/6");
         assert_eq!(ok(Field::Year, "*/129"), "*/129");
@@ -298,7 +317,7 @@ mod tests {
             (Field::Minute, "*/1.5", "not a number"),
             (Field::Minute, "1/2/3", "not a number"),
         ] {
-            match rewrite(field, text) {
+            match rewrite(field, text, None) {
                 Ok(r) => panic!("{text} should be refused, got {r}"),
                 Err(e) => {
                     assert_eq!(e.field, format!("cronExpr.{}", field.name()), "{text}");
@@ -310,7 +329,7 @@ mod tests {
 
     #[test]
     fn names_become_numbers_in_their_own_field_only() {
-        let ok = |field, text| rewrite(field, text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let ok = |field, text| rewrite(field, text, None).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(ok(Field::DayOfWeek, "friday"), "5");
         assert_eq!(ok(Field::DayOfWeek, "Mon-Fri"), "1-5");
         assert_eq!(ok(Field::DayOfWeek, "sat-SUNDAY"), "6-7");
@@ -329,7 +348,7 @@ mod tests {
             (Field::DayOfWeek, "FRIDAYS"),
             (Field::DayOfMonth, "MON"),
         ] {
-            let e = rewrite(field, text).err();
+            let e = rewrite(field, text, None).err();
             assert_eq!(
                 e.map(|e| e.field),
                 Some(format!("cronExpr.{}", field.name())),

@@ -27,6 +27,11 @@
 //! `@every <d>` fires at the instants that are whole multiples of `d` since the Unix epoch, so every
 //! worker computes the same slots without sharing state; `d` is whole seconds, 1 s to 366 days.
 //!
+//! `H` (Jenkins) stands for a value hashed from the job's name, in every field: `H`, `H(a-b)`,
+//! `H/s`, `H(a-b)/s` (`H H(2-5) * * *`: a minute and an hour from 2 to 5 that are the job's own).
+//! The hash is 64-bit FNV-1a of `<job name>/<field>`; the forms and their values are in the
+//! `hashed` module's documentation and the README. [`Schedule::parse_for`] takes the job's name.
+//!
 //! The seed (gorhill/cronexpr) read six fields as `min hour dom month dow year`; an expression
 //! that arrives through the seed's routes or in a seed-era stored job is converted with
 //! [`seed_to_stored`] (`*/5 * * * * *` → `0 */5 * * * * *`) and the seven-field form is stored.
@@ -44,6 +49,7 @@ use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 
 mod fields;
+mod hashed;
 mod seed;
 
 pub use seed::seed_to_stored;
@@ -157,9 +163,9 @@ fn compile(text: &str) -> Option<Cron> {
     parser().parse(text).ok()
 }
 
-/// The text croner parses for `expr` (macros resolved, fields separated by one space), once
-/// croner has accepted it.
-fn cron_text(expr: &str) -> Result<String, ScheduleError> {
+/// The text croner parses for `expr` (macros resolved, fields rewritten and separated by one
+/// space; `job` is the job's name, which `H` needs), once croner has accepted it.
+fn cron_text(expr: &str, job: Option<&str>) -> Result<String, ScheduleError> {
     let trimmed = expr.trim();
     let lowered = trimmed.to_ascii_lowercase();
     let text = match lowered.as_str() {
@@ -200,7 +206,7 @@ fn cron_text(expr: &str) -> Result<String, ScheduleError> {
     let rewritten = layout
         .iter()
         .zip(&fields)
-        .map(|(field, text)| fields::rewrite(*field, text))
+        .map(|(field, text)| fields::rewrite(*field, text, job))
         .collect::<Result<Vec<_>, _>>()?;
     let text = rewritten.join(" ");
     parser()
@@ -214,8 +220,36 @@ fn cron_text(expr: &str) -> Result<String, ScheduleError> {
 
 impl Schedule {
     /// Parses `expr` in time zone `time_zone` (empty = UTC) and checks that it has a fire time
-    /// after `now`.
+    /// after `now`. Without a job's name, `H` is refused (the error names `name`); see
+    /// [`Schedule::parse_for_at`].
     pub fn parse_at(
+        expr: &str,
+        time_zone: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Self, ScheduleError> {
+        Self::parse_inner(None, expr, time_zone, now)
+    }
+
+    /// Parses `expr` of the job named `job` in time zone `time_zone` (empty = UTC), its `H` forms
+    /// hashed from `job` (see the crate's documentation), and checks that it has a fire time
+    /// after `now`.
+    pub fn parse_for_at(
+        job: &str,
+        expr: &str,
+        time_zone: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Self, ScheduleError> {
+        Self::parse_inner(Some(job), expr, time_zone, now)
+    }
+
+    /// Parses `expr` of the job named `job` in `time_zone` and checks it has a fire time after
+    /// the current time.
+    pub fn parse_for(job: &str, expr: &str, time_zone: &str) -> Result<Self, ScheduleError> {
+        Self::parse_for_at(job, expr, time_zone, Utc::now())
+    }
+
+    fn parse_inner(
+        job: Option<&str>,
         expr: &str,
         time_zone: &str,
         now: DateTime<Utc>,
@@ -229,7 +263,7 @@ impl Schedule {
             Some(head) if head.eq_ignore_ascii_case("@every") => {
                 Rule::Every(parse_every(&trimmed[6..])?)
             }
-            _ => Rule::Cron(cron_text(trimmed)?),
+            _ => Rule::Cron(cron_text(trimmed, job)?),
         };
         let schedule = Self {
             expr: trimmed.to_owned(),
@@ -245,7 +279,8 @@ impl Schedule {
         Ok(schedule)
     }
 
-    /// Parses `expr` in `time_zone` and checks it has a fire time after the current time.
+    /// Parses `expr` in `time_zone` and checks it has a fire time after the current time; `H`
+    /// is refused, as in [`Schedule::parse_at`].
     pub fn parse(expr: &str, time_zone: &str) -> Result<Self, ScheduleError> {
         Self::parse_at(expr, time_zone, Utc::now())
     }

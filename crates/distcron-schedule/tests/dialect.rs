@@ -234,6 +234,85 @@ fn seed_six_field_expressions_keep_their_meaning_once_converted() {
     }
 }
 
+/// `H` values of job `backup.daily`: 64-bit FNV-1a of `backup.daily/<field>`, written out so
+/// that a change of hash or of formula fails here (every worker and jobsvc must agree).
+#[test]
+fn hashed_fields_are_stable_for_a_name() {
+    let cases: &[(&str, &[&str])] = &[
+        // minute: hash % 60 = 29.
+        (
+            "H * * * *",
+            &["2026-01-01T00:29:00+00:00", "2026-01-01T01:29:00+00:00"],
+        ),
+        // hour: 2 + hash % 4 = 5.
+        (
+            "H H(2-5) * * *",
+            &["2026-01-01T05:29:00+00:00", "2026-01-02T05:29:00+00:00"],
+        ),
+        // second: starts at hash % 15 = 6, every 15.
+        (
+            "H/15 * * * * *",
+            &[
+                "2026-01-01T00:00:06+00:00",
+                "2026-01-01T00:00:21+00:00",
+                "2026-01-01T00:00:36+00:00",
+                "2026-01-01T00:00:51+00:00",
+                "2026-01-01T00:01:06+00:00",
+            ],
+        ),
+        // minute: starts at hash % 10 = 9, every 10 up to 29.
+        (
+            "h(0-29)/10 * * * *",
+            &[
+                "2026-01-01T00:09:00+00:00",
+                "2026-01-01T00:19:00+00:00",
+                "2026-01-01T00:29:00+00:00",
+                "2026-01-01T01:09:00+00:00",
+            ],
+        ),
+        // day of month: 1 + hash % 28 = 19.
+        (
+            "0 0 H * *",
+            &["2026-01-19T00:00:00+00:00", "2026-02-19T00:00:00+00:00"],
+        ),
+        // day of week: hash % 7 = 0, Sunday.
+        ("0 0 * * H", &["2026-01-04T00:00:00+00:00"]),
+        // month: 1 + hash % 12 = 10.
+        ("0 0 1 H *", &["2026-10-01T00:00:00+00:00"]),
+    ];
+    for (expr, want) in cases {
+        let s = Schedule::parse_for_at("backup.daily", expr, "", start())
+            .unwrap_or_else(|e| panic!("{expr:?} should parse: {e}"));
+        let got: Vec<String> = s
+            .upcoming(start(), want.len())
+            .iter()
+            .map(|t| t.to_rfc3339())
+            .collect();
+        assert_eq!(got, *want, "{expr:?}");
+    }
+    // Without the job's name there is nothing to hash: the error names the missing field.
+    let e = Schedule::parse_at("H * * * *", "", start()).err();
+    assert_eq!(e.map(|e| e.field), Some("name".to_owned()));
+    let e = Schedule::parse_for_at("j", "H(50-70) * * * *", "", start()).err();
+    assert_eq!(e.map(|e| e.field), Some("cronExpr.minute".to_owned()));
+}
+
+#[test]
+fn hashed_fields_spread_jobs_over_the_hour() {
+    let mut per_minute = [0u32; 60];
+    for i in 0..1200 {
+        let s = Schedule::parse_for_at(&format!("job-{i}"), "H * * * *", "", start())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let next = s.next_after(start()).unwrap_or_else(|| panic!("job-{i}"));
+        per_minute[usize::try_from((next - start()).num_minutes()).unwrap_or(0) % 60] += 1;
+    }
+    // 20 a minute on average; a herd would show as a full minute and empty ones.
+    assert!(
+        per_minute.iter().all(|n| (5..=40).contains(n)),
+        "{per_minute:?}"
+    );
+}
+
 #[test]
 fn dst_gaps_fire_once_after_the_gap() {
     // Europe/Berlin springs forward 02:00 -> 03:00 on 2026-03-29: 02:30 does not exist.
