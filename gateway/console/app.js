@@ -167,7 +167,7 @@ function jobRow(job) {
     last.replaceChildren(s.lastRun ? statusBadge(s.lastRun.status) : "—", s.lastRun ? ` ${fmtTime(s.lastRun.startTime)}` : "");
   }).catch(() => { last.textContent = "?"; });
   if (job.enabled) {
-    api("POST", "/api/v1/schedule/preview", { cronExpr: job.cronExpr, timeZone: job.timeZone, count: 1 }).then((p) => {
+    api("POST", "/api/v1/schedule/preview", { cronExpr: job.cronExpr, timeZone: job.timeZone, name: job.name, count: 1 }).then((p) => {
       next.textContent = p.fireTimesMs.length ? fmtTime(p.fireTimesMs[0]) : "never";
       description.textContent = p.description || "";
     }).catch(() => { next.textContent = "?"; });
@@ -231,20 +231,22 @@ async function editorPage(name) {
     previewTimer = setTimeout(async () => {
       errors.cronExpr.textContent = "";
       errors.timeZone.textContent = "";
+      errors.name.textContent = "";
       if (!cron.value.trim()) { fires.replaceChildren(); return; }
       try {
-        const p = await api("POST", "/api/v1/schedule/preview", { cronExpr: cron.value, timeZone: tz.value, count: 5 });
+        const p = await api("POST", "/api/v1/schedule/preview", { cronExpr: cron.value, timeZone: tz.value, name: nameInput.value, count: 5 });
         fires.replaceChildren(...(p.description ? [el("li", { class: "muted", text: p.description })] : []),
           ...p.fireTimes.map((t) => el("li", { class: "fire", text: t })));
       } catch (err) {
         fires.replaceChildren();
-        const target = err.field === "timeZone" ? errors.timeZone : errors.cronExpr;
+        const target = err.field === "timeZone" ? errors.timeZone : err.field === "name" ? errors.name : errors.cronExpr;
         target.textContent = err.message;
       }
     }, 250);
   };
   cron.addEventListener("input", preview);
   tz.addEventListener("input", preview);
+  nameInput.addEventListener("input", preview);
   const formError = el("div", { class: "field-error wide", id: "form-error" });
   const form = el("form", { class: "editor", novalidate: true, onsubmit: async (e) => {
     e.preventDefault();

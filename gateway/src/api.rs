@@ -568,6 +568,8 @@ pub struct PreviewBody {
     pub time_zone: String,
     /// How many fire times (1 to 100, default 10).
     pub count: Option<u32>,
+    /// The job's name, which `H` fields are hashed from; empty refuses `H`.
+    pub name: String,
 }
 
 /// Next fire times.
@@ -600,6 +602,7 @@ pub async fn preview_schedule(
         time_zone: body.time_zone,
         count,
         after_ms: 0,
+        name: body.name,
     };
     let r = state.backends.preview_schedule(&caller, req).await?;
     Ok(Json(PreviewAnswer {

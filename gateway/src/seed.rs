@@ -2,6 +2,10 @@
 //! the `{errno, msg, data}` envelope with HTTP 200 for answers the seed gave with errno -1. Fixed
 //! on the way: wrong methods get 405, answers are `application/json`, errors name the field,
 //! `limit` is bounded, and every route needs a token.
+//!
+//! A schedule saved here is read as the seed read it: six fields are `min hour dom month dow year`
+//! ([`distcron_schedule::seed_to_stored`]), stored as the equivalent seven fields, and the save's
+//! answer carries the stored job under `stored`, next to the seed's `data`.
 
 use axum::extract::State;
 use axum::{Extension, Form, Json};
@@ -13,12 +17,14 @@ use crate::auth::Caller;
 use crate::views::{JobInput, JobView, RunView};
 use crate::AppState;
 
-/// The seed's envelope.
+/// The seed's envelope, and after its keys the job as stored (`/job/save` only).
 #[derive(Debug, Serialize)]
 pub struct Envelope {
     errno: i32,
     msg: String,
     data: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stored: Option<JobView>,
 }
 
 fn ok(data: impl Serialize) -> Json<Envelope> {
@@ -26,6 +32,7 @@ fn ok(data: impl Serialize) -> Json<Envelope> {
         errno: 0,
         msg: "success".into(),
         data: serde_json::to_value(data).unwrap_or(serde_json::Value::Null),
+        stored: None,
     })
 }
 
@@ -34,6 +41,7 @@ fn fail(msg: impl Into<String>) -> Json<Envelope> {
         errno: -1,
         msg: msg.into(),
         data: serde_json::Value::Null,
+        stored: None,
     })
 }
 
@@ -48,16 +56,18 @@ pub struct SaveForm {
     job: String,
 }
 
-/// Saves the job in form field `job` (a JSON string); answers the previous definition or null.
+/// Saves the job in form field `job` (a JSON string), its schedule read as the seed read it;
+/// answers the previous definition or null, and the job as stored.
 pub async fn save(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Form(form): Form<SaveForm>,
 ) -> Json<Envelope> {
-    let input: JobInput = match serde_json::from_str(&form.job) {
+    let mut input: JobInput = match serde_json::from_str(&form.job) {
         Ok(j) => j,
         Err(e) => return fail(format!("job: not a JSON job object: {e}")),
     };
+    input.cron_expr = distcron_schedule::seed_to_stored(&input.cron_expr);
     let job = match input.to_proto() {
         Ok(j) => j,
         Err(e) => return fail(e.detail.message),
@@ -68,7 +78,11 @@ pub async fn save(
     };
     let saved = state.backends.save_job(&caller, req);
     match saved.await {
-        Ok(r) => ok(r.previous.map(JobView::from)),
+        Ok(r) => {
+            let mut answer = ok(r.previous.map(JobView::from));
+            answer.stored = r.job.map(JobView::from);
+            answer
+        }
         Err(e) => fail(status_text(&e)),
     }
 }

@@ -306,7 +306,8 @@ async fn seed_routes_work_end_to_end() {
     let mut s = Stack::start(true).await;
     s.start_worker();
     // Save through the seed's form post: the seed answered the previous job (null when new).
-    let job = json!({"name": "hello", "command": "echo hi", "cronExpr": "* * * * * *"}).to_string();
+    let job =
+        json!({"name": "hello", "command": "echo hi", "cronExpr": "* * * * * * *"}).to_string();
     let r = s
         .post("/job/save", Some(ADMIN))
         .form(&[("job", job.as_str())])
@@ -319,12 +320,29 @@ async fn seed_routes_work_end_to_end() {
         .unwrap()
         .starts_with("application/json"));
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body, json!({"errno": 0, "msg": "success", "data": null}));
+    assert_eq!(
+        (&body["errno"], &body["msg"], &body["data"]),
+        (&json!(0), &json!("success"), &Value::Null),
+        "{body}"
+    );
+    assert_eq!(body["stored"]["cronExpr"], "* * * * * * *", "{body}");
     let list = s
         .wait_data("/job/list", |d| d.as_array().is_some_and(|a| !a.is_empty()))
         .await;
     assert_eq!(list[0]["name"], "hello");
-    assert_eq!(list[0]["cronExpr"], "* * * * * *");
+    assert_eq!(list[0]["cronExpr"], "* * * * * * *");
+    // Six fields are read as the seed read them (min hour dom month dow year) and stored as the
+    // seven-field equivalent, which the answer and every read show.
+    let every_5m =
+        json!({"name": "every-5m", "command": "true", "cronExpr": "*/5 * * * * *"}).to_string();
+    let r: Value = s
+        .post("/job/save", Some(ADMIN))
+        .form(&[("job", every_5m.as_str())])
+        .value()
+        .await;
+    assert_eq!(r["stored"]["cronExpr"], "0 */5 * * * * *", "{r}");
+    let shown: Value = s.get("/api/v1/jobs/every-5m", Some(VIEWER)).value().await;
+    assert_eq!(shown["cronExpr"], "0 */5 * * * * *", "{shown}");
     // Runs appear in the seed's log route within seconds, with the seed's fields.
     let logs = s
         .wait_data("/job/log?name=hello&skip=0&limit=5", |d| {
@@ -351,7 +369,7 @@ async fn seed_routes_work_end_to_end() {
     assert_eq!(r["errno"], 0);
     // Kill a sleeping run through /job/kill.
     let sleeper =
-        json!({"name": "sleeper", "command": "sleep 3051", "cronExpr": "0 0 0 1 1 *"}).to_string();
+        json!({"name": "sleeper", "command": "sleep 3051", "cronExpr": "0 0 1 1 * *"}).to_string();
     s.post("/job/save", Some(ADMIN))
         .form(&[("job", sleeper.as_str())])
         .send()
@@ -596,6 +614,30 @@ async fn api_v1_speaks_resources_and_status_codes() {
             .await,
         StatusCode::BAD_REQUEST
     );
+    // H is hashed from the job's name (minute 29, hour 5 for this one): the preview shows the
+    // concrete times; without a name it is refused, naming the field.
+    let p: Value = s
+        .post("/api/v1/schedule/preview", Some(VIEWER))
+        .json(&json!({"cronExpr": "H H(2-5) * * *", "name": "backup.daily", "count": 2}))
+        .value()
+        .await;
+    let times = p["fireTimes"].as_array().unwrap();
+    assert_eq!(times.len(), 2, "{p}");
+    assert!(
+        times
+            .iter()
+            .all(|t| t.as_str().unwrap().ends_with("T05:29:00+00:00")),
+        "{p}"
+    );
+    let unnamed = s
+        .post("/api/v1/schedule/preview", Some(VIEWER))
+        .json(&json!({"cronExpr": "H * * * *"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unnamed.status(), StatusCode::BAD_REQUEST);
+    let unnamed: Value = unnamed.json().await.unwrap();
+    assert_eq!(unnamed["error"]["field"], "name", "{unnamed}");
     let w: Value = s.get("/api/v1/workers", Some(VIEWER)).value().await;
     assert_eq!(w["workers"][0]["workerId"], "gw-worker");
     // Kill with nothing running says so; delete answers the job, then 404.
@@ -1425,7 +1467,7 @@ async fn secret_env_reaches_the_command_masked_and_is_never_returned() {
         .code()
         .await;
     assert_eq!(put, StatusCode::OK);
-    let seed = json!({"name": "secretive", "command": job["command"], "cronExpr": "0 0 0 1 1 *"})
+    let seed = json!({"name": "secretive", "command": job["command"], "cronExpr": "0 0 1 1 * *"})
         .to_string();
     let saved: Value = s
         .post("/job/save", Some(ADMIN))

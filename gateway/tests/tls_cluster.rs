@@ -145,7 +145,7 @@ async fn a_cluster_with_tls_and_client_certificates_on_every_hop_works_end_to_en
     let c = TlsCluster::up();
 
     // Save, run (output kept), kill and list workers, through the seed's routes over HTTPS.
-    let job = json!({"name": "tls-hello", "command": "echo over-tls", "cronExpr": "* * * * * *"})
+    let job = json!({"name": "tls-hello", "command": "echo over-tls", "cronExpr": "* * * * * * *"})
         .to_string();
     let saved = c.post_form("/job/save", &[("job", job.as_str())]).await;
     assert_eq!(saved["errno"], 0, "{saved}");
@@ -163,7 +163,7 @@ async fn a_cluster_with_tls_and_client_certificates_on_every_hop_works_end_to_en
         .unwrap();
     assert_eq!(done["output"], "over-tls\n");
     let sleeper =
-        json!({"name": "tls-sleeper", "command": "sleep 3052", "cronExpr": "0 0 0 1 1 *"})
+        json!({"name": "tls-sleeper", "command": "sleep 3052", "cronExpr": "0 0 1 1 * *"})
             .to_string();
     assert_eq!(
         c.post_form("/job/save", &[("job", sleeper.as_str())]).await["errno"],

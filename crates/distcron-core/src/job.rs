@@ -104,6 +104,9 @@ pub struct JobDefinition {
     pub trace_parent: String,
 }
 
+/// The only keys of a job value the seed wrote.
+const SEED_KEYS: [&str; 3] = ["name", "command", "cronExpr"];
+
 /// A rejected field: `field` is the JSON name (`cronExpr`, `env.FOO`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -209,7 +212,7 @@ impl JobDefinition {
         if self.command.contains('\0') {
             return Err(FieldError::new("command", "must not contain NUL bytes"));
         }
-        let schedule = Schedule::parse(&self.cron_expr, &self.time_zone)
+        let schedule = Schedule::parse_for(&self.name, &self.cron_expr, &self.time_zone)
             .map_err(|e| FieldError::new(e.field, e.message))?;
         if self.timeout_seconds > MAX_SECONDS {
             return Err(FieldError::new(
@@ -288,9 +291,21 @@ impl JobDefinition {
         Ok(schedule)
     }
 
-    /// Parses a stored value. Seed-era values (only name, command, cronExpr) load with defaults.
+    /// Parses a stored value. A seed-era value (no keys but name, command and cronExpr, as the
+    /// seed wrote them) loads with defaults and its schedule read as the seed read it: a
+    /// six-field `cronExpr` (`min hour dom month dow year`) becomes the seven-field stored form
+    /// ([`distcron_schedule::seed_to_stored`]). Values distcron wrote always have more keys, so
+    /// their six fields keep distcron's meaning (`sec min hour dom month dow`).
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        let value: serde_json::Value = serde_json::from_slice(bytes)?;
+        let seed_era = value
+            .as_object()
+            .is_some_and(|o| o.keys().all(|k| SEED_KEYS.contains(&k.as_str())));
+        let mut job: Self = serde_json::from_value(value)?;
+        if seed_era {
+            job.cron_expr = distcron_schedule::seed_to_stored(&job.cron_expr);
+        }
+        Ok(job)
     }
 
     /// The stored form.
@@ -449,11 +464,43 @@ mod tests {
         let seed = br#"{"name":"j1","command":"echo hello","cronExpr":"*/5 * * * * *"}"#;
         let j = JobDefinition::from_json(seed).expect("seed value loads");
         assert_eq!(j.name, "j1");
+        // Six fields in a seed-era value are read as the seed read them: every 5 minutes.
+        assert_eq!(j.cron_expr, "0 */5 * * * * *");
         assert!(j.enabled);
         assert_eq!(j.overlap_policy, OverlapPolicy::Forbid);
         assert_eq!(j.missed_policy, MissedPolicy::Skip);
         assert_eq!(j.time_zone, "");
         assert!(j.validate().is_ok());
+    }
+
+    #[test]
+    fn validation_hashes_h_from_the_job_name() {
+        let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("2026-01-01");
+        let next = |name: &str| {
+            let schedule = JobDefinition::new(name, "true", "H * * * *")
+                .validate()
+                .expect("H is valid in a job");
+            schedule.next_after(at).map(|t| t.to_rfc3339())
+        };
+        assert_eq!(
+            next("backup.daily").as_deref(),
+            Some("2026-01-01T00:29:00+00:00")
+        );
+        assert_ne!(next("backup.daily"), next("backup.weekly"));
+    }
+
+    #[test]
+    fn only_seed_era_values_get_the_seed_reading() {
+        let load = |json: &str| JobDefinition::from_json(json.as_bytes()).expect("loads");
+        let five = r#"{"name":"j","command":"true","cronExpr":"0 9 * * mon"}"#;
+        assert_eq!(load(five).cron_expr, "0 9 * * mon");
+        let year = r#"{"cronExpr":"0 12 * * * 2027","name":"j","command":"true"}"#;
+        assert_eq!(load(year).cron_expr, "0 0 12 * * * 2027");
+        // A value with any distcron field was written by distcron: six fields start with seconds.
+        let ours = r#"{"name":"j","command":"true","cronExpr":"*/5 * * * * *","timeZone":""}"#;
+        assert_eq!(load(ours).cron_expr, "*/5 * * * * *");
+        let written = String::from_utf8(job().to_json()).expect("utf8");
+        assert_eq!(load(&written).cron_expr, "*/5 * * * * *");
     }
 
     #[test]

@@ -10,8 +10,13 @@
 //! | macros | `@yearly` (`@annually`), `@monthly`, `@weekly`, `@daily` (`@midnight`), `@hourly` |
 //! | interval | `@every <duration>`, e.g. `@every 90s`, `@every 1h30m` |
 //!
-//! Fields accept `*`, `?`, lists `,`, ranges `-`, steps `/`, month and weekday names (any case),
+//! Fields accept `*`, `?`, lists `,`, ranges `-`, steps `/`, month and weekday names (any case,
+//! full or three letters: `FRI`, `friday`, in the month and day-of-week fields only),
 //! `L` (last day of month, or `5L` last Friday), `W` (`15W`, nearest weekday) and `#` (`FRI#3`).
+//! A number with a step, `N/S`, runs from `N` to the field's last value (`3/3` in the month field:
+//! March, June, September, December), as in cronexpr and Quartz; the last weekday is 6 (Saturday).
+//! A step must be less than the number of values in its field (`*/60` in seconds is refused, with
+//! a hint at `@every 60s`).
 //! Weekdays are numbered as in crontab: `0` and `7` are Sunday, `1` is Monday. When both
 //! day-of-month and day-of-week are restricted a day matches if either matches (Vixie cron).
 //!
@@ -22,8 +27,17 @@
 //! `@every <d>` fires at the instants that are whole multiples of `d` since the Unix epoch, so every
 //! worker computes the same slots without sharing state; `d` is whole seconds, 1 s to 366 days.
 //!
+//! `H` (Jenkins) stands for a value hashed from the job's name, in every field: `H`, `H(a-b)`,
+//! `H/s`, `H(a-b)/s` (`H H(2-5) * * *`: a minute and an hour from 2 to 5 that are the job's own).
+//! The hash is 64-bit FNV-1a of `<job name>/<field>`; the forms and their values are in the
+//! `hashed` module's documentation and the README. [`Schedule::parse_for`] takes the job's name.
+//!
+//! The seed (gorhill/cronexpr) read six fields as `min hour dom month dow year`; an expression
+//! that arrives through the seed's routes or in a seed-era stored job is converted with
+//! [`seed_to_stored`] (`*/5 * * * * *` → `0 */5 * * * * *`) and the seven-field form is stored.
+//!
 //! Parsing is done by [`croner`]; this crate adds `@every`, names the field that is wrong in
-//! errors, and rejects expressions with no future fire time.
+//! errors, and rejects expressions with no future fire time and fields beyond the seventh.
 
 use std::fmt;
 use std::str::FromStr;
@@ -33,6 +47,12 @@ use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
+
+mod fields;
+mod hashed;
+mod seed;
+
+pub use seed::seed_to_stored;
 
 /// Why an expression or time zone was rejected. `field` names what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,25 +79,6 @@ pub const MAX_EVERY: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// The most fire times [`Schedule::upcoming`] returns.
 pub const MAX_PREVIEW: usize = 100;
-
-const FIELD_NAMES_5: [&str; 5] = ["minute", "hour", "dayOfMonth", "month", "dayOfWeek"];
-const FIELD_NAMES_6: [&str; 6] = [
-    "second",
-    "minute",
-    "hour",
-    "dayOfMonth",
-    "month",
-    "dayOfWeek",
-];
-const FIELD_NAMES_7: [&str; 7] = [
-    "second",
-    "minute",
-    "hour",
-    "dayOfMonth",
-    "month",
-    "dayOfWeek",
-    "year",
-];
 
 #[derive(Clone)]
 enum Rule {
@@ -146,20 +147,14 @@ fn parse_every(rest: &str) -> Result<Duration, ScheduleError> {
 }
 
 /// Finds which field of a failing field-based expression is wrong, by parsing each field alone
-/// with every other field set to `*`.
-fn blame_field(fields: &[&str]) -> Option<&'static str> {
-    let names: &[&'static str] = match fields.len() {
-        5 => &FIELD_NAMES_5,
-        6 => &FIELD_NAMES_6,
-        7 => &FIELD_NAMES_7,
-        _ => return None,
-    };
+/// (rewritten) with every other field set to `*`.
+fn blame_field(rewritten: &[String]) -> Option<usize> {
     let p = parser();
-    (0..fields.len()).find_map(|i| {
-        let probe: Vec<&str> = (0..fields.len())
-            .map(|j| if i == j { fields[i] } else { "*" })
+    (0..rewritten.len()).find(|&i| {
+        let probe: Vec<&str> = (0..rewritten.len())
+            .map(|j| if i == j { rewritten[i].as_str() } else { "*" })
             .collect();
-        p.parse(&probe.join(" ")).is_err().then_some(names[i])
+        p.parse(&probe.join(" ")).is_err()
     })
 }
 
@@ -168,9 +163,9 @@ fn compile(text: &str) -> Option<Cron> {
     parser().parse(text).ok()
 }
 
-/// The text croner parses for `expr` (macros resolved, fields separated by one space), once
-/// croner has accepted it.
-fn cron_text(expr: &str) -> Result<String, ScheduleError> {
+/// The text croner parses for `expr` (macros resolved, fields rewritten and separated by one
+/// space; `job` is the job's name, which `H` needs), once croner has accepted it.
+fn cron_text(expr: &str, job: Option<&str>) -> Result<String, ScheduleError> {
     let trimmed = expr.trim();
     let lowered = trimmed.to_ascii_lowercase();
     let text = match lowered.as_str() {
@@ -191,47 +186,70 @@ fn cron_text(expr: &str) -> Result<String, ScheduleError> {
         });
     }
     let fields: Vec<&str> = text.split_whitespace().collect();
-    if !(5..=7).contains(&fields.len()) {
+    if let Some(extra) = fields.get(7..).filter(|extra| !extra.is_empty()) {
+        return Err(ScheduleError::expr(format!(
+            "{} fields; at most 7 (sec min hour dom month dow year): {:?} after the year {} \
+             extra (the seed's cronexpr ignored such fields without a word); remove {}",
+            fields.len(),
+            extra.join(" "),
+            if extra.len() == 1 { "is" } else { "are" },
+            if extra.len() == 1 { "it" } else { "them" },
+        )));
+    }
+    let Some(layout) = fields::layout(fields.len()) else {
         return Err(ScheduleError::expr(format!(
             "expected 5 fields (min hour dom month dow), 6 (sec min hour dom month dow) or 7 \
              (sec min hour dom month dow year), got {}",
             fields.len()
         )));
-    }
-    let text = fields.join(" ");
-    parser().parse(&text).map(|_| text).map_err(|e| {
-        let detail = e.to_string();
-        match blame_field(&fields) {
-            Some(name) => ScheduleError {
-                field: format!("cronExpr.{name}"),
-                message: format!(
-                    "invalid {name} field {:?}: {detail}",
-                    field_of(&fields, name)
-                ),
-            },
-            None => ScheduleError::expr(detail),
-        }
-    })
-}
-
-fn field_of<'a>(fields: &[&'a str], name: &str) -> &'a str {
-    let names: &[&str] = match fields.len() {
-        5 => &FIELD_NAMES_5,
-        6 => &FIELD_NAMES_6,
-        _ => &FIELD_NAMES_7,
     };
-    names
+    let rewritten = layout
         .iter()
-        .position(|n| *n == name)
-        .and_then(|i| fields.get(i))
-        .copied()
-        .unwrap_or("")
+        .zip(&fields)
+        .map(|(field, text)| fields::rewrite(*field, text, job))
+        .collect::<Result<Vec<_>, _>>()?;
+    let text = rewritten.join(" ");
+    parser()
+        .parse(&text)
+        .map(|_| text)
+        .map_err(|e| match blame_field(&rewritten) {
+            Some(i) => layout[i].error(fields[i], e),
+            None => ScheduleError::expr(e.to_string()),
+        })
 }
 
 impl Schedule {
     /// Parses `expr` in time zone `time_zone` (empty = UTC) and checks that it has a fire time
-    /// after `now`.
+    /// after `now`. Without a job's name, `H` is refused (the error names `name`); see
+    /// [`Schedule::parse_for_at`].
     pub fn parse_at(
+        expr: &str,
+        time_zone: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Self, ScheduleError> {
+        Self::parse_inner(None, expr, time_zone, now)
+    }
+
+    /// Parses `expr` of the job named `job` in time zone `time_zone` (empty = UTC), its `H` forms
+    /// hashed from `job` (see the crate's documentation), and checks that it has a fire time
+    /// after `now`.
+    pub fn parse_for_at(
+        job: &str,
+        expr: &str,
+        time_zone: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Self, ScheduleError> {
+        Self::parse_inner(Some(job), expr, time_zone, now)
+    }
+
+    /// Parses `expr` of the job named `job` in `time_zone` and checks it has a fire time after
+    /// the current time.
+    pub fn parse_for(job: &str, expr: &str, time_zone: &str) -> Result<Self, ScheduleError> {
+        Self::parse_for_at(job, expr, time_zone, Utc::now())
+    }
+
+    fn parse_inner(
+        job: Option<&str>,
         expr: &str,
         time_zone: &str,
         now: DateTime<Utc>,
@@ -245,7 +263,7 @@ impl Schedule {
             Some(head) if head.eq_ignore_ascii_case("@every") => {
                 Rule::Every(parse_every(&trimmed[6..])?)
             }
-            _ => Rule::Cron(cron_text(trimmed)?),
+            _ => Rule::Cron(cron_text(trimmed, job)?),
         };
         let schedule = Self {
             expr: trimmed.to_owned(),
@@ -261,7 +279,8 @@ impl Schedule {
         Ok(schedule)
     }
 
-    /// Parses `expr` in `time_zone` and checks it has a fire time after the current time.
+    /// Parses `expr` in `time_zone` and checks it has a fire time after the current time; `H`
+    /// is refused, as in [`Schedule::parse_at`].
     pub fn parse(expr: &str, time_zone: &str) -> Result<Self, ScheduleError> {
         Self::parse_at(expr, time_zone, Utc::now())
     }

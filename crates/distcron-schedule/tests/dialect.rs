@@ -130,6 +130,189 @@ fn accepted_forms_fire_when_expected() {
     }
 }
 
+/// Expressions the seed's cronexpr accepted, with the fire times its documentation gives them.
+#[test]
+fn cronexpr_expressions_keep_their_meaning() {
+    let cases: &[(&str, &[&str])] = &[
+        // Full day and month names, any case, in their own field.
+        (
+            "0 0 * * friday",
+            &["2026-01-02T00:00:00+00:00", "2026-01-09T00:00:00+00:00"],
+        ),
+        ("0 0 1 january *", &["2027-01-01T00:00:00+00:00"]),
+        ("0 0 * * SUNDAY", &["2026-01-04T00:00:00+00:00"]),
+        ("0 9 * jun-August Saturday", &["2026-06-06T09:00:00+00:00"]),
+        (
+            "0 0 * * sat-sun",
+            &["2026-01-03T00:00:00+00:00", "2026-01-04T00:00:00+00:00"],
+        ),
+        ("0 0 * Mar Tue", &["2026-03-03T00:00:00+00:00"]),
+        // N/S is N-last/S in every field: from March, every 3 months, on the weekday nearest
+        // the 15th.
+        (
+            "30 3 15W 3/3 *",
+            &[
+                "2026-03-16T03:30:00+00:00",
+                "2026-06-15T03:30:00+00:00",
+                "2026-09-15T03:30:00+00:00",
+                "2026-12-15T03:30:00+00:00",
+                "2027-03-15T03:30:00+00:00",
+            ],
+        ),
+        (
+            "10/20 * * * *",
+            &[
+                "2026-01-01T00:10:00+00:00",
+                "2026-01-01T00:30:00+00:00",
+                "2026-01-01T00:50:00+00:00",
+                "2026-01-01T01:10:00+00:00",
+            ],
+        ),
+        (
+            "0 0 * * 1/2",
+            &[
+                "2026-01-02T00:00:00+00:00",
+                "2026-01-05T00:00:00+00:00",
+                "2026-01-07T00:00:00+00:00",
+                "2026-01-09T00:00:00+00:00",
+            ],
+        ),
+        (
+            "45/5 0 0 * * *",
+            &[
+                "2026-01-01T00:00:45+00:00",
+                "2026-01-01T00:00:50+00:00",
+                "2026-01-01T00:00:55+00:00",
+                "2026-01-02T00:00:45+00:00",
+            ],
+        ),
+    ];
+    for (expr, want) in cases {
+        assert_eq!(
+            next_n(expr, "", "2026-01-01T00:00:00Z", want.len()),
+            *want,
+            "{expr:?}"
+        );
+    }
+}
+
+/// Six-field expressions from the seed, converted to the stored form, fire as cronexpr fired them
+/// (`min hour dom month dow year`, seconds 0).
+#[test]
+fn seed_six_field_expressions_keep_their_meaning_once_converted() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "*/5 * * * * *",
+            "0 */5 * * * * *",
+            &["2026-01-01T00:05:00+00:00", "2026-01-01T00:10:00+00:00"],
+        ),
+        (
+            "0 12 * * * 2027",
+            "0 0 12 * * * 2027",
+            &["2027-01-01T12:00:00+00:00", "2027-01-02T12:00:00+00:00"],
+        ),
+        (
+            "30 3 15W 3/3 * *",
+            "0 30 3 15W 3/3 * *",
+            &["2026-03-16T03:30:00+00:00", "2026-06-15T03:30:00+00:00"],
+        ),
+        (
+            "0 0 1 january * 2028",
+            "0 0 0 1 january * 2028",
+            &["2028-01-01T00:00:00+00:00"],
+        ),
+        // Five fields mean the same to both and are stored as given.
+        ("0 9 * * mon", "0 9 * * mon", &["2026-01-05T09:00:00+00:00"]),
+    ];
+    for (seed, stored, want) in cases {
+        assert_eq!(distcron_schedule::seed_to_stored(seed), *stored, "{seed:?}");
+        assert_eq!(
+            next_n(stored, "", "2026-01-01T00:00:00Z", want.len()),
+            *want,
+            "{seed:?}"
+        );
+    }
+}
+
+/// `H` values of job `backup.daily`: 64-bit FNV-1a of `backup.daily/<field>`, written out so
+/// that a change of hash or of formula fails here (every worker and jobsvc must agree).
+#[test]
+fn hashed_fields_are_stable_for_a_name() {
+    let cases: &[(&str, &[&str])] = &[
+        // minute: hash % 60 = 29.
+        (
+            "H * * * *",
+            &["2026-01-01T00:29:00+00:00", "2026-01-01T01:29:00+00:00"],
+        ),
+        // hour: 2 + hash % 4 = 5.
+        (
+            "H H(2-5) * * *",
+            &["2026-01-01T05:29:00+00:00", "2026-01-02T05:29:00+00:00"],
+        ),
+        // second: starts at hash % 15 = 6, every 15.
+        (
+            "H/15 * * * * *",
+            &[
+                "2026-01-01T00:00:06+00:00",
+                "2026-01-01T00:00:21+00:00",
+                "2026-01-01T00:00:36+00:00",
+                "2026-01-01T00:00:51+00:00",
+                "2026-01-01T00:01:06+00:00",
+            ],
+        ),
+        // minute: starts at hash % 10 = 9, every 10 up to 29.
+        (
+            "h(0-29)/10 * * * *",
+            &[
+                "2026-01-01T00:09:00+00:00",
+                "2026-01-01T00:19:00+00:00",
+                "2026-01-01T00:29:00+00:00",
+                "2026-01-01T01:09:00+00:00",
+            ],
+        ),
+        // day of month: 1 + hash % 28 = 19.
+        (
+            "0 0 H * *",
+            &["2026-01-19T00:00:00+00:00", "2026-02-19T00:00:00+00:00"],
+        ),
+        // day of week: hash % 7 = 0, Sunday.
+        ("0 0 * * H", &["2026-01-04T00:00:00+00:00"]),
+        // month: 1 + hash % 12 = 10.
+        ("0 0 1 H *", &["2026-10-01T00:00:00+00:00"]),
+    ];
+    for (expr, want) in cases {
+        let s = Schedule::parse_for_at("backup.daily", expr, "", start())
+            .unwrap_or_else(|e| panic!("{expr:?} should parse: {e}"));
+        let got: Vec<String> = s
+            .upcoming(start(), want.len())
+            .iter()
+            .map(|t| t.to_rfc3339())
+            .collect();
+        assert_eq!(got, *want, "{expr:?}");
+    }
+    // Without the job's name there is nothing to hash: the error names the missing field.
+    let e = Schedule::parse_at("H * * * *", "", start()).err();
+    assert_eq!(e.map(|e| e.field), Some("name".to_owned()));
+    let e = Schedule::parse_for_at("j", "H(50-70) * * * *", "", start()).err();
+    assert_eq!(e.map(|e| e.field), Some("cronExpr.minute".to_owned()));
+}
+
+#[test]
+fn hashed_fields_spread_jobs_over_the_hour() {
+    let mut per_minute = [0u32; 60];
+    for i in 0..1200 {
+        let s = Schedule::parse_for_at(&format!("job-{i}"), "H * * * *", "", start())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let next = s.next_after(start()).unwrap_or_else(|| panic!("job-{i}"));
+        per_minute[usize::try_from((next - start()).num_minutes()).unwrap_or(0) % 60] += 1;
+    }
+    // 20 a minute on average; a herd would show as a full minute and empty ones.
+    assert!(
+        per_minute.iter().all(|n| (5..=40).contains(n)),
+        "{per_minute:?}"
+    );
+}
+
 #[test]
 fn dst_gaps_fire_once_after_the_gap() {
     // Europe/Berlin springs forward 02:00 -> 03:00 on 2026-03-29: 02:30 does not exist.
@@ -186,10 +369,32 @@ fn rejections_name_the_field() {
         ("* * * 13 *", "", "cronExpr.month", "13"),
         ("* * * * 8", "", "cronExpr.dayOfWeek", "8"),
         ("* * * * FOO", "", "cronExpr.dayOfWeek", "FOO"),
+        ("MON * * * *", "", "cronExpr.minute", "MON"),
+        ("0 0 * * may", "", "cronExpr.dayOfWeek", "not a weekday"),
+        ("0 0 1 fri *", "", "cronExpr.month", "not a month"),
+        (
+            "*/60 * * * * *",
+            "",
+            "cronExpr.second",
+            "use \"@every 60s\" for an interval that does not divide a minute",
+        ),
+        ("0 2-20/61 * * * *", "", "cronExpr.minute", "@every 61m"),
+        ("0 0 * */12 *", "", "cronExpr.month", "list the months"),
         ("60 * * * * *", "", "cronExpr.second", "60"),
         ("0 0 0 1 1 * abc", "", "cronExpr.year", "abc"),
         ("* * *", "", "cronExpr", "got 3"),
-        ("* * * * * * * *", "", "cronExpr", "got 8"),
+        (
+            "* * * * * * * *",
+            "",
+            "cronExpr",
+            "8 fields; at most 7 (sec min hour dom month dow year): \"*\" after the year is extra",
+        ),
+        (
+            "0 0 12 * * * 2027 x 9",
+            "",
+            "cronExpr",
+            "\"x 9\" after the year are extra",
+        ),
         ("", "", "cronExpr", "empty"),
         ("   ", "", "cronExpr", "empty"),
         ("@reboot", "", "cronExpr", "@reboot"),

@@ -287,8 +287,12 @@ impl pb::job_service_server::JobService for JobService {
                 .single()
                 .ok_or_else(|| invalid_argument(FieldError::new("afterMs", "out of range")))?
         };
-        let schedule = Schedule::parse_at(&req.cron_expr, &req.time_zone, after)
-            .map_err(|e| invalid_argument(FieldError::new(e.field, e.message)))?;
+        let schedule = if req.name.is_empty() {
+            Schedule::parse_at(&req.cron_expr, &req.time_zone, after)
+        } else {
+            Schedule::parse_for_at(&req.name, &req.cron_expr, &req.time_zone, after)
+        }
+        .map_err(|e| invalid_argument(FieldError::new(e.field, e.message)))?;
         let times = schedule.upcoming(after, count);
         Ok(Response::new(pb::PreviewScheduleResponse {
             fire_times_ms: times.iter().map(|t| t.timestamp_millis()).collect(),

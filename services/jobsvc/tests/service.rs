@@ -547,6 +547,7 @@ async fn preview_returns_fire_times_or_the_field_error() {
             time_zone: "Europe/Berlin".into(),
             count: 3,
             after_ms: after,
+            ..Default::default()
         })
         .await
         .unwrap()
