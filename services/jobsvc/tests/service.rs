@@ -311,6 +311,9 @@ async fn seed_era_values_load_with_defaults() {
         .unwrap()
         .into_inner();
     assert_eq!(got.command, "echo hello");
+    // Six fields in a seed-era value mean what the seed meant (every 5 minutes), shown in the
+    // stored seven-field form.
+    assert_eq!(got.cron_expr, "0 */5 * * * * *");
     assert_eq!(got.enabled, Some(true));
     assert_eq!(got.overlap_policy, pb::OverlapPolicy::Forbid as i32);
     assert_eq!(got.time_zone, "");
@@ -328,7 +331,7 @@ async fn seed_era_values_load_with_defaults() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(resp.previous.unwrap().cron_expr, "*/5 * * * * *");
+    assert_eq!(resp.previous.unwrap().cron_expr, "0 */5 * * * * *");
     assert!(resp.job.unwrap().created_at_ms > 0);
     h.shutdown().await;
 }
