@@ -213,7 +213,17 @@ async fn drain(
     let mut progress = (0, Instant::now());
     loop {
         let polled = Instant::now();
-        let runs = runs_in_window(&bench.stack.mongo.uri(), prefix, from_ms, to_ms).await?;
+        // The Mongo-wire server may miss its client's heartbeats while it stores a backlog: a
+        // failed poll is retried (until the deadline), not the end of the scenario.
+        let runs = match runs_in_window(&bench.stack.mongo.uri(), prefix, from_ms, to_ms).await {
+            Ok(runs) => runs,
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "reading the run store failed; polling again");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         // The Mongo-wire server also stores the runs being waited for: polling takes at most a
         // third of its time.
         let pause = Duration::from_secs(1).max(polled.elapsed() * 2);
