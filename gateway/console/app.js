@@ -48,6 +48,18 @@ function fmtDuration(run) {
   return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
 }
 
+// A time for a datetime-local input (this browser's zone, to the second), and back to ms.
+function localInput(ms) {
+  if (!ms) return "";
+  return fmtTime(ms).replace(" ", "T");
+}
+
+function fromLocalInput(value) {
+  if (!value) return null;
+  const ms = new Date(value).getTime();
+  return Number.isNaN(ms) ? null : ms;
+}
+
 function statusBadge(status) {
   return el("span", { class: `status ${status || ""}`, text: status || "—" });
 }
@@ -151,7 +163,8 @@ function jobRow(job) {
       el("div", {}, el("code", { class: "muted", text: job.command }))),
     el("td", {}, el("code", { text: job.cronExpr }), description),
     el("td", { text: job.timeZone || "UTC" }),
-    el("td", { text: job.enabled ? "yes" : "paused" }),
+    el("td", {}, job.done ? el("span", { class: "status done", title: "Will never fire again", text: "done" })
+      : job.enabled ? "yes" : "paused"),
     last, next,
     el("td", { class: "actions" },
       may("operator") ? el("button", { type: "button", text: "Run now", onclick: () => act(`/api/v1/jobs/${enc(job.name)}/trigger`, `Started ${job.name}`) }) : null, " ",
@@ -166,8 +179,11 @@ function jobRow(job) {
   api("GET", `/api/v1/jobs/${enc(job.name)}/stats`).then((s) => {
     last.replaceChildren(s.lastRun ? statusBadge(s.lastRun.status) : "—", s.lastRun ? ` ${fmtTime(s.lastRun.startTime)}` : "");
   }).catch(() => { last.textContent = "?"; });
-  if (job.enabled) {
-    api("POST", "/api/v1/schedule/preview", { cronExpr: job.cronExpr, timeZone: job.timeZone, name: job.name, count: 1 }).then((p) => {
+  if (job.done) {
+    next.textContent = "never (done)";
+  } else if (job.enabled) {
+    api("POST", "/api/v1/schedule/preview", { cronExpr: job.cronExpr, timeZone: job.timeZone, name: job.name, count: 1,
+      startAt: job.startAt, endAt: job.endAt }).then((p) => {
       next.textContent = p.fireTimesMs.length ? fmtTime(p.fireTimesMs[0]) : "never";
       description.textContent = p.description || "";
     }).catch(() => { next.textContent = "?"; });
@@ -211,6 +227,8 @@ async function editorPage(name) {
   command.value = job.command;
   const cron = input("cronExpr", job.cronExpr, { required: true, autocomplete: "off", placeholder: "*/5 * * * *" });
   const tz = input("timeZone", job.timeZone, { list: "zones", placeholder: "UTC", autocomplete: "off" });
+  const startAt = input("startAt", localInput(job.startAt), { type: "datetime-local", step: 1 });
+  const endAt = input("endAt", localInput(job.endAt), { type: "datetime-local", step: 1 });
   const zones = el("datalist", { id: "zones" }, (Intl.supportedValuesOf ? Intl.supportedValuesOf("timeZone") : []).map((z) => el("option", { value: z })));
   const timeout = input("timeoutSeconds", job.timeoutSeconds, { type: "number", min: 0 });
   const overlap = select("overlapPolicy", job.overlapPolicy, ["forbid", "allow", "replace"]);
@@ -232,14 +250,17 @@ async function editorPage(name) {
       errors.cronExpr.textContent = "";
       errors.timeZone.textContent = "";
       errors.name.textContent = "";
+      errors.startAt.textContent = "";
+      errors.endAt.textContent = "";
       if (!cron.value.trim()) { fires.replaceChildren(); return; }
       try {
-        const p = await api("POST", "/api/v1/schedule/preview", { cronExpr: cron.value, timeZone: tz.value, name: nameInput.value, count: 5 });
+        const p = await api("POST", "/api/v1/schedule/preview", { cronExpr: cron.value, timeZone: tz.value, name: nameInput.value, count: 5,
+          startAt: fromLocalInput(startAt.value), endAt: fromLocalInput(endAt.value) });
         fires.replaceChildren(...(p.description ? [el("li", { class: "muted", text: p.description })] : []),
           ...p.fireTimes.map((t) => el("li", { class: "fire", text: t })));
       } catch (err) {
         fires.replaceChildren();
-        const target = err.field === "timeZone" ? errors.timeZone : err.field === "name" ? errors.name : errors.cronExpr;
+        const target = ["timeZone", "name", "startAt", "endAt"].includes(err.field) ? errors[err.field] : errors.cronExpr;
         target.textContent = err.message;
       }
     }, 250);
@@ -247,6 +268,8 @@ async function editorPage(name) {
   cron.addEventListener("input", preview);
   tz.addEventListener("input", preview);
   nameInput.addEventListener("input", preview);
+  startAt.addEventListener("input", preview);
+  endAt.addEventListener("input", preview);
   const formError = el("div", { class: "field-error wide", id: "form-error" });
   const form = el("form", { class: "editor", novalidate: true, onsubmit: async (e) => {
     e.preventDefault();
@@ -270,7 +293,8 @@ async function editorPage(name) {
     }
     const body = { name: nameInput.value, command: command.value, cronExpr: cron.value, timeZone: tz.value,
       timeoutSeconds: Number(timeout.value) || 0, overlapPolicy: overlap.value, missedPolicy: missed.value,
-      missedWindowSeconds: Number(windowInput.value) || 0, env: envMap, secretEnv: secretMap };
+      missedWindowSeconds: Number(windowInput.value) || 0, env: envMap, secretEnv: secretMap,
+      startAt: fromLocalInput(startAt.value), endAt: fromLocalInput(endAt.value) };
     try {
       if (name) await api("PUT", `/api/v1/jobs/${enc(name)}`, Object.assign(body, { expectedRevision: job.revision }));
       else await api("POST", "/api/v1/jobs", body);
@@ -283,10 +307,12 @@ async function editorPage(name) {
     }
   } },
   field("name", "Name", nameInput, "Letters, digits, dot, dash, underscore"),
-  field("cronExpr", "Schedule", cron, "5 fields (minute…), 6 (with seconds) or 7 (with year); @daily, @every 5m", false),
+  field("cronExpr", "Schedule", cron, "5 fields (minute…), 6 (with seconds) or 7 (with year); @daily, @every 5m; once: @at 2027-01-01T09:00:00Z", false),
   field("command", "Command", command, "Run as sh -c", true),
   field("timeZone", "Time zone", tz, "IANA name; empty means UTC"),
   el("div", {}, el("label", { text: "Next fire times" }), fires),
+  field("startAt", "Start at", startAt, "No run before this (your browser's time); empty = no bound"),
+  field("endAt", "End at", endAt, "No run after this; empty = no end. The job then shows as done"),
   field("timeoutSeconds", "Timeout (seconds, 0 = none)", timeout),
   field("overlapPolicy", "When the previous run is still running", overlap),
   field("missedPolicy", "Missed slots", missed),

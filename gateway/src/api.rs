@@ -570,6 +570,10 @@ pub struct PreviewBody {
     pub count: Option<u32>,
     /// The job's name, which `H` fields are hashed from; empty refuses `H`.
     pub name: String,
+    /// The job's `startAt`, ms since the epoch: no fire time before it.
+    pub start_at: Option<i64>,
+    /// The job's `endAt`, ms since the epoch: no fire time after it.
+    pub end_at: Option<i64>,
 }
 
 /// Next fire times.
@@ -603,6 +607,8 @@ pub async fn preview_schedule(
         count,
         after_ms: 0,
         name: body.name,
+        start_at_ms: body.start_at,
+        end_at_ms: body.end_at,
     };
     let r = state.backends.preview_schedule(&caller, req).await?;
     Ok(Json(PreviewAnswer {

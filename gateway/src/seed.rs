@@ -68,6 +68,9 @@ pub async fn save(
         Err(e) => return fail(format!("job: not a JSON job object: {e}")),
     };
     input.cron_expr = distcron_schedule::seed_to_stored(&input.cron_expr);
+    // The seed's job has no bounds: its routes keep its shape.
+    input.start_at = None;
+    input.end_at = None;
     let job = match input.to_proto() {
         Ok(j) => j,
         Err(e) => return fail(e.detail.message),

@@ -48,6 +48,16 @@ pub struct JobView {
     pub updated_at: i64,
     /// Store revision (for `expectedRevision`).
     pub revision: i64,
+    /// No slot before this, ms since the epoch; absent = no start bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<i64>,
+    /// No slot after this, ms since the epoch; absent = no end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_at: Option<i64>,
+    /// The job will never fire again: no slot after now, and its last slot was claimed or
+    /// settled (an `@at` job after its run, a job past its `endAt`). Kept until deleted.
+    #[serde(default)]
+    pub done: bool,
 }
 
 fn overlap_name(v: i32) -> &'static str {
@@ -88,6 +98,9 @@ impl From<jobs::Job> for JobView {
             created_at: j.created_at_ms,
             updated_at: j.updated_at_ms,
             revision: j.revision,
+            start_at: j.start_at_ms,
+            end_at: j.end_at_ms,
+            done: j.done,
         }
     }
 }
@@ -125,6 +138,11 @@ pub struct JobInput {
     pub secret_env: Option<BTreeMap<String, String>>,
     /// Unix user.
     pub user: String,
+    /// No slot before this, ms since the epoch; absent = no start bound.
+    pub start_at: Option<i64>,
+    /// No slot after this, ms since the epoch; absent = no end. Must be after `startAt`; an end
+    /// in the past is refused.
+    pub end_at: Option<i64>,
     /// Compare-and-swap: update only if the stored revision is this (0 = create only).
     pub expected_revision: Option<i64>,
 }
@@ -170,6 +188,8 @@ impl JobInput {
                 values: values.clone().into_iter().collect(),
             }),
             user: self.user.clone(),
+            start_at_ms: self.start_at,
+            end_at_ms: self.end_at,
             ..Default::default()
         })
     }

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use chrono::{DateTime, TimeZone, Utc};
 use distcron_proto::jobs::v1 as pb;
 use distcron_schedule::Schedule;
 use serde::{Deserialize, Serialize};
@@ -65,6 +66,12 @@ pub struct JobDefinition {
     /// IANA time zone; empty = UTC.
     #[serde(default)]
     pub time_zone: String,
+    /// No slot before this, ms since the epoch; `None` = no start bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<i64>,
+    /// No slot after this, ms since the epoch; `None` = no end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_at: Option<i64>,
     /// Whether slots are scheduled.
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -132,6 +139,17 @@ impl FieldError {
     }
 }
 
+/// The instant of a time field (`startAt`, `endAt`) given in ms since the epoch, `None` when the
+/// field is absent; out of range is an error naming `field`.
+pub fn instant(field: &str, ms: Option<i64>) -> Result<Option<DateTime<Utc>>, FieldError> {
+    ms.map(|ms| {
+        Utc.timestamp_millis_opt(ms)
+            .single()
+            .ok_or_else(|| FieldError::new(field, format!("{ms} ms is out of range")))
+    })
+    .transpose()
+}
+
 /// Checks a job name: `[A-Za-z0-9._-]{1,128}`, not `.` or `..`.
 pub fn validate_name(name: &str) -> Result<(), FieldError> {
     if name.is_empty() {
@@ -182,6 +200,8 @@ impl JobDefinition {
             command: command.into(),
             cron_expr: cron_expr.into(),
             time_zone: String::new(),
+            start_at: None,
+            end_at: None,
             enabled: true,
             timeout_seconds: 0,
             overlap_policy: OverlapPolicy::default(),
@@ -197,7 +217,30 @@ impl JobDefinition {
         }
     }
 
-    /// Checks every field; returns the parsed schedule, or the first field that is wrong.
+    /// Checks every field as a save does, and that the job fires after `now`: an `@at` in the
+    /// past, an `endAt` in the past or an expression with no slot to come is refused, naming the
+    /// field. Returns the parsed schedule, or the first field that is wrong.
+    pub fn validate_for_save(&self, now: DateTime<Utc>) -> Result<Schedule, FieldError> {
+        let schedule = self.validate()?;
+        schedule
+            .check_fires_after(now)
+            .map_err(|e| FieldError::new(e.field, e.message))?;
+        Ok(schedule)
+    }
+
+    /// The parsed schedule within `startAt` and `endAt`, whatever the time: a stored job whose
+    /// last slot has passed has a schedule with no more slots, not an invalid one.
+    pub fn schedule(&self) -> Result<Schedule, FieldError> {
+        let start = instant("startAt", self.start_at)?;
+        let end = instant("endAt", self.end_at)?;
+        Schedule::parse_stored_for(&self.name, &self.cron_expr, &self.time_zone)
+            .and_then(|s| s.with_bounds(start, end))
+            .map_err(|e| FieldError::new(e.field, e.message))
+    }
+
+    /// Checks every field of a stored definition, whatever the time (see
+    /// [`Self::validate_for_save`] for what a save checks besides); returns the parsed schedule
+    /// ([`Self::schedule`]), or the first field that is wrong.
     pub fn validate(&self) -> Result<Schedule, FieldError> {
         validate_name(&self.name)?;
         if self.command.trim().is_empty() {
@@ -212,8 +255,7 @@ impl JobDefinition {
         if self.command.contains('\0') {
             return Err(FieldError::new("command", "must not contain NUL bytes"));
         }
-        let schedule = Schedule::parse_for(&self.name, &self.cron_expr, &self.time_zone)
-            .map_err(|e| FieldError::new(e.field, e.message))?;
+        let schedule = self.schedule()?;
         if self.timeout_seconds > MAX_SECONDS {
             return Err(FieldError::new(
                 "timeoutSeconds",
@@ -243,6 +285,18 @@ impl JobDefinition {
         {
             return Err(FieldError::new("workingDir", "must be an absolute path"));
         }
+        self.validate_env()?;
+        if !self.user.is_empty() && !is_user_name(&self.user) {
+            return Err(FieldError::new(
+                "user",
+                format!("{:?} is not a valid user name", self.user),
+            ));
+        }
+        Ok(schedule)
+    }
+
+    /// Checks `env` and `secretEnv`: names, values, and their count and size together.
+    fn validate_env(&self) -> Result<(), FieldError> {
         if self.env.len() + self.secret_env.len() > MAX_ENV_VARS {
             return Err(FieldError::new(
                 "env",
@@ -282,13 +336,7 @@ impl JobDefinition {
                 format!("at most {MAX_ENV_BYTES} bytes in all (env and secretEnv together)"),
             ));
         }
-        if !self.user.is_empty() && !is_user_name(&self.user) {
-            return Err(FieldError::new(
-                "user",
-                format!("{:?} is not a valid user name", self.user),
-            ));
-        }
-        Ok(schedule)
+        Ok(())
     }
 
     /// Parses a stored value. A seed-era value (no keys but name, command and cronExpr, as the
@@ -352,12 +400,16 @@ impl JobDefinition {
             created_at_ms: self.created_at,
             updated_at_ms: self.updated_at,
             revision,
+            start_at_ms: self.start_at,
+            end_at_ms: self.end_at,
+            // Computed where the ledger is known (jobsvc).
+            done: false,
         }
     }
 
     /// A definition from a gRPC message. `enabled` absent becomes `default_enabled`; output-only
-    /// fields (times, revision) are ignored. Unknown enum values are rejected naming the field.
-    /// `secret_env` is taken as sent, empty values included: [`Self::resolve_secret_env`] then
+    /// fields (times, revision, done) are ignored. Unknown enum values are rejected naming the
+    /// field. `secret_env` is taken as sent, empty values included: [`Self::resolve_secret_env`] then
     /// fills them in from the stored definition.
     pub fn from_proto(job: &pb::Job, default_enabled: bool) -> Result<Self, FieldError> {
         let overlap_policy = match pb::OverlapPolicy::try_from(job.overlap_policy) {
@@ -387,6 +439,8 @@ impl JobDefinition {
             command: job.command.clone(),
             cron_expr: job.cron_expr.clone(),
             time_zone: job.time_zone.clone(),
+            start_at: job.start_at_ms,
+            end_at: job.end_at_ms,
             enabled: job.enabled.unwrap_or(default_enabled),
             timeout_seconds: job.timeout_seconds,
             overlap_policy,
@@ -621,16 +675,95 @@ mod tests {
                 "env.1BAD",
             ),
             (Box::new(|j| j.user = "Root User".into()), "user"),
+            (
+                Box::new(|j| j.cron_expr = "@at 2020-01-01T00:00:00Z".into()),
+                "cronExpr",
+            ),
+            (Box::new(|j| j.end_at = Some(1_000)), "endAt"),
+            (Box::new(|j| j.start_at = Some(i64::MAX)), "startAt"),
+            (
+                Box::new(|j| {
+                    j.start_at = Some(4_102_444_800_000);
+                    j.end_at = Some(4_102_444_800_000);
+                }),
+                "endAt",
+            ),
         ];
         for (mutate, field) in cases {
             let mut j = job();
             mutate(&mut j);
-            match j.validate() {
+            match j.validate_for_save(Utc::now()) {
                 Ok(_) => panic!("expected {field} to be rejected"),
                 Err(e) => assert_eq!(e.field, field, "{e}"),
             }
         }
-        assert!(job().validate().is_ok());
+        assert!(job().validate_for_save(Utc::now()).is_ok());
+    }
+
+    #[test]
+    fn a_stored_job_past_its_last_slot_is_valid_but_cannot_be_saved() {
+        let at = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .expect("test time")
+                .with_timezone(&Utc)
+        };
+        let mut once = JobDefinition::new("once", "true", "@at 2027-01-01T09:00:00+01:00");
+        let before = at("2026-06-01T00:00:00Z");
+        let after = at("2027-06-01T00:00:00Z");
+        let schedule = once
+            .validate_for_save(before)
+            .expect("saved before its instant");
+        assert_eq!(
+            schedule.next_after(before),
+            Some(at("2027-01-01T08:00:00Z"))
+        );
+        // After its instant a worker still reads it: no more slots, not invalid.
+        assert!(once.validate().expect("stored").next_after(after).is_none());
+        let e = once.validate_for_save(after).expect_err("in the past");
+        assert_eq!(e.field, "cronExpr");
+        assert!(e.message.contains("is in the past"), "{e}");
+
+        // The same for an end: bounds apply to every slot.
+        once.cron_expr = "0 * * * *".into();
+        once.start_at = Some(at("2027-01-01T00:30:00Z").timestamp_millis());
+        once.end_at = Some(at("2027-01-01T03:00:00Z").timestamp_millis());
+        let slots: Vec<_> = once
+            .validate_for_save(before)
+            .expect("bounded")
+            .times_after(before)
+            .map(|t| t.to_rfc3339())
+            .collect();
+        assert_eq!(
+            slots,
+            [
+                "2027-01-01T01:00:00+00:00",
+                "2027-01-01T02:00:00+00:00",
+                "2027-01-01T03:00:00+00:00"
+            ]
+        );
+        assert!(once.validate().expect("stored").next_after(after).is_none());
+        let e = once.validate_for_save(after).expect_err("ended");
+        assert_eq!(e.field, "endAt");
+        assert!(e.message.contains("is in the past"), "{e}");
+    }
+
+    #[test]
+    fn bounds_round_trip_and_are_left_out_when_absent() {
+        let plain = String::from_utf8(job().to_json()).expect("utf8");
+        assert!(
+            !plain.contains("startAt") && !plain.contains("endAt"),
+            "{plain}"
+        );
+        let mut j = job();
+        j.start_at = Some(1_800_000_000_000);
+        j.end_at = Some(1_900_000_000_000);
+        let json = String::from_utf8(j.to_json()).expect("utf8");
+        assert!(json.contains("\"startAt\":1800000000000"), "{json}");
+        assert!(json.contains("\"endAt\":1900000000000"), "{json}");
+        assert_eq!(JobDefinition::from_json(json.as_bytes()).expect("parse"), j);
+        let p = j.to_proto(3);
+        assert_eq!((p.start_at_ms, p.end_at_ms), (j.start_at, j.end_at));
+        assert_eq!(JobDefinition::from_proto(&p, true).expect("valid"), j);
     }
 
     #[test]

@@ -124,13 +124,14 @@ pub struct SavedJob {
 /// revision a conflict is [`JobError::RevisionChanged`]; without, the save reads and retries
 /// until it replaces what it read ([`JobError::ChangingTooFast`] after 16 attempts). Each attempt
 /// merges the definition with the stored one (creation time, `enabled`, kept secrets) and
-/// validates the result.
+/// validates the result as a save must ([`JobDefinition::validate_for_save`]: it must fire after
+/// now).
 pub async fn save_job(
     store: &dyn KvStore,
     keys: &Keys,
     save: &JobSave,
 ) -> Result<SavedJob, JobError> {
-    save.job.validate()?;
+    save.job.validate_for_save(chrono::Utc::now())?;
     let name = &save.job.name;
     let key = keys.job(name);
     for _ in 0..MAX_CAS_ATTEMPTS {
@@ -194,7 +195,7 @@ fn merged(save: &JobSave, previous: Option<&JobDefinition>) -> Result<JobDefinit
         job.enabled = previous.is_none_or(|p| p.enabled);
     }
     job.resolve_secret_env(save.secret_env_sent, previous)?;
-    job.validate()?;
+    job.validate_for_save(chrono::Utc::now())?;
     Ok(job)
 }
 

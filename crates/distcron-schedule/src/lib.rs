@@ -9,6 +9,7 @@
 //! | 7 fields | `sec min hour dom month dow year` |
 //! | macros | `@yearly` (`@annually`), `@monthly`, `@weekly`, `@daily` (`@midnight`), `@hourly` |
 //! | interval | `@every <duration>`, e.g. `@every 90s`, `@every 1h30m` |
+//! | once | `@at <RFC 3339 time>`, e.g. `@at 2027-01-01T09:00:00Z`, `@at 2027-01-01T10:00:00+01:00` |
 //!
 //! Fields accept `*`, `?`, lists `,`, ranges `-`, steps `/`, month and weekday names (any case,
 //! full or three letters: `FRI`, `friday`, in the month and day-of-week fields only),
@@ -27,6 +28,18 @@
 //! `@every <d>` fires at the instants that are whole multiples of `d` since the Unix epoch, so every
 //! worker computes the same slots without sharing state; `d` is whole seconds, 1 s to 366 days.
 //!
+//! `@at <time>` has one slot, at that instant (the time's offset decides it; the time zone only
+//! shows it); once it has passed the schedule has no more slots.
+//!
+//! A schedule may be bounded ([`Schedule::with_bounds`], a job's `startAt` and `endAt`): no slot
+//! before the start or after the end (both included). The bounds filter the slots, they do not
+//! shift them: `@every 1h` from 10:30 fires at 11:00, 12:00, ...
+//!
+//! Parsing a stored job ([`Schedule::parse_stored_for`]) does not depend on the time: a schedule
+//! whose last slot has passed still parses, it just has no more slots. Saving checks that there
+//! is a slot to come ([`Schedule::check_fires_after`]; the `parse_*at` and `parse`/`parse_for`
+//! constructors do both).
+//!
 //! `H` (Jenkins) stands for a value hashed from the job's name, in every field: `H`, `H(a-b)`,
 //! `H/s`, `H(a-b)/s` (`H H(2-5) * * *`: a minute and an hour from 2 to 5 that are the job's own).
 //! The hash is 64-bit FNV-1a of `<job name>/<field>`; the forms and their values are in the
@@ -36,7 +49,7 @@
 //! that arrives through the seed's routes or in a seed-era stored job is converted with
 //! [`seed_to_stored`] (`*/5 * * * * *` → `0 */5 * * * * *`) and the seven-field form is stored.
 //!
-//! Parsing is done by [`croner`]; this crate adds `@every`, names the field that is wrong in
+//! Parsing is done by [`croner`]; this crate adds `@every`, `@at`, bounds, names the field that is wrong in
 //! errors, and rejects expressions with no future fire time and fields beyond the seventh.
 
 use std::fmt;
@@ -50,6 +63,7 @@ use croner::Cron;
 
 mod fields;
 mod hashed;
+mod once;
 mod seed;
 
 pub use seed::seed_to_stored;
@@ -87,14 +101,20 @@ enum Rule {
     /// possible year), which for a worker scheduling 10,000 jobs would be most of its memory.
     Cron(String),
     Every(Duration),
+    /// `@at`: one slot.
+    At(DateTime<Utc>),
 }
 
-/// A parsed, validated schedule in a time zone.
+/// A parsed, validated schedule in a time zone, optionally bounded.
 #[derive(Clone)]
 pub struct Schedule {
     expr: String,
     rule: Rule,
     tz: Tz,
+    /// No slot before this.
+    start: Option<DateTime<Utc>>,
+    /// No slot after this.
+    end: Option<DateTime<Utc>>,
 }
 
 impl fmt::Debug for Schedule {
@@ -102,6 +122,8 @@ impl fmt::Debug for Schedule {
         f.debug_struct("Schedule")
             .field("expr", &self.expr)
             .field("tz", &self.tz)
+            .field("start", &self.start)
+            .field("end", &self.end)
             .finish()
     }
 }
@@ -181,7 +203,7 @@ fn cron_text(expr: &str, job: Option<&str>) -> Result<String, ScheduleError> {
         return parser().parse(text).map(|_| text.to_owned()).map_err(|_| {
             ScheduleError::expr(format!(
                 "unknown macro {text:?}; use @yearly, @annually, @monthly, @weekly, @daily, \
-                 @midnight, @hourly or @every <duration>"
+                 @midnight, @hourly, @every <duration> or @at <time>"
             ))
         });
     }
@@ -218,6 +240,11 @@ fn cron_text(expr: &str, job: Option<&str>) -> Result<String, ScheduleError> {
         })
 }
 
+/// `t` as RFC 3339 in `tz`.
+fn shown(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz).to_rfc3339()
+}
+
 impl Schedule {
     /// Parses `expr` in time zone `time_zone` (empty = UTC) and checks that it has a fire time
     /// after `now`. Without a job's name, `H` is refused (the error names `name`); see
@@ -227,7 +254,9 @@ impl Schedule {
         time_zone: &str,
         now: DateTime<Utc>,
     ) -> Result<Self, ScheduleError> {
-        Self::parse_inner(None, expr, time_zone, now)
+        let schedule = Self::parse_inner(None, expr, time_zone)?;
+        schedule.check_fires_after(now)?;
+        Ok(schedule)
     }
 
     /// Parses `expr` of the job named `job` in time zone `time_zone` (empty = UTC), its `H` forms
@@ -239,7 +268,9 @@ impl Schedule {
         time_zone: &str,
         now: DateTime<Utc>,
     ) -> Result<Self, ScheduleError> {
-        Self::parse_inner(Some(job), expr, time_zone, now)
+        let schedule = Self::parse_stored_for(job, expr, time_zone)?;
+        schedule.check_fires_after(now)?;
+        Ok(schedule)
     }
 
     /// Parses `expr` of the job named `job` in `time_zone` and checks it has a fire time after
@@ -248,41 +279,111 @@ impl Schedule {
         Self::parse_for_at(job, expr, time_zone, Utc::now())
     }
 
-    fn parse_inner(
-        job: Option<&str>,
-        expr: &str,
-        time_zone: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Self, ScheduleError> {
+    /// Parses the stored expression `expr` of the job named `job` in `time_zone`, without the
+    /// check that it still fires: whatever the time, a valid expression parses, and one whose
+    /// last slot has passed (an `@at` in the past) has no more slots.
+    pub fn parse_stored_for(job: &str, expr: &str, time_zone: &str) -> Result<Self, ScheduleError> {
+        Self::parse_inner(Some(job), expr, time_zone)
+    }
+
+    /// Parses `expr` in `time_zone` as [`Schedule::parse_stored_for`] does, for no job: `H` is
+    /// refused, as in [`Schedule::parse_at`].
+    pub fn parse_stored(expr: &str, time_zone: &str) -> Result<Self, ScheduleError> {
+        Self::parse_inner(None, expr, time_zone)
+    }
+
+    fn parse_inner(job: Option<&str>, expr: &str, time_zone: &str) -> Result<Self, ScheduleError> {
         let tz = parse_time_zone(time_zone)?;
         let trimmed = expr.trim();
         if trimmed.is_empty() {
             return Err(ScheduleError::expr("must not be empty"));
         }
-        let rule = match trimmed.get(..6) {
-            Some(head) if head.eq_ignore_ascii_case("@every") => {
-                Rule::Every(parse_every(&trimmed[6..])?)
-            }
-            _ => Rule::Cron(cron_text(trimmed, job)?),
+        let rule = if let Some(rest) = strip_macro(trimmed, "@every") {
+            Rule::Every(parse_every(rest)?)
+        } else if let Some(rest) = strip_macro(trimmed, "@at") {
+            Rule::At(once::parse_at_time(rest)?)
+        } else {
+            Rule::Cron(cron_text(trimmed, job)?)
         };
-        let schedule = Self {
+        Ok(Self {
             expr: trimmed.to_owned(),
             rule,
             tz,
-        };
-        if schedule.next_after(now).is_none() {
-            return Err(ScheduleError::expr(format!(
-                "{trimmed:?} never fires after {}",
-                now.with_timezone(&tz).to_rfc3339()
-            )));
-        }
-        Ok(schedule)
+            start: None,
+            end: None,
+        })
     }
 
     /// Parses `expr` in `time_zone` and checks it has a fire time after the current time; `H`
     /// is refused, as in [`Schedule::parse_at`].
     pub fn parse(expr: &str, time_zone: &str) -> Result<Self, ScheduleError> {
         Self::parse_at(expr, time_zone, Utc::now())
+    }
+
+    /// The schedule with no slot before `start` or after `end` (each included when it is a slot
+    /// itself); `None` leaves that side open. An end not after the start is refused, naming
+    /// `endAt`.
+    pub fn with_bounds(
+        mut self,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> Result<Self, ScheduleError> {
+        if let (Some(start), Some(end)) = (start, end) {
+            if end <= start {
+                return Err(ScheduleError {
+                    field: "endAt".to_owned(),
+                    message: format!(
+                        "{} must be after startAt ({})",
+                        shown(end, self.tz),
+                        shown(start, self.tz)
+                    ),
+                });
+            }
+        }
+        self.start = start;
+        self.end = end;
+        Ok(self)
+    }
+
+    /// Checks that the schedule has a slot after `now`, as a save requires. The error names
+    /// what makes it never fire: `cronExpr` for an `@at` in the past or an expression with no
+    /// slot to come (within the bounds), `endAt` for an end in the past.
+    pub fn check_fires_after(&self, now: DateTime<Utc>) -> Result<(), ScheduleError> {
+        if self.next_after(now).is_some() {
+            return Ok(());
+        }
+        let when = shown(now, self.tz);
+        if let Rule::At(at) = self.rule {
+            if at <= now {
+                return Err(ScheduleError::expr(format!(
+                    "{:?} is in the past (now is {when}): it would never fire",
+                    self.expr
+                )));
+            }
+        }
+        if let Some(end) = self.end.filter(|end| *end <= now) {
+            return Err(ScheduleError {
+                field: "endAt".to_owned(),
+                message: format!(
+                    "{} is in the past (now is {when}): the job would never fire",
+                    shown(end, self.tz)
+                ),
+            });
+        }
+        let within = match (self.start, self.end) {
+            (None, None) => String::new(),
+            (Some(s), None) => format!(" from startAt {}", shown(s, self.tz)),
+            (None, Some(e)) => format!(" until endAt {}", shown(e, self.tz)),
+            (Some(s), Some(e)) => format!(
+                " between startAt {} and endAt {}",
+                shown(s, self.tz),
+                shown(e, self.tz)
+            ),
+        };
+        Err(ScheduleError::expr(format!(
+            "{:?} never fires after {when}{within}",
+            self.expr
+        )))
     }
 
     /// The expression as given (trimmed).
@@ -300,21 +401,33 @@ impl Schedule {
         self.times_after(t).next()
     }
 
-    /// The fire times strictly after `t`, in order (the expression is parsed once per call).
+    /// The fire times strictly after `t` and within the bounds, in order (the expression is
+    /// parsed once per call).
     pub fn times_after(&self, t: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
         let cron = match &self.rule {
             Rule::Cron(text) => compile(text),
-            Rule::Every(_) => None,
+            Rule::Every(_) | Rule::At(_) => None,
         };
-        let mut cursor = Some(t);
+        // Slots are whole milliseconds: strictly after the millisecond before the start is the
+        // start or later.
+        let from = match self.start {
+            Some(start) if start > t => start
+                .checked_sub_signed(chrono::TimeDelta::milliseconds(1))
+                .unwrap_or(t),
+            _ => t,
+        };
+        let end = self.end;
+        let mut cursor = Some(from);
         std::iter::from_fn(move || {
             let next = self.step(cron.as_ref(), cursor?);
             cursor = next;
             next
         })
+        .take_while(move |slot| end.is_none_or(|end| *slot <= end))
     }
 
-    /// The first fire time strictly after `t`; `cron` is the parsed expression of a cron rule.
+    /// The first fire time strictly after `t`, bounds aside; `cron` is the parsed expression of
+    /// a cron rule.
     fn step(&self, cron: Option<&Cron>, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match &self.rule {
             Rule::Every(d) => {
@@ -323,6 +436,7 @@ impl Schedule {
                 let next = ms.div_euclid(step).checked_add(1)?.checked_mul(step)?;
                 Utc.timestamp_millis_opt(next).single()
             }
+            Rule::At(at) => (*at > t).then_some(*at),
             Rule::Cron(_) => {
                 let local = t.with_timezone(&self.tz);
                 cron?
@@ -342,11 +456,25 @@ impl Schedule {
             .collect()
     }
 
-    /// The schedule in plain words.
+    /// The schedule in plain words, with its bounds.
     pub fn describe(&self) -> String {
-        match &self.rule {
+        let rule = match &self.rule {
             Rule::Every(d) => format!("Every {}", humantime::format_duration(*d)),
+            Rule::At(at) => format!("Once, at {}", shown(*at, self.tz)),
             Rule::Cron(text) => compile(text).map_or_else(|| text.clone(), |c| c.describe()),
-        }
+        };
+        let start = self.start.map(|s| format!(", from {}", shown(s, self.tz)));
+        let end = self.end.map(|e| format!(", until {}", shown(e, self.tz)));
+        format!(
+            "{rule}{}{}",
+            start.unwrap_or_default(),
+            end.unwrap_or_default()
+        )
     }
+}
+
+/// What follows the macro `name` (any case) at the start of `expr`, if `expr` starts with it.
+fn strip_macro<'a>(expr: &'a str, name: &str) -> Option<&'a str> {
+    let head = expr.get(..name.len())?;
+    head.eq_ignore_ascii_case(name).then(|| &expr[name.len()..])
 }

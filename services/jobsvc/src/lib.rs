@@ -3,6 +3,7 @@
 //! embedded store) under the key layout of [`distcron_core::keys`].
 
 mod config;
+mod done;
 mod service;
 
 use std::sync::Arc;

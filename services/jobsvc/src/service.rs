@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use distcron_core::job::validate_name;
+use distcron_core::job::{instant, validate_name};
 use distcron_core::records::{KillRequest, RunningRecord, WorkerRegistration};
 use distcron_core::{now_ms, FieldError, JobDefinition, Keys};
 use distcron_kv::{list_prefix, KvError, KvStore, RangeRequest};
@@ -12,6 +12,8 @@ use distcron_proto::jobs::v1 as pb;
 use distcron_schedule::{Schedule, MAX_PREVIEW};
 use distcron_server::invalid_argument;
 use tonic::{Request, Response, Status};
+
+use crate::done::job_with_done;
 
 /// Default and maximum `page_size` of ListJobs.
 const DEFAULT_PAGE: u32 = 100;
@@ -78,6 +80,24 @@ impl JobService {
     }
 }
 
+/// The schedule a preview asks for, within its bounds, checked to fire after `after`.
+fn preview_schedule_of(
+    req: &pb::PreviewScheduleRequest,
+    after: chrono::DateTime<Utc>,
+) -> Result<Schedule, Status> {
+    let start = instant("startAt", req.start_at_ms).map_err(invalid_argument)?;
+    let end = instant("endAt", req.end_at_ms).map_err(invalid_argument)?;
+    let schedule = if req.name.is_empty() {
+        Schedule::parse_stored(&req.cron_expr, &req.time_zone)
+    } else {
+        Schedule::parse_stored_for(&req.name, &req.cron_expr, &req.time_zone)
+    };
+    schedule
+        .and_then(|s| s.with_bounds(start, end))
+        .and_then(|s| s.check_fires_after(after).map(|()| s))
+        .map_err(|e| invalid_argument(FieldError::new(e.field, e.message)))
+}
+
 #[tonic::async_trait]
 impl pb::job_service_server::JobService for JobService {
     async fn save_job(
@@ -115,7 +135,10 @@ impl pb::job_service_server::JobService for JobService {
         let stored = distcron_ledger::load_job(self.store.as_ref(), &self.keys, &name)
             .await
             .map_err(job_error)?;
-        Ok(Response::new(stored.job.to_proto(stored.revision)))
+        let job = job_with_done(self.store.as_ref(), &self.keys, &stored, Utc::now())
+            .await
+            .map_err(store_error)?;
+        Ok(Response::new(job))
     }
 
     async fn list_jobs(
@@ -154,10 +177,15 @@ impl pb::job_service_server::JobService for JobService {
             })
             .await
             .map_err(store_error)?;
+        let now = Utc::now();
         let mut jobs = Vec::with_capacity(resp.kvs.len());
         for kv in &resp.kvs {
             match StoredJob::from_kv(kv) {
-                Ok(stored) => jobs.push(stored.job.to_proto(stored.revision)),
+                Ok(stored) => jobs.push(
+                    job_with_done(self.store.as_ref(), &self.keys, &stored, now)
+                        .await
+                        .map_err(store_error)?,
+                ),
                 Err(e) => tracing::warn!(key = %kv.key, error = %e, "skipping unreadable job"),
             }
         }
@@ -261,8 +289,10 @@ impl pb::job_service_server::JobService for JobService {
         if change.written {
             tracing::info!(job = %req.name, enabled = req.enabled, "job enabled state changed");
         }
-        let StoredJob { job, revision } = change.stored;
-        Ok(Response::new(job.to_proto(revision)))
+        let job = job_with_done(self.store.as_ref(), &self.keys, &change.stored, Utc::now())
+            .await
+            .map_err(store_error)?;
+        Ok(Response::new(job))
     }
 
     async fn preview_schedule(
@@ -287,12 +317,7 @@ impl pb::job_service_server::JobService for JobService {
                 .single()
                 .ok_or_else(|| invalid_argument(FieldError::new("afterMs", "out of range")))?
         };
-        let schedule = if req.name.is_empty() {
-            Schedule::parse_at(&req.cron_expr, &req.time_zone, after)
-        } else {
-            Schedule::parse_for_at(&req.name, &req.cron_expr, &req.time_zone, after)
-        }
-        .map_err(|e| invalid_argument(FieldError::new(e.field, e.message)))?;
+        let schedule = preview_schedule_of(&req, after)?;
         let times = schedule.upcoming(after, count);
         Ok(Response::new(pb::PreviewScheduleResponse {
             fire_times_ms: times.iter().map(|t| t.timestamp_millis()).collect(),

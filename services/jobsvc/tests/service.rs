@@ -693,3 +693,111 @@ async fn requests_are_counted_by_method_and_status_code() {
     }
     panic!("{}", distcron_metrics::render());
 }
+
+/// An instant given in ms since the epoch, as RFC 3339 (UTC).
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .to_rfc3339()
+}
+
+#[tokio::test]
+async fn one_off_and_bounded_jobs_refuse_the_past_and_show_when_they_are_done() {
+    let mut h = Harness::shared().await;
+    let now = distcron_core::now_ms();
+    let hour = 3_600_000;
+    let refused = |field: &'static str, needle: &'static str, job: pb::Job| {
+        let mut client = h.client.clone();
+        async move {
+            let err = client.save_job(save(job)).await.unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "{field}");
+            assert!(
+                err.message().starts_with(&format!("{field}:")) && err.message().contains(needle),
+                "{field}: {}",
+                err.message()
+            );
+        }
+    };
+    let mut past_at = job("once");
+    past_at.cron_expr = format!("@at {}", rfc3339(now - hour));
+    refused("cronExpr", "is in the past", past_at).await;
+    let mut ended = job("bounded");
+    ended.end_at_ms = Some(now - hour);
+    refused("endAt", "is in the past", ended).await;
+    let mut reversed = job("bounded");
+    reversed.start_at_ms = Some(now + 2 * hour);
+    reversed.end_at_ms = Some(now + hour);
+    refused("endAt", "must be after startAt", reversed).await;
+    // Nothing was written.
+    let listed = h
+        .client
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.jobs.is_empty(), "{listed:?}");
+
+    // In the future it is saved, bounds kept, and not done.
+    let mut once = job("once");
+    once.cron_expr = format!("@at {}", rfc3339(now + hour));
+    once.end_at_ms = Some(now + 2 * hour);
+    let saved = h.client.save_job(save(once)).await.unwrap().into_inner();
+    let saved = saved.job.unwrap();
+    assert_eq!(saved.end_at_ms, Some(now + 2 * hour));
+    assert!(!saved.done);
+
+    // A stored @at job whose instant has passed is done once its ledger reached the instant.
+    let at = now - hour;
+    let mut stored = distcron_core::JobDefinition::new("past", "true", "");
+    stored.cron_expr = format!("@at {}", rfc3339(at));
+    h.store
+        .put(&h.keys.job("past"), stored.to_json(), None)
+        .await
+        .unwrap();
+    let get = |name: &'static str| {
+        let mut client = h.client.clone();
+        async move {
+            let request = pb::GetJobRequest { name: name.into() };
+            client.get_job(request).await.unwrap().into_inner()
+        }
+    };
+    assert!(!get("past").await.done, "never claimed: not done");
+    h.store
+        .put(
+            &h.keys.ledger("past"),
+            distcron_core::records::ledger::encode(at),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(get("past").await.done);
+    assert!(!get("once").await.done);
+    let listed = h
+        .client
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let done: Vec<(&str, bool)> = listed
+        .jobs
+        .iter()
+        .map(|j| (j.name.as_str(), j.done))
+        .collect();
+    assert_eq!(done, [("once", false), ("past", true)]);
+
+    // The preview keeps to the bounds too.
+    let bounded = h
+        .client
+        .preview_schedule(pb::PreviewScheduleRequest {
+            cron_expr: "@hourly".into(),
+            count: 10,
+            after_ms: 1_767_225_600_000, // 2026-01-01T00:00:00Z
+            end_at_ms: Some(1_767_225_600_000 + 3 * hour),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bounded.fire_times.len(), 3, "{:?}", bounded.fire_times);
+    h.shutdown().await;
+}

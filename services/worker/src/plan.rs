@@ -69,6 +69,9 @@ pub enum Upserted {
     Scheduled(i64),
     /// Paused: not scheduled.
     Disabled,
+    /// Valid, with no slot to come (an `@at` whose instant has passed, a job past its `endAt`):
+    /// nothing to schedule, though slots missed before now may still be caught up.
+    Finished,
     /// The stored definition is invalid (e.g. its schedule no longer parses).
     Invalid(String),
 }
@@ -85,7 +88,7 @@ impl Plan {
             Err(e) => return Upserted::Invalid(e.to_string()),
         };
         let Some(first) = schedule.next_after(utc(now_ms)) else {
-            return Upserted::Invalid("cronExpr: the schedule has no future fire time".into());
+            return Upserted::Finished;
         };
         self.next_generation += 1;
         let generation = self.next_generation;
@@ -232,10 +235,44 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(plan.next_due(), None);
-        // An expression with no future slot does not become a hot loop.
+        assert!(plan.pop_due(i64::MAX / 2).is_empty());
+    }
+
+    #[test]
+    fn jobs_past_their_last_slot_are_finished_not_invalid() {
+        let mut plan = Plan::default();
+        let t0 = 1_800_000_000_000; // 2027-01-15T08:00:00Z
+        let once = job("once", "@at 2027-01-15T08:00:05Z");
+        assert_eq!(
+            plan.upsert(once.clone(), 1, t0),
+            Upserted::Scheduled(t0 + 5000)
+        );
+        let due: Vec<i64> = plan
+            .pop_due(t0 + 60_000)
+            .iter()
+            .map(|d| d.slot_ms)
+            .collect();
+        assert_eq!(due, [t0 + 5000]);
+        assert_eq!(plan.next_due(), None);
+        // Read again after its instant (a restart, a resync): finished, and no hot loop.
+        assert_eq!(plan.upsert(once, 1, t0 + 60_000), Upserted::Finished);
+        let mut ended = JobDefinition::new("ended", "true", "* * * * * *");
+        ended.end_at = Some(t0 + 2000);
+        let ended = Arc::new(ended);
+        assert_eq!(
+            plan.upsert(ended.clone(), 1, t0),
+            Upserted::Scheduled(t0 + 1000)
+        );
+        let due: Vec<i64> = plan
+            .pop_due(t0 + 60_000)
+            .iter()
+            .map(|d| d.slot_ms)
+            .collect();
+        assert_eq!(due, [t0 + 1000, t0 + 2000]);
+        assert_eq!(plan.upsert(ended, 1, t0 + 2000), Upserted::Finished);
         assert!(matches!(
-            plan.upsert(job("y", "0 0 0 1 1 * 2020"), 1, 0),
-            Upserted::Invalid(_)
+            plan.upsert(job("y", "0 0 0 1 1 * 2020"), 1, t0),
+            Upserted::Finished
         ));
         assert!(plan.pop_due(i64::MAX / 2).is_empty());
     }

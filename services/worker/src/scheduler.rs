@@ -81,6 +81,13 @@ fn upsert(
                 tokio::spawn(crate::catch_up::catch_up(ctx.clone(), def, revision, now));
             }
         }
+        // Its last slot may have passed while no worker ran: catch-up settles it by the policy.
+        Upserted::Finished => {
+            tracing::debug!(job = %def.name, revision, "job has no slot to come; not scheduled");
+            if catch_up {
+                tokio::spawn(crate::catch_up::catch_up(ctx.clone(), def, revision, now));
+            }
+        }
         Upserted::Disabled => {}
         Upserted::Invalid(reason) => {
             tracing::error!(job = %def.name, revision, %reason, "stored job is invalid; not scheduled");

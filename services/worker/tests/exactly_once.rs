@@ -87,3 +87,65 @@ async fn clock_skew_within_the_bound_is_harmless_and_beyond_it_stops_claims() {
     }
     cluster.shutdown().await;
 }
+
+/// Whether jobsvc says `name` is done.
+async fn is_done(cluster: &mut Cluster, name: &str) -> bool {
+    let request = distcron_proto::jobs::v1::GetJobRequest { name: name.into() };
+    cluster
+        .jobs
+        .get_job(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .done
+}
+
+#[tokio::test]
+async fn an_at_job_runs_once_and_a_job_past_its_end_stops_firing() {
+    let _guard = exclusive().await;
+    let mut cluster = Cluster::shared_with_workers(&["bound-1", "bound-2"]).await;
+    // A whole second 4 to 5 s ahead: the @at instant; the bounded job ends 3 s after it.
+    let at_ms = (distcron_core::now_ms() / 1000 + 5) * 1000;
+    let end_ms = at_ms + 3000;
+    let at = chrono::DateTime::from_timestamp_millis(at_ms)
+        .unwrap()
+        .to_rfc3339();
+    cluster
+        .save(job("once", "true", &format!("@at {at}")))
+        .await;
+    let mut bounded = job("bounded", "true", "* * * * * *");
+    bounded.end_at_ms = Some(end_ms);
+    let saved = cluster.save(bounded).await;
+    assert_eq!(saved.end_at_ms, Some(end_ms));
+    assert!(!is_done(&mut cluster, "once").await);
+    assert!(!is_done(&mut cluster, "bounded").await);
+
+    // Well past both: then a worker that joins reads the finished jobs afresh (its catch-up
+    // included) and must neither run them again nor record them as invalid.
+    let past_end = end_ms + 3000 - distcron_core::now_ms();
+    tokio::time::sleep(Duration::from_millis(u64::try_from(past_end).unwrap())).await;
+    cluster.start_worker("bound-3", &[]);
+    cluster.wait_for_workers(3).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let names = ["once".to_owned(), "bounded".to_owned()];
+    settle(&mut cluster, &names).await;
+
+    let once = cluster.runs("once").await;
+    assert_eq!(once.len(), 1, "{:#?}", common::summary(&once));
+    assert_eq!(once[0].plan_time_ms, at_ms);
+    assert_exactly_once(&mut cluster, "once").await;
+
+    let slots = assert_exactly_once(&mut cluster, "bounded").await;
+    let runs = cluster.runs("bounded").await;
+    assert_eq!(runs.len(), slots, "one record per slot, nothing else");
+    let last = runs.iter().map(|r| r.plan_time_ms).max().unwrap();
+    assert_eq!(
+        last, end_ms,
+        "the last slot is the end itself, none after it"
+    );
+    assert!(slots >= 6, "only {slots} slots before the end");
+
+    assert!(is_done(&mut cluster, "once").await);
+    assert!(is_done(&mut cluster, "bounded").await);
+    cluster.shutdown().await;
+}
