@@ -99,20 +99,22 @@ async fn replace_kills_the_running_run_then_starts_the_new_one() {
         true,
     )
     .await;
-    // A replaced run's successor may be shipped after the replaced run's end: wait for each
-    // successor's final record before checking the pairs.
-    let mut runs = cluster
+    // A replaced run's successor may be shipped after the replaced run's end, and may have
+    // started after the kill above: wait for each successor's record, kill what still runs, and
+    // wait until it has ended before checking the pairs.
+    cluster
         .wait_runs("replaced", Duration::from_secs(20), |runs| {
             runs.iter()
                 .filter(|r| r.err.contains("replace"))
                 .all(|old| {
-                    runs.iter().any(|new| {
-                        new.plan_time_ms == old.plan_time_ms + 3000
-                            && status(new) != logs::RunStatus::Running
-                    })
+                    runs.iter()
+                        .any(|new| new.plan_time_ms == old.plan_time_ms + 3000)
                 })
         })
         .await;
+    cluster.kill_all("replaced").await;
+    settle(&mut cluster, &["replaced".to_owned()]).await;
+    let mut runs = cluster.runs("replaced").await;
     runs.sort_by_key(|r| r.plan_time_ms);
     // Each run but the last was replaced by the next slot's run, which started only after it
     // had ended.
