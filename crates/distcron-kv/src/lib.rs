@@ -104,6 +104,35 @@ pub fn backoff(attempt: u32, max: Duration) -> Duration {
     Duration::from_millis(ms).min(max)
 }
 
+/// Runs `op` until it succeeds, waiting [`backoff`] (capped at `max`) between attempts and
+/// logging each failure as "`what`; retrying"; `None` if `stop` is cancelled first.
+pub async fn retry_until<T, E, F, Fut>(
+    stop: &tokio_util::sync::CancellationToken,
+    max: Duration,
+    what: &str,
+    mut op: F,
+) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Ok(value) => return Some(value),
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "{what}; retrying");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            () = tokio::time::sleep(backoff(attempt, max)) => {}
+        }
+    }
+}
+
 /// The smallest key greater than every key that starts with `prefix` (etcd's range end).
 pub fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();

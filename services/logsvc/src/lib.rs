@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use distcron_core::output::OutputCap;
 use distcron_core::Keys;
-use distcron_kv::{backoff, KvStore};
+use distcron_kv::{retry_until, KvStore};
 use distcron_proto::logs::v1::log_service_server::LogServiceServer;
 use distcron_runstore::RunStore;
 use distcron_server::{serve_registered, Instance, Served, ServerError};
@@ -42,22 +42,10 @@ pub struct Storage {
 /// Prepares the run store's indexes, retrying while the database is unreachable, until it
 /// succeeds or `stop` is cancelled.
 async fn init_until_ready(runs: Arc<dyn RunStore>, retention_days: u32, stop: CancellationToken) {
-    let mut attempt = 0;
-    loop {
-        match runs.init(retention_days).await {
-            Ok(()) => {
-                tracing::info!(retention_days, "run store ready");
-                return;
-            }
-            Err(e) => {
-                attempt += 1;
-                tracing::warn!(error = %e, attempt, "run store not ready; retrying");
-            }
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(backoff(attempt, Duration::from_secs(5))) => {}
-        }
+    let init = || runs.init(retention_days);
+    let ready = retry_until(&stop, Duration::from_secs(5), "run store not ready", init).await;
+    if ready.is_some() {
+        tracing::info!(retention_days, "run store ready");
     }
 }
 

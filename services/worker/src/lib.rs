@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use distcron_core::Keys;
 use distcron_discovery::{balanced_channel, Endpoints};
-use distcron_kv::{backoff, KvStore};
+use distcron_kv::{retry_until, KvStore};
 use distcron_proto::logs::v1::log_service_client::LogServiceClient;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -230,16 +230,12 @@ fn settings(config: &WorkerConfig) -> Result<Settings, WorkerError> {
 /// Opens the first session, retrying while the store is unreachable; false if `shutdown` came
 /// first.
 async fn open_session(ctx: &Ctx, shutdown: &CancellationToken) -> bool {
-    let mut attempt = 0;
-    while let Err(e) = session::open(ctx).await {
-        attempt += 1;
-        tracing::warn!(error = %e, attempt, "cannot open a session in etcd; retrying");
-        tokio::select! {
-            () = shutdown.cancelled() => return false,
-            () = tokio::time::sleep(backoff(attempt, Duration::from_secs(2))) => {}
-        }
-    }
-    true
+    let what = "cannot open a session in etcd";
+    retry_until(shutdown, Duration::from_secs(2), what, || {
+        session::open(ctx)
+    })
+    .await
+    .is_some()
 }
 
 /// The worker's long-running tasks, and how each is stopped.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distcron_core::records::WorkerRegistration;
-use distcron_kv::{backoff, bounded, KvError, LeaseId};
+use distcron_kv::{bounded, retry_until, KvError, LeaseId};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::clock::RefusalKind;
@@ -208,23 +208,13 @@ async fn renew(
         runs_ended = fenced,
         "session lease lost; runs ended, starting a new session"
     );
-    let mut attempt = 0;
-    loop {
-        match ctx.store.grant_lease(ttl).await {
-            Ok(new) => {
-                distcron_metrics::worker().sessions_opened.inc();
-                ctx.cluster.session.store(new, Ordering::Relaxed);
-                *last_renewal = tokio::time::Instant::now();
-                return true;
-            }
-            Err(e) => {
-                attempt += 1;
-                tracing::warn!(error = %e, attempt, "cannot open a new session");
-                tokio::select! {
-                    () = stop.cancelled() => return false,
-                    () = tokio::time::sleep(backoff(attempt, Duration::from_secs(2))) => {}
-                }
-            }
-        }
-    }
+    let grant = || ctx.store.grant_lease(ttl);
+    let what = "cannot open a new session";
+    let Some(new) = retry_until(stop, Duration::from_secs(2), what, grant).await else {
+        return false;
+    };
+    distcron_metrics::worker().sessions_opened.inc();
+    ctx.cluster.session.store(new, Ordering::Relaxed);
+    *last_renewal = tokio::time::Instant::now();
+    true
 }

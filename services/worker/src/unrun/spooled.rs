@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use distcron_core::records::{RunTrigger, RunningRecord};
-use distcron_kv::{backoff, KvError};
+use distcron_kv::retry_until;
 use distcron_ledger::UndeliveredMarker;
 use distcron_proto::logs::v1 as pb;
 use prost::Message;
@@ -110,7 +110,11 @@ pub async fn mark_spooled(ctx: &Ctx, spooled: Spooled, shutdown: &CancellationTo
             runs: runs.to_vec(),
         };
         let write = || distcron_ledger::mark_undelivered(ctx.store.as_ref(), &ctx.keys, &marker);
-        if retrying(shutdown, write).await.is_none() {
+        let what = "cannot mark the spooled runs undelivered";
+        if retry_until(shutdown, Duration::from_secs(2), what, write)
+            .await
+            .is_none()
+        {
             return false;
         }
         // Adopted before the ends are delivered, so their acknowledgements find the marker.
@@ -127,29 +131,6 @@ pub async fn mark_spooled(ctx: &Ctx, spooled: Spooled, shutdown: &CancellationTo
         super::lost::ship_lost(ctx, record, err.to_owned(), false).await;
     }
     true
-}
-
-/// Runs `op` until it succeeds, retrying while the store is unreachable; `None` if `shutdown`
-/// came first.
-async fn retrying<T, F, Fut>(shutdown: &CancellationToken, mut op: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, KvError>>,
-{
-    let mut attempt = 0;
-    loop {
-        match op().await {
-            Ok(value) => return Some(value),
-            Err(e) => {
-                attempt += 1;
-                tracing::warn!(error = %e, attempt, "cannot mark the spooled runs undelivered; retrying");
-            }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return None,
-            () = tokio::time::sleep(backoff(attempt, Duration::from_secs(2))) => {}
-        }
-    }
 }
 
 #[cfg(test)]
