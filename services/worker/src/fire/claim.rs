@@ -234,12 +234,12 @@ async fn release_finished(ctx: &Ctx, running: Vec<RunningRecord>) {
         .iter()
         .map(|r| (r.job_name.clone(), r.run_id.clone()))
         .collect();
-    let first = running.first().map_or("", |r| r.run_id.as_str());
+    let first = done.first().map_or("", |(_, run)| run.as_str());
     let marker = UndeliveredMarker {
         key: ctx
             .keys
             .undelivered(&ctx.id, &format!("{}-released-{first}", ctx.started_at_ms)),
-        runs: running.clone(),
+        runs: running,
     };
     let changes = distcron_ledger::MarkerChanges {
         put: Some(&marker),
