@@ -274,9 +274,13 @@ fn unknown_word(field: Field, word: &str) -> String {
 mod tests {
     use super::*;
 
+    /// `text` in `field` as it is handed to croner, which must succeed.
+    fn ok(field: Field, text: &str) -> String {
+        rewrite(field, text, None).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
     #[test]
     fn a_number_with_a_step_runs_to_the_last_value() {
-        let ok = |field, text| rewrite(field, text, None).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(ok(Field::Month, "3/3"), "3-12/3");
         assert_eq!(ok(Field::Second, "5/15"), "5-59/15");
         assert_eq!(ok(Field::DayOfWeek, "mon/2"), "1-6/2");
@@ -296,7 +300,6 @@ mod tests {
 
     #[test]
     fn steps_that_fire_once_are_refused_with_a_hint() {
-        let ok = |field, text| rewrite(field, text, None).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(ok(Field::Second, "*/59"), "*/59");
         assert_eq!(ok(Field::DayOfWeek, "*/6"), "*/6");
         assert_eq!(ok(Field::Year, "*/129"), "*/129");
@@ -329,7 +332,6 @@ mod tests {
 
     #[test]
     fn names_become_numbers_in_their_own_field_only() {
-        let ok = |field, text| rewrite(field, text, None).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(ok(Field::DayOfWeek, "friday"), "5");
         assert_eq!(ok(Field::DayOfWeek, "Mon-Fri"), "1-5");
         assert_eq!(ok(Field::DayOfWeek, "sat-SUNDAY"), "6-7");
