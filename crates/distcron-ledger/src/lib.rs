@@ -27,7 +27,8 @@ pub use release::{
     UndeliveredMarker,
 };
 pub use slots::{
-    claim_slot, claim_slots, record_skip, LedgerExpect, SlotClaim, SlotOutcome, MAX_CLAIMS_PER_TXN,
+    claim_slot, claim_slots, record_skip, LedgerExpect, SlotAction, SlotClaim, SlotOutcome,
+    MAX_CLAIMS_PER_TXN,
 };
 pub use triggers::{claim_trigger, request_trigger, Claim};
 

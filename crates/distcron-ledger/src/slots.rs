@@ -28,6 +28,19 @@ pub struct SlotClaim {
     pub forbid_overlap: bool,
     /// What the claim requires of the ledger besides being before the slot.
     pub expect: LedgerExpect,
+    /// Whether the slot is claimed to run or to be skipped.
+    pub action: SlotAction,
+}
+
+/// What a [`SlotClaim`] does to its slot when its conditions hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlotAction {
+    /// Moves the ledger to the slot and records the run as running.
+    #[default]
+    Run,
+    /// Moves the ledger to the slot without a run (the slot is recorded `skipped` by the caller):
+    /// the same conditions on the ledger and the job as a run's claim, none on running runs.
+    Skip,
 }
 
 /// What a claim (or a skip) of slot T requires of the job's ledger L besides L < T, so that the
@@ -118,7 +131,10 @@ pub enum SlotOutcome {
         /// The ledger as read (`None`: absent).
         ledger_ms: Option<i64>,
     },
-    /// `forbid` and a run of the job is in progress: the slot is not run. Use [`record_skip`].
+    /// This claim's [`SlotAction::Skip`] moved the ledger to the slot: the caller records it.
+    Skipped,
+    /// `forbid` and a run of the job is in progress: the slot is not run; claim it again with
+    /// [`SlotAction::Skip`] (or use [`record_skip`]).
     Overlap {
         /// The runs in progress.
         running: Vec<RunningRecord>,
@@ -218,7 +234,10 @@ pub async fn claim_slots(
         let resp = store.txn(txn).await?;
         if resp.succeeded {
             for p in pending.drain(..) {
-                outcomes[p.index] = Some(SlotOutcome::Won(p.record));
+                outcomes[p.index] = Some(match p.claim.action {
+                    SlotAction::Run => SlotOutcome::Won(p.record),
+                    SlotAction::Skip => SlotOutcome::Skipped,
+                });
             }
             break;
         }
@@ -311,24 +330,28 @@ impl PendingClaim {
                 .expect
                 .conditions(&self.ledger_key, self.ledger_exists, self.claim.slot_ms);
         when.push(Condition::unchanged(&self.job_key, self.claim.job_revision));
-        if self.claim.forbid_overlap {
+        if self.claim.forbid_overlap && self.claim.action == SlotAction::Run {
             when.push(Condition::no_keys_under(&self.running_prefix));
         }
         when
     }
 
-    fn writes(&self) -> [Op; 2] {
-        [
-            Op::put(
-                &self.ledger_key,
-                distcron_core::records::ledger::encode(self.claim.slot_ms),
-            ),
-            Op::Put {
-                key: self.running_key.clone(),
-                value: self.value.clone(),
-                lease: Some(self.claim.session),
-            },
-        ]
+    fn writes(&self) -> Vec<Op> {
+        let ledger = Op::put(
+            &self.ledger_key,
+            distcron_core::records::ledger::encode(self.claim.slot_ms),
+        );
+        match self.claim.action {
+            SlotAction::Run => vec![
+                ledger,
+                Op::Put {
+                    key: self.running_key.clone(),
+                    value: self.value.clone(),
+                    lease: Some(self.claim.session),
+                },
+            ],
+            SlotAction::Skip => vec![ledger],
+        }
     }
 
     /// What a failed transaction reads for this claim, three results: the ledger, the job, the
@@ -350,7 +373,9 @@ impl PendingClaim {
         running: &[distcron_kv::KeyValue],
     ) -> Option<SlotOutcome> {
         let running = parse_running(running);
-        if running.iter().any(|r| r.run_id == self.claim.run_id) {
+        if self.claim.action == SlotAction::Run
+            && running.iter().any(|r| r.run_id == self.claim.run_id)
+        {
             // A retried transaction whose first attempt applied.
             return Some(SlotOutcome::Won(self.record.clone()));
         }
@@ -375,7 +400,8 @@ impl PendingClaim {
         if self.claim.expect.is_behind(ledger) {
             return Some(SlotOutcome::Behind { ledger_ms: ledger });
         }
-        if self.claim.forbid_overlap && !running.is_empty() {
+        if self.claim.forbid_overlap && self.claim.action == SlotAction::Run && !running.is_empty()
+        {
             return Some(SlotOutcome::Overlap { running });
         }
         self.ledger_exists = ledger.is_some();

@@ -44,6 +44,7 @@ async fn claimed_run(
         trigger: RunTrigger::Schedule,
         forbid_overlap: false,
         expect: LedgerExpect::Before,
+        action: distcron_ledger::SlotAction::Run,
     };
     match claim_slot(store, keys, &claim, slot > 1_000).await.unwrap() {
         SlotOutcome::Won(record) => record,

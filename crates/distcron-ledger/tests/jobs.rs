@@ -230,6 +230,7 @@ async fn a_delete_leaves_a_tombstone_and_drops_only_its_own_triggers(store: Arc<
         trigger: RunTrigger::Schedule,
         forbid_overlap: false,
         expect: LedgerExpect::Before,
+        action: distcron_ledger::SlotAction::Run,
     };
     assert!(matches!(
         claim_slot(s, &keys, &claim, false).await.unwrap(),

@@ -12,8 +12,8 @@ use distcron_core::Keys;
 use distcron_kv::{KvStore, RangeRequest};
 use distcron_ledger::{
     claim_slot, claim_slots, record_skip, release, undelivered_of, workers_with_undelivered,
-    LedgerExpect, MarkerChanges, SlotClaim, SlotOutcome, UndeliveredMarker, MAX_CLAIMS_PER_TXN,
-    MAX_TXN_OPS,
+    LedgerExpect, MarkerChanges, SlotAction, SlotClaim, SlotOutcome, UndeliveredMarker,
+    MAX_CLAIMS_PER_TXN, MAX_TXN_OPS,
 };
 use distcron_testkit::unique_name;
 
@@ -24,7 +24,8 @@ on_both_stores!(
     a_full_batch_settles_each_claim_by_its_own_conditions,
     concurrent_batches_give_each_slot_one_winner,
     a_release_keeps_a_marker_of_its_runs_until_it_is_deleted,
-    a_claim_never_passes_over_an_unclaimed_slot_unless_it_takes_it_over
+    a_claim_never_passes_over_an_unclaimed_slot_unless_it_takes_it_over,
+    a_skip_claim_moves_the_ledger_once_and_shares_a_batch_with_run_claims
 );
 
 async fn setup(store: Arc<dyn KvStore>) -> (Arc<dyn KvStore>, Keys, i64) {
@@ -54,6 +55,7 @@ fn claim(rev: i64, slot: i64, worker: &str, session: i64, forbid: bool) -> SlotC
         trigger: RunTrigger::Schedule,
         forbid_overlap: forbid,
         expect: LedgerExpect::Before,
+        action: distcron_ledger::SlotAction::Run,
     }
 }
 
@@ -641,4 +643,87 @@ async fn a_claim_never_passes_over_an_unclaimed_slot_unless_it_takes_it_over(
     )
     .await
     .unwrap()));
+}
+
+async fn a_skip_claim_moves_the_ledger_once_and_shares_a_batch_with_run_claims(
+    store: Arc<dyn KvStore>,
+) {
+    let (store, keys, rev) = setup(store).await;
+    let s = store.as_ref();
+    store
+        .put(&keys.job("k"), b"{}".to_vec(), None)
+        .await
+        .unwrap();
+    let rev_k = store
+        .get(&keys.job("k"))
+        .await
+        .unwrap()
+        .unwrap()
+        .mod_revision;
+    let session = store.grant_lease(Duration::from_secs(30)).await.unwrap();
+    assert!(matches!(
+        claim_slot(s, &keys, &claim(rev, 1_000, "a", session, true), false)
+            .await
+            .unwrap(),
+        SlotOutcome::Won(_)
+    ));
+    let skip = |slot: i64, worker: &str| SlotClaim {
+        action: SlotAction::Skip,
+        ..claim(rev, slot, worker, session, true)
+    };
+    let run_k = SlotClaim {
+        job: "k".into(),
+        job_revision: rev_k,
+        ..claim(rev_k, 2_000, "b", session, false)
+    };
+    // The skip of j's slot 2000 (its run of 1000 still running) and a run claim of k's slot, in
+    // one transaction; the skip's guess that j's ledger is absent is corrected on the way.
+    let outcomes = claim_slots(s, &keys, &[(skip(2_000, "b"), false), (run_k, false)])
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0], SlotOutcome::Skipped);
+    assert!(matches!(outcomes[1], SlotOutcome::Won(_)));
+    let ledger = store.get(&keys.ledger("j")).await.unwrap().unwrap();
+    assert_eq!(
+        distcron_core::records::ledger::decode(&ledger.value),
+        Some(2_000)
+    );
+    // No running record for the skipped slot; the running run is untouched.
+    let (running, _) = distcron_kv::list_prefix(s, &keys.running_of("j"))
+        .await
+        .unwrap();
+    let ids: Vec<String> = running
+        .iter()
+        .map(|kv| {
+            serde_json::from_slice::<distcron_core::records::RunningRecord>(&kv.value)
+                .unwrap()
+                .run_id
+        })
+        .collect();
+    assert_eq!(ids, ["a-1000"]);
+    // A second worker's skip of the same slot moves nothing.
+    assert_eq!(
+        claim_slot(s, &keys, &skip(2_000, "c"), true).await.unwrap(),
+        SlotOutcome::AlreadyClaimed { ledger_ms: 2_000 }
+    );
+    // A skip needs its predecessors claimed, as a run claim does.
+    let behind = SlotClaim {
+        expect: LedgerExpect::Reached(3_000),
+        ..skip(4_000, "c")
+    };
+    assert_eq!(
+        claim_slot(s, &keys, &behind, true).await.unwrap(),
+        SlotOutcome::Behind {
+            ledger_ms: Some(2_000)
+        }
+    );
+    // A skip from an old revision of the job moves nothing either.
+    store
+        .put(&keys.job("j"), b"{}".to_vec(), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        claim_slot(s, &keys, &skip(3_000, "c"), true).await.unwrap(),
+        SlotOutcome::JobChanged { .. }
+    ));
 }

@@ -136,6 +136,7 @@ fn slot_claim(ctx: &Ctx, slot: &Slot) -> SlotClaim {
         trigger: slot.trigger,
         forbid_overlap: slot.def.overlap_policy == OverlapPolicy::Forbid,
         expect: distcron_ledger::LedgerExpect::Before,
+        action: distcron_ledger::SlotAction::Run,
     }
 }
 
@@ -208,7 +209,7 @@ async fn settle_claim(
                 "skipped: run {} still running (overlap policy forbid)",
                 ids.join(", ")
             );
-            skipped::record_skipped(&ctx, def, slot.revision, &claim, err, &span).await;
+            skipped::record_skipped(&ctx, def, &claim, err, &span).await;
         }
         SlotOutcome::AlreadyClaimed { ledger_ms } => {
             settled(&span, FireOutcome::LostRace);
@@ -234,6 +235,11 @@ async fn settle_claim(
                 };
                 skipped::record_superseded(&ctx, def, &slot.schedule, &claim, change, &span).await;
             }
+        }
+        SlotOutcome::Skipped => {
+            // Only a claim with `SlotAction::Skip` is answered so, and this one asked to run.
+            settled(&span, FireOutcome::Missed);
+            span.in_scope(|| tracing::error!("a run claim was answered as a skip"));
         }
         SlotOutcome::Behind { ledger_ms } => {
             // `claim_until_settled` waits out or takes over every `Behind`; the slot's own record

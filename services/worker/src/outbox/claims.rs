@@ -8,8 +8,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use distcron_kv::{bounded, KvError};
-use distcron_ledger::{claim_slots, SlotClaim, SlotOutcome, MAX_CLAIMS_PER_TXN};
+use distcron_kv::KvError;
+use distcron_ledger::{claim_slots, SlotAction, SlotClaim, SlotOutcome, MAX_CLAIMS_PER_TXN};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -126,7 +126,11 @@ pub async fn batch(
     transactions.wait().await;
 }
 
-/// Sends one batch and answers each of its claims.
+/// Sends one batch and answers each of its claims. A transaction that takes longer than
+/// [`attempt_timeout`] answers its run claims "timed out" (they are sent again under the same run
+/// id, which recognises an attempt that applied), but its skips wait for the store's answer: a
+/// skip leaves no mark of its own, so one sent again could not tell its own applied attempt from
+/// another worker's claim of the slot.
 async fn send(batcher: Batcher, batch: Vec<ClaimRequest>, _permit: OwnedSemaphorePermit) {
     let (claims, traces): (Vec<_>, Vec<_>) = batch
         .iter()
@@ -135,28 +139,58 @@ async fn send(batcher: Batcher, batch: Vec<ClaimRequest>, _permit: OwnedSemaphor
     let span = tracing::info_span!("claim_txn", claims = claims.len());
     distcron_telemetry::join_or_link(&span, traces);
     let started = Instant::now();
-    let result = bounded(
-        attempt_timeout(&batcher.latency),
-        "claim",
-        claim_slots(batcher.store.as_ref(), &batcher.keys, &claims),
-    )
-    .instrument(span)
-    .await;
-    let took = started.elapsed();
-    if result.is_ok() {
+    let mut txn = std::pin::pin!(
+        claim_slots(batcher.store.as_ref(), &batcher.keys, &claims).instrument(span)
+    );
+    let waiting = batch;
+    let result = match tokio::time::timeout(attempt_timeout(&batcher.latency), &mut txn).await {
+        Ok(result) => result,
+        Err(_) => {
+            let timed_out = KvError::Unavailable("claim timed out".into());
+            let mut skips = Vec::new();
+            for request in waiting {
+                if request.claim.action == SlotAction::Skip {
+                    skips.push(Some(request));
+                } else {
+                    skips.push(None);
+                    let _ = request.reply.send(Err(timed_out.clone()));
+                }
+            }
+            observe(&batcher, started.elapsed(), false);
+            if skips.iter().all(Option::is_none) {
+                return;
+            }
+            let result = txn.await;
+            answer(skips, result);
+            return;
+        }
+    };
+    observe(&batcher, started.elapsed(), result.is_ok());
+    answer(waiting.into_iter().map(Some).collect(), result);
+}
+
+/// Records how long a claim transaction took (towards the timeout only if it was answered).
+fn observe(batcher: &Batcher, took: Duration, answered: bool) {
+    if answered {
         batcher.latency.observe(took);
     }
     distcron_metrics::worker()
         .claim_duration
         .observe(took.as_secs_f64());
+}
+
+/// Answers the requests still waiting (`None`: answered already), in the order of the batch.
+fn answer(requests: Vec<Option<ClaimRequest>>, result: Result<Vec<SlotOutcome>, KvError>) {
     match result {
         Ok(outcomes) => {
-            for (request, outcome) in batch.into_iter().zip(outcomes) {
-                let _ = request.reply.send(Ok(outcome));
+            for (request, outcome) in requests.into_iter().zip(outcomes) {
+                if let Some(request) = request {
+                    let _ = request.reply.send(Ok(outcome));
+                }
             }
         }
         Err(e) => {
-            for request in batch {
+            for request in requests.into_iter().flatten() {
                 let _ = request.reply.send(Err(e.clone()));
             }
         }
@@ -186,6 +220,7 @@ mod tests {
             trigger: RunTrigger::Schedule,
             forbid_overlap: false,
             expect: distcron_ledger::LedgerExpect::Before,
+            action: distcron_ledger::SlotAction::Run,
         };
         let r = ClaimRequest {
             claim,

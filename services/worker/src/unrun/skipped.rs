@@ -3,7 +3,7 @@
 
 use distcron_core::records::RunStatus;
 use distcron_core::JobDefinition;
-use distcron_ledger::{record_skip, SlotClaim};
+use distcron_ledger::{record_skip, SlotAction, SlotClaim, SlotOutcome};
 use distcron_metrics::FireOutcome;
 use tracing::Instrument;
 
@@ -71,25 +71,27 @@ pub async fn record_superseded(
 }
 
 /// Advances the ledger past `claim`'s slot without running it and records the run as skipped
-/// with `err`, unless another worker recorded the skip (or claimed the slot) first.
+/// with `err`, unless another worker recorded the skip (or claimed the slot) first. The skip goes
+/// through the claim batcher, so a second in which many slots overlap their jobs' runs costs the
+/// store a few transactions, not one per slot.
 pub async fn record_skipped(
     ctx: &Ctx,
     def: &JobDefinition,
-    revision: i64,
     claim: &SlotClaim,
     err: String,
     span: &tracing::Span,
 ) {
-    let recorded = record_skip(
-        ctx.store.as_ref(),
-        &ctx.keys,
-        &def.name,
-        revision,
-        claim.slot_ms,
-        &claim.expect,
-    )
-    .instrument(span.clone())
-    .await;
+    let skip = SlotClaim {
+        action: SlotAction::Skip,
+        ..claim.clone()
+    };
+    let exists = ctx.cluster.ledger_of(&def.name).is_some();
+    let recorded = ctx
+        .out
+        .claim_slot(skip, exists)
+        .instrument(span.clone())
+        .await
+        .map(|outcome| outcome == SlotOutcome::Skipped);
     match recorded {
         Ok(true) => {
             if let distcron_ledger::LedgerExpect::PassOver { passed, .. } = &claim.expect {
