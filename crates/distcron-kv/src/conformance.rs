@@ -28,7 +28,7 @@ macro_rules! kv_conformance_tests {
             txn_value_compare_orders_padded_numbers, txn_prefix_compare, lease_revoke_deletes_keys,
             lease_expires_without_keep_alive, watch_replays_in_order,
             watch_sees_lease_expiry_in_one_batch, range_at_revision_is_a_snapshot,
-            follow_prefix_starts_with_the_listing);
+            follow_prefix_starts_with_the_listing, txn_refuses_more_than_max_ops);
     };
     (@tests $factory:path; $($name:ident),*) => {
         $(
@@ -155,6 +155,35 @@ pub async fn txn_create_if_absent(store: Store, p: String) {
             .succeeded
     );
     assert_eq!(store.get(&k).await.unwrap().unwrap().value, b"C");
+}
+
+pub async fn txn_refuses_more_than_max_ops(store: Store, p: String) {
+    let k = format!("{p}/many");
+    let compares = |n: usize| Txn {
+        when: (0..n).map(|_| Condition::absent(&k)).collect(),
+        then: vec![Op::put(&k, "x")],
+        otherwise: vec![],
+    };
+    let err = store
+        .txn(compares(crate::MAX_TXN_OPS + 1))
+        .await
+        .expect_err("one compare too many");
+    assert!(err.to_string().contains("too many operations"), "{err}");
+    assert!(!err.is_retryable());
+    assert!(store.get(&k).await.unwrap().is_none(), "nothing applied");
+    assert!(
+        store
+            .txn(compares(crate::MAX_TXN_OPS))
+            .await
+            .unwrap()
+            .succeeded
+    );
+    let reads = Txn {
+        when: vec![],
+        then: (0..=crate::MAX_TXN_OPS).map(|_| Op::get(&k)).collect(),
+        otherwise: vec![],
+    };
+    assert!(store.txn(reads).await.is_err(), "one read too many");
 }
 
 pub async fn txn_value_compare_orders_padded_numbers(store: Store, p: String) {

@@ -607,6 +607,13 @@ impl KvStore for EmbeddedKv {
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, KvError> {
+        let ops = txn.when.len().max(txn.then.len()).max(txn.otherwise.len());
+        if ops > crate::MAX_TXN_OPS {
+            return Err(KvError::Other(format!(
+                "InvalidArgument: too many operations in txn request ({ops}; at most {})",
+                crate::MAX_TXN_OPS
+            )));
+        }
         let writes = txn
             .then
             .iter()

@@ -36,6 +36,11 @@ pub use types::{
 };
 pub use watch::{follow_prefix, list_keys, list_prefix, resilient_watch, ResilientWatchEvent};
 
+/// Most compares, and most operations in either branch, of one transaction: etcd's default
+/// `--max-txn-ops`. Both stores refuse a larger transaction (etcd with `InvalidArgument: etcdserver:
+/// too many operations in txn request`), so batching code finds out in tests on either.
+pub const MAX_TXN_OPS: usize = 128;
+
 /// A stream of watch batches; ends with an error when the watch breaks.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchBatch, KvError>> + Send>>;
 

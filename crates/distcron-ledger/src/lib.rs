@@ -32,5 +32,4 @@ pub use slots::{
 };
 pub use triggers::{claim_trigger, request_trigger, Claim};
 
-/// Most operations in one etcd transaction (etcd's default `--max-txn-ops`).
-pub const MAX_TXN_OPS: usize = 128;
+pub use distcron_kv::MAX_TXN_OPS;

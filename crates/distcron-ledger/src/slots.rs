@@ -3,7 +3,9 @@
 
 use distcron_core::records::{RunTrigger, RunningRecord};
 use distcron_core::Keys;
-use distcron_kv::{CompareOp, CompareTarget, Condition, KvError, KvStore, LeaseId, Op, Txn};
+use distcron_kv::{
+    CompareOp, CompareTarget, Condition, KvError, KvStore, LeaseId, Op, Txn, MAX_TXN_OPS,
+};
 
 /// A scheduled (or catch-up) slot to claim.
 #[derive(Debug, Clone)]
@@ -165,9 +167,23 @@ fn ledger_condition(key: &str, exists: bool, slot_ms: i64) -> Condition {
     }
 }
 
-/// Most slot claims in one transaction: each adds up to three compares, two puts and three reads,
-/// and etcd allows [`MAX_TXN_OPS`](crate::MAX_TXN_OPS) of each.
+/// Most slot claims in one transaction: each adds two puts and three reads, and from two to four
+/// compares ([`SlotClaim::compares`]); etcd allows [`MAX_TXN_OPS`] of each, so a batch is also
+/// bounded by its compares.
 pub const MAX_CLAIMS_PER_TXN: usize = 40;
+
+impl SlotClaim {
+    /// The compares this claim adds to a transaction: one or two on the ledger (two for
+    /// [`LedgerExpect::Reached`]), one on the job, and under `forbid` one on its running runs.
+    pub fn compares(&self) -> usize {
+        let ledger = match self.expect {
+            LedgerExpect::Reached(_) => 2,
+            LedgerExpect::Before | LedgerExpect::PassOver { .. } => 1,
+        };
+        let overlap = usize::from(self.forbid_overlap && self.action == SlotAction::Run);
+        ledger + 1 + overlap
+    }
+}
 
 /// Claims slot `claim.slot_ms` of `claim.job` in one transaction: it succeeds only if the ledger's
 /// last slot is before this one, the job is still at `claim.job_revision`, and (under `forbid`) no
@@ -193,7 +209,7 @@ pub async fn claim_slot(
 /// as the answers allow: all of them in one transaction when every condition holds (the usual
 /// case); when one does not, the failed transaction's reads say which claims cannot win and why,
 /// and the rest are sent again. Outcomes come in the order of `claims`. At most
-/// [`MAX_CLAIMS_PER_TXN`] claims, each job once.
+/// [`MAX_CLAIMS_PER_TXN`] claims with at most [`MAX_TXN_OPS`] compares in all, each job once.
 pub async fn claim_slots(
     store: &dyn KvStore,
     keys: &Keys,
@@ -203,6 +219,12 @@ pub async fn claim_slots(
         return Err(KvError::Other(format!(
             "{} claims in one transaction; at most {MAX_CLAIMS_PER_TXN}",
             claims.len()
+        )));
+    }
+    let compares: usize = claims.iter().map(|(c, _)| c.compares()).sum();
+    if compares > MAX_TXN_OPS {
+        return Err(KvError::Other(format!(
+            "{compares} compares in one transaction; at most {MAX_TXN_OPS}"
         )));
     }
     let mut jobs = std::collections::HashSet::new();

@@ -25,7 +25,8 @@ on_both_stores!(
     concurrent_batches_give_each_slot_one_winner,
     a_release_keeps_a_marker_of_its_runs_until_it_is_deleted,
     a_claim_never_passes_over_an_unclaimed_slot_unless_it_takes_it_over,
-    a_skip_claim_moves_the_ledger_once_and_shares_a_batch_with_run_claims
+    a_skip_claim_moves_the_ledger_once_and_shares_a_batch_with_run_claims,
+    a_full_batch_of_the_largest_claims_fits_one_transaction
 );
 
 async fn setup(store: Arc<dyn KvStore>) -> (Arc<dyn KvStore>, Keys, i64) {
@@ -726,4 +727,52 @@ async fn a_skip_claim_moves_the_ledger_once_and_shares_a_batch_with_run_claims(
         claim_slot(s, &keys, &skip(3_000, "c"), true).await.unwrap(),
         SlotOutcome::JobChanged { .. }
     ));
+}
+
+/// Claims with the most compares a claim has (a ledger range under `forbid`): as many as
+/// `MAX_TXN_OPS` compares allow fit one transaction, and one more is refused before it reaches the
+/// store (etcd refuses a transaction with more than `MAX_TXN_OPS` compares).
+async fn a_full_batch_of_the_largest_claims_fits_one_transaction(store: Arc<dyn KvStore>) {
+    let keys = Keys::new(&format!("/{}/", unique_name("largest")));
+    let revs = jobs(store.as_ref(), &keys, MAX_CLAIMS_PER_TXN).await;
+    let session = store.grant_lease(Duration::from_secs(30)).await.unwrap();
+    let first: Vec<(SlotClaim, bool)> = (0..MAX_CLAIMS_PER_TXN)
+        .map(|i| (claim_of(i, revs[i], 1_000, "a", session), false))
+        .collect();
+    let won = claim_slots(store.as_ref(), &keys, &first).await.unwrap();
+    assert!(won.iter().all(|o| matches!(o, SlotOutcome::Won(_))));
+    let runs: Vec<(String, String)> = first
+        .iter()
+        .map(|(c, _)| (c.job.clone(), c.run_id.clone()))
+        .collect();
+    release(store.as_ref(), &keys, &runs, MarkerChanges::default())
+        .await
+        .unwrap();
+    let largest = |n: usize| -> Vec<(SlotClaim, bool)> {
+        (0..n)
+            .map(|i| {
+                let claim = SlotClaim {
+                    expect: LedgerExpect::Reached(1_000),
+                    ..claim_of(i, revs[i], 3_000, "b", session)
+                };
+                (claim, true)
+            })
+            .collect()
+    };
+    let fits = MAX_TXN_OPS / largest(1)[0].0.compares();
+    assert!(
+        fits < MAX_CLAIMS_PER_TXN,
+        "the test needs a batch the compares bound"
+    );
+    let err = claim_slots(store.as_ref(), &keys, &largest(fits + 1))
+        .await
+        .expect_err("one claim too many");
+    assert!(err.to_string().contains("compares"), "{err}");
+    let outcomes = claim_slots(store.as_ref(), &keys, &largest(fits))
+        .await
+        .unwrap();
+    assert!(
+        outcomes.iter().all(|o| matches!(o, SlotOutcome::Won(_))),
+        "{outcomes:?}"
+    );
 }

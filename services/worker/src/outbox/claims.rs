@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use distcron_kv::KvError;
-use distcron_ledger::{claim_slots, SlotAction, SlotClaim, SlotOutcome, MAX_CLAIMS_PER_TXN};
+use distcron_ledger::{
+    claim_slots, SlotAction, SlotClaim, SlotOutcome, MAX_CLAIMS_PER_TXN, MAX_TXN_OPS,
+};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -51,13 +53,15 @@ pub fn attempt_timeout(latency: &ClaimLatency) -> Duration {
 
 /// Takes the next batch: requests left over from the last one first, then whatever has arrived;
 /// requests whose caller gave up are dropped, and a second claim of a job already in the batch
-/// waits for the next one (a transaction names each key once).
+/// waits for the next one (a transaction names each key once), as does a claim whose compares
+/// would take the batch over [`MAX_TXN_OPS`].
 fn take_batch(
     waiting: &mut VecDeque<ClaimRequest>,
     requests: &mut mpsc::Receiver<ClaimRequest>,
 ) -> Vec<ClaimRequest> {
     let mut batch = Vec::new();
     let mut jobs = HashSet::new();
+    let mut compares = 0;
     let mut later = VecDeque::new();
     while batch.len() < MAX_CLAIMS_PER_TXN {
         let Some(request) = waiting.pop_front().or_else(|| requests.try_recv().ok()) else {
@@ -66,7 +70,13 @@ fn take_batch(
         if request.reply.is_closed() {
             continue;
         }
+        let adds = request.claim.compares();
+        if compares + adds > MAX_TXN_OPS {
+            later.push_back(request);
+            break;
+        }
         if jobs.insert(request.claim.job.clone()) {
+            compares += adds;
             batch.push(request);
         } else {
             later.push_back(request);
@@ -260,6 +270,26 @@ mod tests {
         let next = take_batch(&mut waiting, &mut rx);
         assert_eq!(jobs(&next), ["a"]);
         assert!(take_batch(&mut waiting, &mut rx).is_empty());
+    }
+
+    #[test]
+    fn a_batch_holds_no_more_compares_than_a_transaction_takes() {
+        let (tx, mut rx) = mpsc::channel(200);
+        let mut answers = Vec::new();
+        for i in 0..MAX_CLAIMS_PER_TXN {
+            let (mut r, answer) = request(&format!("j{i}"));
+            r.claim.forbid_overlap = true;
+            r.claim.expect = distcron_ledger::LedgerExpect::Reached(0);
+            tx.try_send(r).unwrap_or_else(|_| panic!("channel full"));
+            answers.push(answer);
+        }
+        let mut waiting = VecDeque::new();
+        let first = take_batch(&mut waiting, &mut rx);
+        assert_eq!(first.len(), MAX_TXN_OPS / 4, "four compares each");
+        let compares: usize = first.iter().map(|r| r.claim.compares()).sum();
+        assert!(compares <= MAX_TXN_OPS);
+        let second = take_batch(&mut waiting, &mut rx);
+        assert_eq!(first.len() + second.len(), MAX_CLAIMS_PER_TXN, "none lost");
     }
 
     #[test]
